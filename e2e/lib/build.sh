@@ -1,0 +1,113 @@
+# Builds the pinned Go tools into a content-addressed cache outside the work tree.
+# Sourced by e2e/cluster; expects E2E_DIR and CACHE_DIR.
+
+# shellcheck source=../versions.env
+source "$E2E_DIR/versions.env"
+
+go_env() {
+  export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+}
+
+# A directory whose name is a hash of everything that decides what gets built, so
+# a pin change lands in a new directory and an unchanged pin is never rebuilt.
+tool_dir() { # name, files that pin it...
+  local name=$1; shift
+  local key
+  key=$(cat "$@" "$E2E_DIR/lib/build.sh" | sha256sum | cut -c1-16)
+  echo "$CACHE_DIR/$name-$key"
+}
+
+kubernetes_ldflags() {
+  local v=$KUBERNETES_VERSION minor
+  minor=$(echo "$v" | cut -d. -f2)
+  local flags="-s -w" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit=published-go-module"
+    flags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+
+build_into() { # dir, label, command...
+  local dir=$1 label=$2; shift 2
+  [ -f "$dir/.complete" ] && return 0
+  local started=$SECONDS
+  echo "building $label into $dir (once per pin; a cold build takes a while on 2 cores)" >&2
+  rm -rf "$dir.partial" && mkdir -p "$dir.partial"
+  if ! ( "$@" "$dir.partial" ) >"$dir.partial.log" 2>&1; then
+    tail -n 30 "$dir.partial.log" >&2
+    echo "build of $label failed; full log: $dir.partial.log" >&2
+    return 1
+  fi
+  rm -rf "$dir" && mv "$dir.partial" "$dir" && touch "$dir/.complete"
+  echo "built $label in $((SECONDS - started))s" >&2
+}
+
+build_kubernetes() { # out
+  go_env
+  (cd "$E2E_DIR/tools/kubernetes" &&
+    go build -trimpath -ldflags "$(kubernetes_ldflags)" -o "$1/" \
+      k8s.io/kubernetes/cmd/kube-apiserver \
+      k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler \
+      k8s.io/kubernetes/cmd/kubectl)
+}
+
+build_etcd() { # out
+  go_env
+  (cd "$E2E_DIR/tools/etcd" &&
+    go build -trimpath -ldflags "-s -w" -o "$1/etcd" go.etcd.io/etcd/server/v3 &&
+    go build -trimpath -ldflags "-s -w" -o "$1/etcdctl" go.etcd.io/etcd/etcdctl/v3 &&
+    go build -trimpath -ldflags "-s -w" -o "$1/etcdutl" go.etcd.io/etcd/etcdutl/v3)
+}
+
+build_go_install() { # module/cmd@version, out
+  go_env
+  GOBIN=$2 go install -trimpath -ldflags "-s -w" "$1"
+}
+
+build_kwok() { build_go_install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$1"; }
+build_helm() { build_go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$1"; }
+
+# Sets KUBE_BIN, ETCD_BIN, KWOK_BIN, HELM_BIN without building anything.
+tool_paths() {
+  KUBE_BIN=$(tool_dir kubernetes "$E2E_DIR/versions.env" "$E2E_DIR/tools/kubernetes/go.mod" "$E2E_DIR/tools/kubernetes/go.sum")
+  ETCD_BIN=$(tool_dir etcd "$E2E_DIR/versions.env" "$E2E_DIR/tools/etcd/go.mod" "$E2E_DIR/tools/etcd/go.sum")
+  KWOK_BIN=$(tool_dir kwok "$E2E_DIR/versions.env")
+  HELM_BIN=$(tool_dir helm "$E2E_DIR/versions.env")
+  grep -q "k8s.io/kubernetes $KUBERNETES_VERSION" "$E2E_DIR/tools/kubernetes/go.mod" || {
+    echo "tools/kubernetes/go.mod does not pin $KUBERNETES_VERSION: run e2e/tools/pin-kubernetes $KUBERNETES_VERSION" >&2
+    return 1
+  }
+}
+
+# tool_paths, then builds whatever is missing.
+ensure_tools() {
+  tool_paths
+  build_into "$ETCD_BIN" "etcd $ETCD_VERSION" build_etcd
+  build_into "$KWOK_BIN" "kwok $KWOK_VERSION" build_kwok
+  build_into "$KUBE_BIN" "kubernetes $KUBERNETES_VERSION" build_kubernetes
+  build_into "$HELM_BIN" "helm $HELM_VERSION" build_helm
+}
+
+# The kwok module ships its default stages (node initialize, heartbeat with lease,
+# pod ready/complete/delete) as YAML; use the pinned release's own files.
+kwok_stages() { # out file
+  go_env
+  local dir
+  dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  local stage_dir=$dir/kustomize/stage
+  local f first=1
+  : >"$1"
+  for f in "$stage_dir"/node/fast/node-initialize.yaml \
+    "$stage_dir"/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    "$stage_dir"/pod/fast/pod-ready.yaml \
+    "$stage_dir"/pod/fast/pod-complete.yaml \
+    "$stage_dir"/pod/fast/pod-delete.yaml; do
+    [ -f "$f" ] || { echo "kwok stage file missing: $f" >&2; return 1; }
+    [ $first = 1 ] || echo "---" >>"$1"
+    first=0
+    cat "$f" >>"$1"
+  done
+}

@@ -1,0 +1,444 @@
+//! Server-side apply with one field manager per controller, owner
+//! references, and status writes that happen only when the status changed.
+//!
+//! A controller owns what it creates: it applies the whole desired object
+//! with `force` (taking over fields another manager grabbed by accident) and
+//! never writes `spec` of the objects it reconciles, only their `status`.
+
+use std::fmt::Debug;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::Error;
+
+/// How a status is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StatusPatch {
+    /// Server-side apply on the `status` subresource with the controller's
+    /// field manager. Fields the controller stops setting are removed.
+    #[default]
+    Apply,
+    /// A JSON merge patch `{"status": ...}`: replaces the fields given,
+    /// leaves others alone.
+    Merge,
+}
+
+/// A controller's field manager: the name under which all its writes are
+/// recorded in `metadata.managedFields`.
+#[derive(Clone, Debug)]
+pub struct FieldManager {
+    name: String,
+}
+
+impl FieldManager {
+    /// A field manager, usually the controller's name
+    /// (`"mediaserver-controller"`).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+
+    /// The field manager's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Patch parameters for server-side apply, forcing ownership of the
+    /// fields applied.
+    #[must_use]
+    pub fn apply_params(&self) -> PatchParams {
+        PatchParams::apply(&self.name).force()
+    }
+
+    /// Server-side applies `desired` (an object this controller owns) and
+    /// returns the object as stored.
+    ///
+    /// `apiVersion` and `kind` are filled in when the type does not
+    /// serialize them; `resourceVersion`, `managedFields` and
+    /// `creationTimestamp` are dropped, so a desired object built from a
+    /// read one still applies.
+    ///
+    /// # Errors
+    /// [`Error::MissingName`] without `metadata.name`, [`Error::Serialize`],
+    /// or [`Error::Kube`] when the API server refuses.
+    pub async fn apply<C>(&self, api: &Api<C>, desired: &C) -> Result<C, Error>
+    where
+        C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+    {
+        let kind = C::kind(&());
+        let name = desired
+            .meta()
+            .name
+            .clone()
+            .ok_or_else(|| Error::MissingName {
+                kind: kind.to_string(),
+            })?;
+        let body = apply_body(desired)?;
+        api.patch(&name, &self.apply_params(), &Patch::Apply(&body))
+            .await
+            .map_err(|e| Error::kube(format!("apply {kind} {}", describe(desired)), e))
+    }
+
+    /// Applies `desired` only when [`is_applied`] says `current` (the object
+    /// as last read) lacks some of it. Returns whether it wrote.
+    ///
+    /// Cheaper than [`FieldManager::apply`] in a steady state, but it cannot
+    /// see a field the controller *stopped* setting (a removed label): use
+    /// `apply` when fields can disappear.
+    ///
+    /// # Errors
+    /// As [`FieldManager::apply`].
+    pub async fn apply_if_changed<C>(
+        &self,
+        api: &Api<C>,
+        current: Option<&C>,
+        desired: &C,
+    ) -> Result<bool, Error>
+    where
+        C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+    {
+        if let Some(current) = current
+            && is_applied(&to_value(current)?, &apply_body(desired)?)
+        {
+            return Ok(false);
+        }
+        self.apply(api, desired).await?;
+        Ok(true)
+    }
+
+    /// Writes `desired` as the status of `obj` when it differs from
+    /// `current` (see [`status_differs`]). Returns whether it wrote.
+    ///
+    /// # Errors
+    /// [`Error::MissingName`], [`Error::Serialize`] or [`Error::Kube`].
+    pub async fn apply_status<K, S>(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        current: Option<&S>,
+        desired: &S,
+        how: StatusPatch,
+    ) -> Result<bool, Error>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+        S: Serialize,
+    {
+        let kind = K::kind(&());
+        if !status_differs(current, desired)? {
+            return Ok(false);
+        }
+        let name = obj.meta().name.clone().ok_or_else(|| Error::MissingName {
+            kind: kind.to_string(),
+        })?;
+        let status = to_value(desired)?;
+        let action = || format!("write status of {kind} {}", describe(obj));
+        match how {
+            StatusPatch::Apply => {
+                let body = serde_json::json!({
+                    "apiVersion": K::api_version(&()),
+                    "kind": kind,
+                    "metadata": { "name": name },
+                    "status": status,
+                });
+                api.patch_status(&name, &self.apply_params(), &Patch::Apply(&body))
+                    .await
+                    .map_err(|e| Error::kube(action(), e))?;
+            }
+            StatusPatch::Merge => {
+                let body = serde_json::json!({ "status": status });
+                let params = PatchParams {
+                    field_manager: Some(self.name.clone()),
+                    ..PatchParams::default()
+                };
+                api.patch_status(&name, &params, &Patch::Merge(&body))
+                    .await
+                    .map_err(|e| Error::kube(action(), e))?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A controller owner reference to `owner` (`controller: true`,
+/// `blockOwnerDeletion: true`): garbage collection deletes the owned object
+/// with its owner, and `Controller::owns` maps changes back to the owner.
+///
+/// # Errors
+/// [`Error::OwnerNotPersisted`] when the owner has no name or uid yet.
+pub fn owner_reference<O>(owner: &O) -> Result<OwnerReference, Error>
+where
+    O: Resource<DynamicType = ()>,
+{
+    let reference = owner
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::OwnerNotPersisted {
+            kind: O::kind(&()).to_string(),
+        })?;
+    Ok(OwnerReference {
+        block_owner_deletion: Some(true),
+        ..reference
+    })
+}
+
+/// Metadata for an object owned by `owner`: the given name, the owner's
+/// namespace, the owner reference, and the label
+/// `app.kubernetes.io/managed-by` set to the field manager.
+///
+/// # Errors
+/// [`Error::OwnerNotPersisted`] as [`owner_reference`].
+pub fn owned_metadata<O>(
+    owner: &O,
+    name: impl Into<String>,
+    manager: &FieldManager,
+) -> Result<ObjectMeta, Error>
+where
+    O: Resource<DynamicType = ()>,
+{
+    Ok(ObjectMeta {
+        name: Some(name.into()),
+        namespace: owner.meta().namespace.clone(),
+        owner_references: Some(vec![owner_reference(owner)?]),
+        labels: Some(
+            [(
+                "app.kubernetes.io/managed-by".to_owned(),
+                manager.name().to_owned(),
+            )]
+            .into_iter()
+            .collect(),
+        ),
+        ..ObjectMeta::default()
+    })
+}
+
+/// Whether writing `desired` would change `current`: compares their JSON
+/// forms, taking `null` as absent and the items of a list of objects keyed
+/// by `type` (conditions) in any order. Nothing else is ignored, timestamps
+/// included: build `desired` with [`crate::conditions::set_condition`] and
+/// an unchanged status compares equal.
+///
+/// # Errors
+/// [`Error::Serialize`] if either side cannot be serialized.
+pub fn status_differs<S: Serialize>(current: Option<&S>, desired: &S) -> Result<bool, Error> {
+    let Some(current) = current else {
+        return Ok(true);
+    };
+    Ok(normalize(to_value(current)?) != normalize(to_value(desired)?))
+}
+
+/// Whether every field of `desired` has the same value in `current`
+/// (a server-defaulted field only in `current` does not count). Lists must
+/// have the same length, item by item.
+#[must_use]
+pub fn is_applied(current: &Value, desired: &Value) -> bool {
+    match (current, desired) {
+        (_, Value::Null) => true,
+        (Value::Object(c), Value::Object(d)) => d
+            .iter()
+            .all(|(k, dv)| c.get(k).map_or(dv.is_null(), |cv| is_applied(cv, dv))),
+        (Value::Array(c), Value::Array(d)) => {
+            c.len() == d.len() && c.iter().zip(d).all(|(cv, dv)| is_applied(cv, dv))
+        }
+        (c, d) => c == d,
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value, Error> {
+    serde_json::to_value(v).map_err(|source| Error::Serialize {
+        what: std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("object")
+            .to_owned(),
+        source,
+    })
+}
+
+/// The body of an apply patch for `desired`.
+fn apply_body<C>(desired: &C) -> Result<Value, Error>
+where
+    C: Resource<DynamicType = ()> + Serialize,
+{
+    let mut body = to_value(desired)?;
+    if let Value::Object(map) = &mut body {
+        map.entry("apiVersion")
+            .or_insert_with(|| Value::String(C::api_version(&()).into_owned()));
+        map.entry("kind")
+            .or_insert_with(|| Value::String(C::kind(&()).into_owned()));
+        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+            for field in [
+                "resourceVersion",
+                "managedFields",
+                "creationTimestamp",
+                "uid",
+            ] {
+                meta.remove(field);
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// Drops nulls and sorts lists of objects that all carry a string `type`.
+fn normalize(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, normalize(v)))
+                .collect(),
+        ),
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.into_iter().map(normalize).collect();
+            let type_of = |v: &Value| v.get("type").and_then(Value::as_str).map(str::to_owned);
+            if !items.is_empty() && items.iter().all(|i| type_of(i).is_some()) {
+                items.sort_by_key(type_of);
+            }
+            Value::Array(items)
+        }
+        other => other,
+    }
+}
+
+/// `namespace/name` or `name`, for messages.
+fn describe<K: Resource>(obj: &K) -> String {
+    match obj.namespace() {
+        Some(ns) => format!("{ns}/{}", obj.name_any()),
+        None => obj.name_any(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::{Outcome, set_outcome};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    #[derive(Serialize, Clone, Default)]
+    struct Status {
+        #[serde(rename = "observedGeneration", skip_serializing_if = "Option::is_none")]
+        observed_generation: Option<i64>,
+        conditions: Vec<Condition>,
+        node: Option<String>,
+    }
+
+    fn owner() -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("owner".into()),
+                namespace: Some("home".into()),
+                uid: Some("1234".into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn owner_reference_is_a_blocking_controller_reference() {
+        let r = owner_reference(&owner()).unwrap();
+        assert_eq!(r.controller, Some(true));
+        assert_eq!(r.block_owner_deletion, Some(true));
+        assert_eq!(
+            (r.kind.as_str(), r.api_version.as_str()),
+            ("ConfigMap", "v1")
+        );
+        assert_eq!((r.name.as_str(), r.uid.as_str()), ("owner", "1234"));
+    }
+
+    #[test]
+    fn unsaved_owner_is_refused() {
+        let err = owner_reference(&ConfigMap::default()).unwrap_err();
+        assert!(matches!(err, Error::OwnerNotPersisted { .. }));
+    }
+
+    #[test]
+    fn owned_metadata_points_back() {
+        let meta =
+            owned_metadata(&owner(), "child", &FieldManager::new("test-controller")).unwrap();
+        assert_eq!(meta.namespace.as_deref(), Some("home"));
+        assert_eq!(meta.owner_references.unwrap()[0].uid, "1234");
+        assert_eq!(
+            meta.labels.unwrap()["app.kubernetes.io/managed-by"],
+            "test-controller"
+        );
+    }
+
+    #[test]
+    fn apply_body_carries_type_and_drops_server_fields() {
+        let mut cm = owner();
+        cm.metadata.resource_version = Some("42".into());
+        let body = apply_body(&cm).unwrap();
+        assert_eq!(body["apiVersion"], "v1");
+        assert_eq!(body["kind"], "ConfigMap");
+        assert!(body["metadata"].get("resourceVersion").is_none());
+        assert!(body["metadata"].get("uid").is_none());
+        assert_eq!(body["metadata"]["name"], "owner");
+    }
+
+    #[test]
+    fn apply_params_force_with_the_manager_name() {
+        let p = FieldManager::new("sensorgateway-controller").apply_params();
+        assert_eq!(p.field_manager.as_deref(), Some("sensorgateway-controller"));
+        assert!(p.force);
+    }
+
+    #[test]
+    fn steady_status_does_not_differ() {
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        let mut current = Status {
+            observed_generation: Some(2),
+            ..Status::default()
+        };
+        set_outcome(
+            &mut current.conditions,
+            &Outcome::ready("Running", "ok"),
+            Some(2),
+            t0,
+        );
+        // Next reconcile, much later, recomputes the same outcome.
+        let mut desired = current.clone();
+        set_outcome(
+            &mut desired.conditions,
+            &Outcome::ready("Running", "ok"),
+            Some(2),
+            t0 + k8s_openapi::jiff::SignedDuration::from_hours(1),
+        );
+        assert!(!status_differs(Some(&current), &desired).unwrap());
+
+        desired.node = Some("pi-3".into());
+        assert!(status_differs(Some(&current), &desired).unwrap());
+        assert!(status_differs(None, &current).unwrap());
+    }
+
+    #[test]
+    fn normalize_ignores_nulls_and_condition_order() {
+        let a = json!({"conditions": [{"type": "Ready"}, {"type": "Stale"}], "x": null});
+        let b = json!({"conditions": [{"type": "Stale"}, {"type": "Ready"}]});
+        assert_eq!(normalize(a), normalize(b));
+        // Order matters in plain lists.
+        assert_ne!(normalize(json!(["a", "b"])), normalize(json!(["b", "a"])));
+    }
+
+    #[test]
+    fn is_applied_ignores_server_defaults_only() {
+        let current = json!({"spec": {"replicas": 1, "containers": [{"name": "a", "imagePullPolicy": "Always"}]}});
+        assert!(is_applied(
+            &current,
+            &json!({"spec": {"containers": [{"name": "a"}]}})
+        ));
+        assert!(!is_applied(&current, &json!({"spec": {"replicas": 2}})));
+        assert!(!is_applied(&current, &json!({"spec": {"containers": []}})));
+        assert!(!is_applied(
+            &current,
+            &json!({"metadata": {"labels": {"a": "b"}}})
+        ));
+    }
+}

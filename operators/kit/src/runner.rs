@@ -1,0 +1,604 @@
+//! The runner: one kube-runtime [`Controller`] per binary, wired with what
+//! every homelab controller needs.
+//!
+//! - watches of the kind and of what it owns, reporting into [`Health`];
+//! - one `reconcile` span per call with the object's kind, namespace, name
+//!   and generation;
+//! - reconcile metrics, with errors counted under their fixed label;
+//! - per-object exponential backoff on errors, plus a Warning Event;
+//! - leader election: every replica watches and serves health, only the
+//!   leader reconciles, and a new leader reconciles everything at once;
+//! - `/metrics`, `/healthz`, `/readyz` on one port;
+//! - graceful shutdown on SIGTERM/SIGINT: no new reconciles, running ones
+//!   finish, the Lease is released; a second signal forces the exit.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus_client::registry::Registry;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::Error;
+use crate::apply::FieldManager;
+use crate::backoff::ErrorBackoff;
+use crate::error::report;
+use crate::events::{EventPublisher, RECONCILE_FAILED};
+use crate::health::Health;
+use crate::leader::{LeaderElector, Leadership, LeaseSettings};
+use crate::metrics::{ControllerMetrics, Metrics};
+use crate::server::Server;
+use crate::settings::Settings;
+
+/// The error type of a controller's reconcile.
+pub trait ReconcileError: std::error::Error + Send + Sync + 'static {
+    /// A fixed label for `homelab_reconcile_errors_total{error="…"}`: one
+    /// per variant, never built from an object name or an error message.
+    fn metric_label(&self) -> &'static str;
+
+    /// The reason of the Warning Event published when a reconcile fails
+    /// with this error (CamelCase).
+    fn event_reason(&self) -> &'static str {
+        RECONCILE_FAILED
+    }
+}
+
+impl ReconcileError for Error {
+    fn metric_label(&self) -> &'static str {
+        Error::metric_label(self)
+    }
+}
+
+/// What a reconcile gets besides the object.
+pub struct Context<S> {
+    /// Kubernetes client, shared by all of this controller's requests.
+    pub client: Client,
+    /// Server-side apply as this controller's field manager.
+    pub manager: FieldManager,
+    /// Publishes Kubernetes Events as this controller.
+    pub events: EventPublisher,
+    /// This controller's reconcile metrics.
+    pub metrics: ControllerMetrics,
+    /// Whether this replica holds the Lease (always, without election).
+    pub leadership: Leadership,
+    /// The controller's own state: its settings, metrics, extra clients.
+    pub state: S,
+    /// Per-object error backoff, keyed by (namespace, name).
+    backoff: ErrorBackoff<(Option<String>, String)>,
+}
+
+impl<S> Context<S> {
+    /// A context for calling a reconcile directly (in tests); the runner
+    /// builds its own.
+    pub fn new(client: Client, settings: &Settings, metrics: ControllerMetrics, state: S) -> Self {
+        Self {
+            manager: FieldManager::new(&settings.name),
+            events: EventPublisher::new(
+                client.clone(),
+                &settings.name,
+                Some(settings.identity.clone()),
+            ),
+            client,
+            metrics,
+            leadership: Leadership::always(),
+            state,
+            backoff: ErrorBackoff::new(settings.error_backoff_base, settings.error_backoff_cap),
+        }
+    }
+}
+
+impl<S> Debug for Context<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("manager", &self.manager)
+            .field("leader", &self.leadership.is_leader())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds one watch to the controller when it is built.
+type AddWatch<K> = Box<dyn FnOnce(Controller<K>, &Health) -> Controller<K> + Send>;
+
+/// Builds and runs the controller of kind `K`.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use k8s_openapi::api::{apps::v1::Deployment, core::v1::{ConfigMap, Service}};
+/// # use homelab_kit::{Context, Runner, Settings, Action};
+/// # async fn reconcile(_: Arc<ConfigMap>, _: Arc<Context<()>>) -> Result<Action, homelab_kit::Error> { Ok(Action::await_change()) }
+/// # async fn main_() -> Result<(), homelab_kit::Error> {
+/// homelab_kit::telemetry::init()?;
+/// let client = kube::Client::try_default().await.map_err(|e| homelab_kit::Error::kube("connect", e))?;
+/// Runner::<ConfigMap>::new(client, Settings::from_env("example-controller")?)
+///     .owns::<Deployment>()
+///     .owns::<Service>()
+///     .run((), reconcile)
+///     .await
+/// # }
+/// ```
+pub struct Runner<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// Client for the watches and the controller's requests.
+    client: Client,
+    /// Names, port, timings.
+    settings: Settings,
+    /// The binary's metrics registry.
+    metrics: Metrics,
+    /// This controller's reconcile metrics.
+    controller_metrics: ControllerMetrics,
+    /// Cache of `K`, filled by the main watch.
+    reader: Store<K>,
+    /// Fills `reader`.
+    writer: Writer<K>,
+    /// Watches of owned and related kinds.
+    watches: Vec<AddWatch<K>>,
+}
+
+impl<K> Runner<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    /// A runner for kind `K` with the given settings.
+    #[must_use]
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let mut metrics = Metrics::new();
+        let controller_metrics = metrics.controller(&settings.name);
+        let (reader, writer) = reflector::store();
+        Self {
+            client,
+            settings,
+            metrics,
+            controller_metrics,
+            reader,
+            writer,
+            watches: Vec::new(),
+        }
+    }
+
+    /// Reconciles the owner when an object of kind `C` it controls changes
+    /// (through the controller owner reference). Only metadata is watched.
+    #[must_use]
+    pub fn owns<C>(self) -> Self
+    where
+        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.owns_with::<C>(watcher::Config::default())
+    }
+
+    /// As [`Runner::owns`], with a watcher configuration (e.g. a label
+    /// selector).
+    #[must_use]
+    pub fn owns_with<C>(mut self, config: watcher::Config) -> Self
+    where
+        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        // An Api of PartialObjectMeta makes metadata-only requests.
+        let api: Api<PartialObjectMeta<C>> =
+            scoped_api(&self.client, self.settings.namespace.as_deref());
+        self.watches.push(Box::new(move |controller, health| {
+            let probe = health.watch(format!("owned {}", C::kind(&())));
+            let stream = probe
+                .observe(watcher(api, config).default_backoff())
+                .touched_objects();
+            controller.owns_stream(stream)
+        }));
+        self
+    }
+
+    /// Reconciles the objects `mapper` names when an object of another kind
+    /// changes (a UsbDevicePin moving, a Node going away). `api` sets the
+    /// scope; use [`Runner::store`] in the mapper to find referrers.
+    #[must_use]
+    pub fn watches<O, I>(
+        mut self,
+        api: Api<O>,
+        config: watcher::Config,
+        mapper: impl Fn(O) -> I + Send + Sync + 'static,
+    ) -> Self
+    where
+        O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        I: IntoIterator<Item = ObjectRef<K>> + 'static,
+        I::IntoIter: Send,
+    {
+        self.watches.push(Box::new(move |controller, health| {
+            let probe = health.watch(format!("related {}", O::kind(&())));
+            let stream = probe
+                .observe(watcher(api, config).default_backoff())
+                .touched_objects();
+            controller.watches_stream(stream, mapper)
+        }));
+        self
+    }
+
+    /// The cache of `K` the controller keeps (readable once synced).
+    #[must_use]
+    pub fn store(&self) -> Store<K> {
+        self.reader.clone()
+    }
+
+    /// The client the runner uses.
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Where to register the controller's own metrics; they are exported
+    /// with the `homelab_` prefix and the `controller` label.
+    pub fn registry(&mut self) -> &mut Registry {
+        self.metrics.sub_registry(&self.settings.name)
+    }
+
+    /// Runs until SIGTERM or SIGINT, then finishes running reconciles,
+    /// releases the Lease and returns. A second signal returns at once with
+    /// [`Error::ForcedShutdown`].
+    ///
+    /// # Errors
+    /// [`Error::Bind`] if the port is taken, [`Error::Signal`],
+    /// [`Error::ControllerStopped`], [`Error::ForcedShutdown`].
+    pub async fn run<S, E, F, Fut>(self, state: S, reconcile: F) -> Result<(), Error>
+    where
+        S: Send + Sync + 'static,
+        E: ReconcileError,
+        F: Fn(Arc<K>, Arc<Context<S>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        let (first, second) = termination_signals()?;
+        self.drive(state, reconcile, first, second).await
+    }
+
+    /// Runs until `shutdown` completes, then as [`Runner::run`] (for
+    /// running a controller inside a test).
+    ///
+    /// # Errors
+    /// As [`Runner::run`], without the signal errors.
+    pub async fn run_until<S, E, F, Fut>(
+        self,
+        state: S,
+        reconcile: F,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error>
+    where
+        S: Send + Sync + 'static,
+        E: ReconcileError,
+        F: Fn(Arc<K>, Arc<Context<S>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        self.drive(state, reconcile, shutdown, futures::future::pending())
+            .await
+    }
+
+    async fn drive<S, E, F, Fut>(
+        self,
+        state: S,
+        reconcile: F,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        forced: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error>
+    where
+        S: Send + Sync + 'static,
+        E: ReconcileError,
+        F: Fn(Arc<K>, Arc<Context<S>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        let Self {
+            client,
+            settings,
+            metrics,
+            controller_metrics,
+            reader,
+            writer,
+            watches,
+        } = self;
+        let server = Server::bind(settings.http_addr).await?;
+        let health = Health::new(settings.watch_failure_window);
+
+        // Leader election.
+        let (elector, leadership) = if settings.leader_election {
+            let namespace = settings
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            let lease = LeaseSettings::new(&settings.name, namespace, &settings.identity);
+            let (elector, leadership) = LeaderElector::new(client.clone(), lease);
+            (
+                Some(elector.with_metrics(controller_metrics.clone())),
+                leadership,
+            )
+        } else {
+            controller_metrics.set_leader(true);
+            (None, Leadership::always())
+        };
+
+        // The controller and its watches.
+        let api: Api<K> = scoped_api(&client, settings.namespace.as_deref());
+        let main = health
+            .watch(K::kind(&()).into_owned())
+            .observe(watcher(api, watcher::Config::default()).default_backoff())
+            .reflect(writer)
+            .applied_objects();
+        let mut controller = Controller::for_stream(main, reader)
+            .with_config(controller::Config::default().concurrency(settings.concurrency));
+        for add in watches {
+            controller = add(controller, &health);
+        }
+        if elector.is_some() {
+            controller = controller.reconcile_all_on(leadership.acquired());
+        }
+
+        // Shutdown: kube wants a Send + Sync trigger.
+        let requested = Arc::new(AtomicBool::new(false));
+        let (graceful_tx, graceful_rx) = futures::channel::oneshot::channel::<()>();
+        let shutdown_task = tokio::spawn({
+            let requested = requested.clone();
+            async move {
+                shutdown.await;
+                requested.store(true, Ordering::SeqCst);
+                tracing::info!("shutting down: no new reconciles, waiting for running ones");
+                let _ = graceful_tx.send(());
+            }
+        });
+        controller = controller.graceful_shutdown_on(graceful_rx.map(|_| ()));
+
+        // Health and metrics port, and the election, beside the controller.
+        let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server_task = tokio::spawn(server.run(Arc::new(metrics), health.clone(), async move {
+            let _ = server_stopped.await;
+        }));
+        let (elector_stop, elector_stopped) = tokio::sync::oneshot::channel::<()>();
+        let elector_task = elector.map(|e| {
+            tokio::spawn(e.run(async move {
+                let _ = elector_stopped.await;
+            }))
+        });
+
+        let ctx = Arc::new(Context {
+            leadership,
+            ..Context::new(client, &settings, controller_metrics, state)
+        });
+        tracing::info!(controller = %settings.name, kind = %K::kind(&()), addr = %settings.http_addr, "controller started");
+        let results = controller
+            .run(wrap_reconcile(reconcile), error_policy::<K, S, E>, ctx)
+            .for_each(|result| async move { log_result(result) });
+        let outcome = tokio::select! {
+            () = results => {
+                if requested.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    health.stopped("the controller's streams ended");
+                    Err(Error::ControllerStopped)
+                }
+            }
+            () = forced => Err(Error::ForcedShutdown),
+        };
+        shutdown_task.abort();
+
+        // Give up the Lease only now that no reconcile runs.
+        let _ = elector_stop.send(());
+        if let Some(task) = elector_task
+            && tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("releasing the lease timed out; it expires by itself");
+        }
+        let _ = server_stop.send(());
+        match server_task.await {
+            Ok(Err(err)) => tracing::warn!(error = %report(&err), "health server failed"),
+            Err(err) => tracing::warn!(error = %err, "health server task failed"),
+            Ok(Ok(())) => {}
+        }
+        tracing::info!("controller stopped");
+        outcome
+    }
+}
+
+/// An `Api` over all namespaces, or one.
+fn scoped_api<C>(client: &Client, namespace: Option<&str>) -> Api<C>
+where
+    C: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The future of one wrapped reconcile.
+type ReconcileFuture<E> = tracing::instrument::Instrumented<BoxFuture<'static, Result<Action, E>>>;
+
+/// The controller's reconcile with leadership, a span, metrics and backoff
+/// reset around it.
+fn wrap_reconcile<K, S, E, F, Fut>(
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context<S>>) -> ReconcileFuture<E>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: ReconcileError,
+    F: Fn(Arc<K>, Arc<Context<S>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+{
+    let reconcile = Arc::new(reconcile);
+    move |obj: Arc<K>, ctx: Arc<Context<S>>| {
+        let span = tracing::info_span!(
+            "reconcile",
+            controller = %ctx.manager.name(),
+            kind = %K::kind(&()),
+            namespace = obj.namespace().unwrap_or_default(),
+            name = %obj.name_any(),
+            generation = obj.meta().generation.unwrap_or_default(),
+        );
+        let reconcile = reconcile.clone();
+        async move {
+            if !ctx.leadership.is_leader() {
+                tracing::debug!("standby replica: not reconciling");
+                return Ok(Action::await_change());
+            }
+            let key = (obj.namespace(), obj.name_any());
+            let _timer = ctx.metrics.reconcile_started();
+            let result = reconcile(obj, ctx.clone()).await;
+            match &result {
+                Ok(_) => ctx.backoff.succeeded(&key),
+                Err(err) => ctx.metrics.reconcile_failed(err.metric_label()),
+            }
+            result
+        }
+        .boxed()
+        .instrument(span)
+    }
+}
+
+/// After a failed reconcile: log, publish a Warning Event, back off.
+fn error_policy<K, S, E>(obj: Arc<K>, err: &E, ctx: Arc<Context<S>>) -> Action
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: ReconcileError,
+{
+    let key = (obj.namespace(), obj.name_any());
+    let delay = ctx.backoff.failed(&key);
+    let message = report(err);
+    tracing::warn!(
+        controller = %ctx.manager.name(),
+        namespace = key.0.as_deref().unwrap_or_default(),
+        name = %key.1,
+        error = %message,
+        kind = err.metric_label(),
+        retry_in_secs = delay.as_secs(),
+        "reconcile failed"
+    );
+    let reference = obj.object_ref(&());
+    let reason = err.event_reason();
+    let events = ctx.events.clone();
+    tokio::spawn(async move {
+        let published = events
+            .publish(
+                &reference,
+                kube::runtime::events::EventType::Warning,
+                reason,
+                "Reconcile",
+                message,
+            )
+            .await;
+        if let Err(err) = published {
+            tracing::warn!(error = %report(&err), "could not publish the failure Event");
+        }
+    });
+    Action::requeue(delay)
+}
+
+fn log_result<K, E>(result: Result<(ObjectRef<K>, Action), controller::Error<E, watcher::Error>>)
+where
+    K: Resource,
+    K::DynamicType: Debug,
+    E: std::error::Error,
+{
+    match result {
+        Ok((obj, action)) => tracing::trace!(object = %obj.name, ?action, "reconciled"),
+        // Logged by the error policy and by the watch probes.
+        Err(controller::Error::ReconcilerFailed(..) | controller::Error::QueueError(_)) => {}
+        Err(controller::Error::ObjectNotFound(obj)) => {
+            tracing::debug!(object = %obj.name, "object gone before its reconcile");
+        }
+        Err(err) => tracing::warn!(error = %report(&err), "controller error"),
+    }
+}
+
+/// Resolves on the first SIGTERM/SIGINT, and on the second.
+fn termination_signals() -> Result<
+    (
+        impl Future<Output = ()> + Send,
+        impl Future<Output = ()> + Send,
+    ),
+    Error,
+> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        for (n, tx) in [first_tx, second_tx].into_iter().enumerate() {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if n == 0 {
+                tracing::info!(
+                    signal = name,
+                    "asked to stop; send it again to stop at once"
+                );
+            } else {
+                tracing::warn!(
+                    signal = name,
+                    "asked again: stopping without waiting for reconciles"
+                );
+            }
+            let _ = tx.send(());
+        }
+    });
+    Ok((first_rx.map(|_| ()), second_rx.map(|_| ())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum TestError {
+        #[error("the referenced Secret is missing")]
+        MissingSecret,
+    }
+
+    impl ReconcileError for TestError {
+        fn metric_label(&self) -> &'static str {
+            "missing_secret"
+        }
+        fn event_reason(&self) -> &'static str {
+            "SecretNotFound"
+        }
+    }
+
+    #[test]
+    fn errors_carry_fixed_labels_and_reasons() {
+        let err = TestError::MissingSecret;
+        assert_eq!(err.metric_label(), "missing_secret");
+        assert_eq!(err.event_reason(), "SecretNotFound");
+        assert_eq!(Error::ControllerStopped.event_reason(), RECONCILE_FAILED);
+        assert_eq!(
+            ReconcileError::metric_label(&Error::ControllerStopped),
+            "shutdown"
+        );
+    }
+}

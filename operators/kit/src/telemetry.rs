@@ -1,0 +1,133 @@
+//! Structured logs with `tracing`: text for a terminal, JSON for a log
+//! pipeline, levels from `RUST_LOG`.
+//!
+//! The format comes from `--log-format json|text` on the command line, else
+//! `HOMELAB_LOG_FORMAT`, else text. The filter comes from `RUST_LOG`
+//! (e.g. `info,homelab_kit=debug`), else `info`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::Error;
+
+/// Environment variable choosing the log format.
+pub const LOG_FORMAT_ENV: &str = "HOMELAB_LOG_FORMAT";
+/// Command-line flag choosing the log format.
+pub const LOG_FORMAT_FLAG: &str = "--log-format";
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per event, with the current span's fields.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(Self::Json),
+            "text" | "plain" | "" => Ok(Self::Text),
+            _ => Err(Error::InvalidSetting {
+                name: LOG_FORMAT_ENV,
+                value: s.to_owned(),
+                expected: "json or text",
+            }),
+        }
+    }
+}
+
+impl LogFormat {
+    /// The format from command-line arguments (`--log-format json` or
+    /// `--log-format=json`), else from the environment variable's value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] for an unknown format.
+    pub fn from_args_or_env(
+        args: impl IntoIterator<Item = String>,
+        env: Option<String>,
+    ) -> Result<Self, Error> {
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            if arg == LOG_FORMAT_FLAG {
+                return args.next().unwrap_or_default().parse();
+            }
+            if let Some(value) = arg
+                .strip_prefix(LOG_FORMAT_FLAG)
+                .and_then(|v| v.strip_prefix('='))
+            {
+                return value.parse();
+            }
+        }
+        env.map_or(Ok(Self::Text), |v| v.parse())
+    }
+}
+
+/// Installs the global subscriber, reading the format from the process's
+/// arguments and environment.
+///
+/// # Errors
+/// [`Error::InvalidSetting`] for an unknown format, [`Error::Telemetry`] if
+/// a subscriber is already installed.
+pub fn init() -> Result<(), Error> {
+    let format =
+        LogFormat::from_args_or_env(std::env::args().skip(1), std::env::var(LOG_FORMAT_ENV).ok())?;
+    init_with(format)
+}
+
+/// Installs the global subscriber with the given format.
+///
+/// # Errors
+/// [`Error::Telemetry`] if a subscriber is already installed.
+pub fn init_with(format: LogFormat) -> Result<(), Error> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .try_init(),
+    }
+    .map_err(Error::Telemetry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn flag_beats_env() {
+        let f = LogFormat::from_args_or_env(args(&["--log-format", "json"]), Some("text".into()));
+        assert_eq!(f.unwrap(), LogFormat::Json);
+        let f = LogFormat::from_args_or_env(args(&["--log-format=text"]), Some("json".into()));
+        assert_eq!(f.unwrap(), LogFormat::Text);
+    }
+
+    #[test]
+    fn env_then_default() {
+        assert_eq!(
+            LogFormat::from_args_or_env(args(&[]), Some("JSON".into())).unwrap(),
+            LogFormat::Json
+        );
+        assert_eq!(
+            LogFormat::from_args_or_env(args(&["run"]), None).unwrap(),
+            LogFormat::Text
+        );
+    }
+
+    #[test]
+    fn unknown_format_is_refused() {
+        let err = LogFormat::from_args_or_env(args(&[]), Some("yaml".into())).unwrap_err();
+        assert!(err.to_string().contains("json or text"), "{err}");
+    }
+}

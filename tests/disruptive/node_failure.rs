@@ -1,0 +1,105 @@
+//! A node stops heartbeating: the real node-lifecycle controller marks it
+//! unreachable and taints it, the taint manager evicts a pod that tolerates
+//! that for only a few seconds, and its Deployment's replacement runs elsewhere.
+
+use std::time::Duration;
+
+use homelab_test_support::{Cluster, TestNamespace, client, wait_for, wait_for_list};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+
+/// Brings the node back when the test ends, pass or fail.
+struct RecoverOnDrop(&'static str);
+
+impl Drop for RecoverOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = Cluster::default().node_recover(self.0) {
+            eprintln!("could not recover node {}: {e}", self.0);
+        }
+    }
+}
+
+fn running_on(pod: &Pod) -> Option<&str> {
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let alive = pod.metadata.deletion_timestamp.is_none();
+    if ready && alive { pod.spec.as_ref()?.node_name.as_deref() } else { None }
+}
+
+fn node_unreachable(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == "node.kubernetes.io/unreachable"))
+}
+
+#[tokio::test]
+async fn pod_tolerating_unreachable_briefly_is_evicted_and_replaced_elsewhere() {
+    let _exclusive = crate::exclusive().await;
+    let client = client().await.unwrap();
+    let ns = TestNamespace::new(&client, "node-loss").await.unwrap();
+    // Two Raspberry Pis are eligible; the pod starts on one and must move to the other.
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "mqtt-bridge"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "mqtt-bridge"}},
+            "template": {
+                "metadata": {"labels": {"app": "mqtt-bridge"}},
+                "spec": {
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["pi4-2", "pi4-3"]}
+                        ]}]
+                    }}},
+                    "tolerations": [
+                        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2},
+                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2}
+                    ],
+                    "containers": [{"name": "bridge", "image": "registry.invalid/bridge:1"}]
+                }
+            }
+        }
+    }))
+    .unwrap();
+    ns.api::<Deployment>()
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let pods = ns.api::<Pod>();
+    let selector = ListParams::default().labels("app=mqtt-bridge");
+    let first = wait_for_list(&pods, &selector, Duration::from_secs(60), |pods| {
+        pods.iter().filter_map(running_on).count() == 1
+    })
+    .await
+    .unwrap();
+    let failed_node: &'static str = match first.iter().find_map(running_on) {
+        Some("pi4-2") => "pi4-2",
+        Some("pi4-3") => "pi4-3",
+        other => panic!("pod scheduled outside its affinity: {other:?}"),
+    };
+
+    let cluster = Cluster::default();
+    let _recover = RecoverOnDrop(failed_node);
+    cluster.node_fail(failed_node).unwrap();
+
+    // Detection takes the controller-manager's node-monitor grace period
+    // (50 s by default; e2e/cluster lets scenarios shorten it).
+    let nodes = Api::<Node>::all(client.clone());
+    wait_for(&nodes, failed_node, Duration::from_secs(180), node_unreachable)
+        .await
+        .unwrap();
+    let moved = wait_for_list(&pods, &selector, Duration::from_secs(60), |pods| {
+        pods.iter().filter_map(running_on).any(|node| node != failed_node)
+    })
+    .await
+    .unwrap();
+    let now_on: Vec<_> = moved.iter().filter_map(running_on).collect();
+    assert!(!now_on.contains(&failed_node), "still running on the dead node: {now_on:?}");
+}

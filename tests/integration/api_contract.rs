@@ -1,0 +1,823 @@
+//! The API contract, proven on the real API server: the CRDs from `crds/` install;
+//! every example in `deploy/examples/` applies with server-side apply and reads back
+//! unchanged (the API server's defaults are exactly the Rust types' defaults); bad
+//! input is refused with a message a person can act on; node agents' presence entries
+//! merge instead of overwriting each other.
+
+// Test helpers panic on purpose: a panic is how a test reports a broken fixture.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use homelab_api::{API_VERSION, EtcdBackup, MediaServer, SensorGateway, UsbDevicePin};
+use homelab_test_support::{TestNamespace, client, install_crds, workspace_root};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::{Api, Client, CustomResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// The field manager of every write in these tests.
+const MANAGER: &str = "homelab-tests";
+
+fn apply_params() -> PatchParams {
+    // Strict: an unknown field is an error, not silently pruned.
+    PatchParams::apply(MANAGER).validation_strict()
+}
+
+fn api_resource(kind: &str) -> Option<ApiResource> {
+    match kind {
+        "MediaServer" => Some(MediaServer::api_resource()),
+        "SensorGateway" => Some(SensorGateway::api_resource()),
+        "UsbDevicePin" => Some(UsbDevicePin::api_resource()),
+        "EtcdBackup" => Some(EtcdBackup::api_resource()),
+        _ => None,
+    }
+}
+
+fn dynamic_api(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
+    let resource = api_resource(kind).unwrap_or_else(|| panic!("unknown kind {kind}"));
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+async fn apply(api: &Api<DynamicObject>, object: &Value) -> Result<DynamicObject, kube::Error> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    api.patch(name, &apply_params(), &Patch::Apply(object))
+        .await
+}
+
+// ---------------------------------------------------------------------------------
+// (a) Every example applies and reads back unchanged.
+
+fn examples() -> Vec<(String, Value)> {
+    let dir: PathBuf = workspace_root().join("deploy/examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, serde_saphyr::from_str(&text).unwrap())
+        })
+        .collect()
+}
+
+/// Paths where `original` is not in `returned` with the same value.
+fn lost_or_changed(path: &str, original: &Value, returned: &Value, out: &mut Vec<String>) {
+    match (original, returned) {
+        (Value::Object(o), Value::Object(r)) => {
+            for (key, value) in o {
+                match r.get(key) {
+                    Some(other) => lost_or_changed(&format!("{path}.{key}"), value, other, out),
+                    None => out.push(format!("{path}.{key} is gone")),
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(r)) if o.len() == r.len() => {
+            for (i, (a, b)) in o.iter().zip(r).enumerate() {
+                lost_or_changed(&format!("{path}[{i}]"), a, b, out);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(format!("{path}: {a} came back as {b}")),
+    }
+}
+
+/// The spec as the Rust type sees it, serialized: the file's fields plus the Rust
+/// defaults.
+fn typed_spec<K: DeserializeOwned + Serialize>(object: &Value) -> Result<Value, String> {
+    let typed: K = serde_json::from_value(object.clone()).map_err(|e| e.to_string())?;
+    let value = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    Ok(value["spec"].clone())
+}
+
+#[tokio::test]
+async fn every_example_applies_and_reads_back_unchanged() {
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "examples").await.unwrap();
+
+    let mut problems = Vec::new();
+    for (file, object) in examples() {
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        let api = dynamic_api(&client, ns.name(), &kind);
+        let applied = match apply(&api, &object).await {
+            Ok(applied) => applied,
+            Err(error) => {
+                problems.push(format!("{file}: refused: {error}"));
+                continue;
+            }
+        };
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let read = api.get(name).await.unwrap();
+        let returned_spec = read.data["spec"].clone();
+
+        // Nothing in the file was dropped, pruned or rewritten.
+        let mut diffs = Vec::new();
+        lost_or_changed(".spec", &object["spec"], &returned_spec, &mut diffs);
+
+        // What the API server defaulted is exactly what the Rust types default.
+        let expected_spec = match kind.as_str() {
+            "MediaServer" => typed_spec::<MediaServer>(&object),
+            "SensorGateway" => typed_spec::<SensorGateway>(&object),
+            "UsbDevicePin" => typed_spec::<UsbDevicePin>(&object),
+            "EtcdBackup" => typed_spec::<EtcdBackup>(&object),
+            other => Err(format!("unknown kind {other}")),
+        };
+        match expected_spec {
+            Ok(expected) if expected == returned_spec => {}
+            Ok(expected) => diffs.push(format!(
+                "server defaults differ from Rust defaults:\n  rust:   {expected}\n  server: {returned_spec}"
+            )),
+            Err(error) => diffs.push(format!("does not parse into its type: {error}")),
+        }
+
+        // Applying the same file again is a no-op: no write, no new generation (what
+        // Flux and Argo CD do every few minutes).
+        match apply(&api, &object).await {
+            Ok(again) if again.metadata.resource_version == applied.metadata.resource_version => {}
+            Ok(again) => diffs.push(format!(
+                "re-applying wrote again: resourceVersion {:?} -> {:?}",
+                applied.metadata.resource_version, again.metadata.resource_version
+            )),
+            Err(error) => diffs.push(format!("re-applying was refused: {error}")),
+        }
+
+        eprintln!("{file}: applied {kind}/{name}, {} problem(s)", diffs.len());
+        problems.extend(diffs.into_iter().map(|d| format!("{file}: {d}")));
+    }
+    assert!(problems.is_empty(), "examples:\n{}", problems.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------
+// (b) Bad input is refused by the API server, with a message for a person.
+
+/// RFC 7386 merge patch: objects merge, `null` removes, anything else replaces.
+fn merge(base: Value, patch: Value) -> Value {
+    match (base, patch) {
+        (Value::Object(mut base), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    base.remove(&key);
+                } else {
+                    let current = base.remove(&key).unwrap_or(Value::Null);
+                    base.insert(key, merge(current, value));
+                }
+            }
+            Value::Object(base)
+        }
+        (_, patch) => patch,
+    }
+}
+
+fn object(kind: &str, spec: Value) -> Value {
+    json!({ "apiVersion": API_VERSION, "kind": kind, "metadata": {}, "spec": spec })
+}
+
+/// A valid UsbDevicePin, changed by `patch`.
+fn pin(patch: Value) -> Value {
+    merge(
+        object(
+            "UsbDevicePin",
+            json!({ "vendorId": "10c4", "productId": "ea60" }),
+        ),
+        patch,
+    )
+}
+
+/// A valid SensorGateway, changed by `patch`.
+fn gateway(patch: Value) -> Value {
+    merge(
+        object(
+            "SensorGateway",
+            json!({ "preset": "Zigbee2MQTT", "mqtt": { "url": "mqtt://mosquitto:1883" } }),
+        ),
+        patch,
+    )
+}
+
+/// A valid MediaServer, changed by `patch`.
+fn media(patch: Value) -> Value {
+    merge(
+        object(
+            "MediaServer",
+            json!({ "preset": "Jellyfin", "config": { "volumeClaim": { "size": "10Gi" } } }),
+        ),
+        patch,
+    )
+}
+
+/// A valid EtcdBackup, changed by `patch`.
+fn backup(patch: Value) -> Value {
+    merge(
+        object(
+            "EtcdBackup",
+            json!({
+                "schedule": "0 * * * *",
+                "source": { "distribution": "K3s" },
+                "destination": { "pvc": { "claimName": "etcd-backups" } },
+            }),
+        ),
+        patch,
+    )
+}
+
+fn spec(spec: Value) -> Value {
+    json!({ "spec": spec })
+}
+
+/// One invalid object and how the API server must refuse it.
+struct Refusal {
+    /// What is wrong, for the report.
+    what: &'static str,
+    /// A valid object applied first (for immutable fields), or none.
+    before: Option<Value>,
+    /// The object that must be refused.
+    object: Value,
+    /// HTTP status: 422 Invalid for schema and CEL errors; strict field validation
+    /// refuses unknown fields (inline credentials) with 400 BadRequest.
+    code: u16,
+    /// A fragment the message must contain.
+    fragment: &'static str,
+}
+
+fn invalid(what: &'static str, object: Value, fragment: &'static str) -> Refusal {
+    Refusal {
+        what,
+        before: None,
+        object,
+        code: 422,
+        fragment,
+    }
+}
+
+fn invalid_change(
+    what: &'static str,
+    before: Value,
+    after: Value,
+    fragment: &'static str,
+) -> Refusal {
+    Refusal {
+        what,
+        before: Some(before),
+        object: after,
+        code: 422,
+        fragment,
+    }
+}
+
+fn unknown_field(what: &'static str, object: Value, fragment: &'static str) -> Refusal {
+    Refusal {
+        what,
+        before: None,
+        object,
+        code: 400,
+        fragment,
+    }
+}
+
+fn refusals() -> Vec<Refusal> {
+    const HEX: &str = "must be exactly four hexadecimal digits";
+    const DURATION: &str = "must be a duration such as 30s, 10m or 1h30m";
+    const PIN_IMMUTABLE: &str = "consumers would silently follow a different device";
+    vec![
+        // UsbDevicePin
+        invalid(
+            "vendor id written with 0x",
+            pin(spec(json!({ "vendorId": "0x10c4" }))),
+            HEX,
+        ),
+        invalid(
+            "product id with three digits",
+            pin(spec(json!({ "productId": "ea6" }))),
+            HEX,
+        ),
+        invalid(
+            "product id that is not hex",
+            pin(spec(json!({ "productId": "zz60" }))),
+            HEX,
+        ),
+        invalid(
+            "container path outside /dev",
+            pin(spec(json!({ "containerPath": "/tmp/zigbee" }))),
+            "must be a path under /dev",
+        ),
+        invalid(
+            "pin name too long for an extended resource",
+            pin(
+                json!({ "metadata": { "name": "a-very-long-usb-device-pin-name-that-cannot-be-an-extended-resource" } }),
+            ),
+            "must be at most 63 characters",
+        ),
+        invalid_change(
+            "vendor id changed",
+            pin(json!({})),
+            pin(spec(json!({ "vendorId": "1a86" }))),
+            PIN_IMMUTABLE,
+        ),
+        invalid_change(
+            "serial added later",
+            pin(json!({})),
+            pin(spec(json!({ "serial": "c0e8eeaaf4c9" }))),
+            "serial cannot be added or removed",
+        ),
+        invalid(
+            "unknown failover mode",
+            pin(spec(json!({ "failover": { "mode": "Sometimes" } }))),
+            "supported values: \"Automatic\", \"Manual\", \"Disabled\"",
+        ),
+        invalid(
+            "grace without a unit",
+            pin(spec(json!({ "failover": { "unreachableAfter": "30" } }))),
+            DURATION,
+        ),
+        invalid(
+            "grace shorter than a heartbeat",
+            pin(spec(json!({ "failover": { "unreachableAfter": "5s" } }))),
+            "unreachableAfter must be at least 10s",
+        ),
+        invalid(
+            "preferred node that is not allowed",
+            pin(spec(
+                json!({ "failover": { "allowedNodes": ["pi4-1"], "preferredNodes": ["pi4-2"] } }),
+            )),
+            "every node in preferredNodes must also be in allowedNodes",
+        ),
+        invalid(
+            "the same node twice",
+            pin(spec(
+                json!({ "failover": { "preferredNodes": ["pi4-1", "pi4-1"] } }),
+            )),
+            "Duplicate value",
+        ),
+        invalid(
+            "unknown access mode",
+            pin(spec(json!({ "access": "Privileged" }))),
+            "supported values: \"DevicePlugin\", \"PrivilegedHostPath\"",
+        ),
+        // SensorGateway
+        invalid(
+            "radio both a USB pin and a network coordinator",
+            gateway(spec(
+                json!({ "radio": { "usbDevicePin": { "name": "sonoff-zigbee" }, "networkAddress": "tcp://192.168.1.40:6638" } }),
+            )),
+            "set exactly one of usbDevicePin or networkAddress",
+        ),
+        invalid(
+            "radio with neither",
+            gateway(spec(json!({ "radio": {} }))),
+            "set exactly one of usbDevicePin or networkAddress",
+        ),
+        invalid(
+            "coordinator address without tcp://",
+            gateway(spec(
+                json!({ "radio": { "networkAddress": "192.168.1.40:6638" } }),
+            )),
+            "must be tcp://host:port",
+        ),
+        invalid(
+            "broker URL with http://",
+            gateway(spec(json!({ "mqtt": { "url": "http://mosquitto:1883" } }))),
+            "must be a broker URL such as mqtt://",
+        ),
+        unknown_field(
+            "inline MQTT password",
+            gateway(spec(json!({ "mqtt": { "password": "hunter2" } }))),
+            "password",
+        ),
+        invalid(
+            "password without a user name",
+            gateway(spec(
+                json!({ "mqtt": { "passwordSecretRef": { "name": "mqtt", "key": "password" } } }),
+            )),
+            "a password needs a username",
+        ),
+        invalid(
+            "Secret reference without a key",
+            gateway(spec(
+                json!({ "mqtt": { "usernameSecretRef": { "name": "mqtt" } } }),
+            )),
+            "Required value",
+        ),
+        invalid(
+            "TLS settings on a plain mqtt:// broker",
+            gateway(spec(json!({ "mqtt": { "tls": {} } }))),
+            "tls settings need an mqtts:// broker url",
+        ),
+        invalid(
+            "preset in the wrong case",
+            gateway(spec(json!({ "preset": "zigbee2mqtt" }))),
+            "supported values: \"Zigbee2MQTT\"",
+        ),
+        invalid(
+            "Generic preset without an image",
+            gateway(spec(
+                json!({ "preset": "Generic", "availability": { "topic": "bridge/status" } }),
+            )),
+            "the Generic preset has no default image",
+        ),
+        invalid(
+            "ESPHome without a topic prefix",
+            gateway(spec(json!({ "preset": "ESPHome", "external": true }))),
+            "ESPHome devices publish under their own name",
+        ),
+        invalid(
+            "sensor staleness in words",
+            gateway(spec(
+                json!({ "sensors": [{ "name": "tomato-bed", "topic": "garden/tomato", "staleAfter": "10 minutes" }] }),
+            )),
+            DURATION,
+        ),
+        invalid(
+            "sensor topic with # in the middle",
+            gateway(spec(
+                json!({ "sensors": [{ "name": "tomato-bed", "topic": "garden/#/moisture", "staleAfter": "10m" }] }),
+            )),
+            "must be an MQTT topic filter",
+        ),
+        invalid(
+            "sensor name that is not a DNS label",
+            gateway(spec(
+                json!({ "sensors": [{ "name": "Tomato Bed", "topic": "garden/tomato", "staleAfter": "10m" }] }),
+            )),
+            "must be a DNS label",
+        ),
+        invalid(
+            "availability topic with a wildcard",
+            gateway(spec(
+                json!({ "availability": { "topic": "zigbee2mqtt/+/state" } }),
+            )),
+            "must be a single topic",
+        ),
+        invalid(
+            "external gateway with a USB pin",
+            gateway(spec(
+                json!({ "external": true, "radio": { "usbDevicePin": { "name": "sonoff-zigbee" } } }),
+            )),
+            "an external gateway runs outside the cluster",
+        ),
+        invalid_change(
+            "gateway data moved from a claim to a host path",
+            gateway(spec(
+                json!({ "data": { "volumeClaim": { "size": "1Gi" } } }),
+            )),
+            gateway(spec(
+                json!({ "data": { "volumeClaim": null, "hostPath": { "node": "pi4-1", "path": "/srv/z2m" } } }),
+            )),
+            "the kind of storage (existingClaim, volumeClaim, hostPath or nfs) cannot change",
+        ),
+        // MediaServer
+        invalid(
+            "media library from NFS and a host path at once",
+            media(spec(
+                json!({ "media": [{ "name": "movies", "mountPath": "/media/movies",
+                "nfs": { "server": "nas.home.arpa", "path": "/volume1/movies" },
+                "hostPath": { "node": "pi4-2", "path": "/mnt/movies" } }] }),
+            )),
+            "set exactly one media source: existingClaim, nfs or hostPath",
+        ),
+        invalid(
+            "config with no source",
+            media(spec(json!({ "config": { "volumeClaim": null } }))),
+            "set exactly one of existingClaim, volumeClaim, hostPath or nfs",
+        ),
+        invalid(
+            "claim size in words",
+            media(spec(
+                json!({ "config": { "volumeClaim": { "size": "ten gigs" } } }),
+            )),
+            "must be a size such as 500Mi or 10Gi",
+        ),
+        invalid(
+            "config and media on host paths of different nodes",
+            media(spec(json!({
+                "config": { "volumeClaim": null, "hostPath": { "node": "pi4-1", "path": "/srv/jellyfin" } },
+                "media": [{ "name": "movies", "mountPath": "/media", "hostPath": { "node": "pi4-2", "path": "/mnt/movies" } }],
+            }))),
+            "must be on the same node",
+        ),
+        invalid(
+            "Navidrome with hardware transcoding",
+            media(spec(
+                json!({ "preset": "Navidrome", "transcoding": { "hardware": "IntelQuickSync" } }),
+            )),
+            "Navidrome transcodes audio on the CPU",
+        ),
+        invalid(
+            "Quick Sync on ARM only",
+            media(spec(
+                json!({ "architectures": ["arm64"], "transcoding": { "hardware": "IntelQuickSync" } }),
+            )),
+            "Intel Quick Sync needs an Intel (amd64) node",
+        ),
+        invalid(
+            "port out of range",
+            media(spec(json!({ "port": 70000 }))),
+            "less than or equal to 65535",
+        ),
+        invalid(
+            "Generic server without image and port",
+            media(spec(json!({ "preset": "Generic" }))),
+            "the Generic preset has no default image or port",
+        ),
+        invalid(
+            "relative media mount path",
+            media(spec(
+                json!({ "media": [{ "name": "movies", "mountPath": "media/movies", "existingClaim": "movies" }] }),
+            )),
+            "must be an absolute path",
+        ),
+        invalid(
+            "unknown Service type",
+            media(spec(json!({ "service": { "type": "Ingress" } }))),
+            "supported values: \"ClusterIP\", \"NodePort\", \"LoadBalancer\"",
+        ),
+        invalid_change(
+            "config moved from a claim to a host path",
+            media(json!({})),
+            media(spec(
+                json!({ "config": { "volumeClaim": null, "hostPath": { "node": "n100-1", "path": "/srv/jellyfin" } } }),
+            )),
+            "the kind of storage (existingClaim, volumeClaim, hostPath or nfs) cannot change",
+        ),
+        invalid_change(
+            "config claim given a new StorageClass",
+            media(json!({})),
+            media(spec(
+                json!({ "config": { "volumeClaim": { "storageClassName": "longhorn" } } }),
+            )),
+            "storageClassName cannot change after creation",
+        ),
+        // EtcdBackup
+        invalid(
+            "two destinations",
+            backup(spec(
+                json!({ "destination": { "s3": { "bucket": "homelab-backups",
+                "accessKeyIdSecretRef": { "name": "s3", "key": "id" },
+                "secretAccessKeySecretRef": { "name": "s3", "key": "secret" } } } }),
+            )),
+            "set exactly one destination: pvc, hostPath or s3",
+        ),
+        invalid(
+            "no destination",
+            backup(spec(json!({ "destination": { "pvc": null } }))),
+            "set exactly one destination: pvc, hostPath or s3",
+        ),
+        invalid(
+            "cron schedule with four fields",
+            backup(spec(json!({ "schedule": "0 * * *" }))),
+            "must be a cron schedule with five fields",
+        ),
+        invalid(
+            "schedule in words",
+            backup(spec(json!({ "schedule": "every hour" }))),
+            "must be a cron schedule with five fields",
+        ),
+        invalid(
+            "retention of zero",
+            backup(spec(json!({ "retention": { "keepLast": 0 } }))),
+            "must keep at least 1 backup",
+        ),
+        unknown_field(
+            "inline S3 secret key",
+            backup(spec(
+                json!({ "destination": { "pvc": null, "s3": { "bucket": "homelab-backups",
+                "accessKeyIdSecretRef": { "name": "s3", "key": "id" },
+                "secretAccessKeySecretRef": { "name": "s3", "key": "secret" },
+                "secretAccessKey": "wJalrXUtnFEMI/K7MDENG" } } }),
+            )),
+            "secretAccessKey",
+        ),
+        invalid(
+            "S3 without its secret key reference",
+            backup(spec(
+                json!({ "destination": { "pvc": null, "s3": { "bucket": "homelab-backups",
+                "accessKeyIdSecretRef": { "name": "s3", "key": "id" } } } }),
+            )),
+            "Required value",
+        ),
+        invalid_change(
+            "destination changed from a claim to S3",
+            backup(json!({})),
+            backup(spec(
+                json!({ "destination": { "pvc": null, "s3": { "bucket": "homelab-backups",
+                "accessKeyIdSecretRef": { "name": "s3", "key": "id" },
+                "secretAccessKeySecretRef": { "name": "s3", "key": "secret" } } } }),
+            )),
+            "the kind of destination (pvc, hostPath or s3) cannot change",
+        ),
+        invalid(
+            "SQLite on kubeadm",
+            backup(spec(
+                json!({ "source": { "distribution": "Kubeadm", "datastore": "SQLite" } }),
+            )),
+            "the SQLite datastore exists only on k3s",
+        ),
+        invalid(
+            "Talos without a client certificate Secret",
+            backup(spec(json!({ "source": { "distribution": "Talos" } }))),
+            "Talos keeps etcd's certificates out of reach of pods",
+        ),
+        invalid(
+            "Custom distribution without endpoints",
+            backup(spec(json!({ "source": { "distribution": "Custom" } }))),
+            "a Custom distribution has no known etcd endpoints",
+        ),
+        invalid(
+            "etcd endpoint without a scheme",
+            backup(spec(
+                json!({ "source": { "endpoints": ["10.0.0.10:2379"] } }),
+            )),
+            "each endpoint must be a URL without a path",
+        ),
+        invalid(
+            "staleness in words",
+            backup(spec(json!({ "staleAfter": "3 hours" }))),
+            DURATION,
+        ),
+        invalid(
+            "bucket name with capitals",
+            backup(spec(
+                json!({ "destination": { "pvc": null, "s3": { "bucket": "Homelab_Backups",
+                "accessKeyIdSecretRef": { "name": "s3", "key": "id" },
+                "secretAccessKeySecretRef": { "name": "s3", "key": "secret" } } } }),
+            )),
+            "must be an S3 bucket name",
+        ),
+        invalid(
+            "time zone with a space",
+            backup(spec(json!({ "timeZone": "Europe Berlin" }))),
+            "must be an IANA time zone name",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn invalid_objects_are_refused_with_a_message_for_a_person() {
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "refusals").await.unwrap();
+
+    // The starting points themselves are valid, so each refusal is the patch's doing.
+    for (i, base) in [
+        pin(json!({})),
+        gateway(json!({})),
+        media(json!({})),
+        backup(json!({})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let base = merge(
+            base,
+            json!({ "metadata": { "name": format!("valid-{i}") } }),
+        );
+        let api = dynamic_api(
+            &client,
+            ns.name(),
+            base["kind"].as_str().unwrap_or_default(),
+        );
+        if let Err(error) = apply(&api, &base).await {
+            panic!(
+                "the valid starting point {} was refused: {error}",
+                base["kind"]
+            );
+        }
+    }
+
+    let cases = refusals();
+    assert!(cases.len() >= 30, "at least 30 invalid objects");
+    let mut per_kind: BTreeMap<String, usize> = BTreeMap::new();
+    let mut mismatches = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let kind = case.object["kind"].as_str().unwrap_or_default().to_owned();
+        *per_kind.entry(kind.clone()).or_default() += 1;
+        let api = dynamic_api(&client, ns.name(), &kind);
+        let name = format!("case-{i:02}");
+        let named = |object: &Value| match object["metadata"]["name"] {
+            Value::String(_) => object.clone(),
+            _ => merge(object.clone(), json!({ "metadata": { "name": name } })),
+        };
+
+        if let Some(before) = &case.before
+            && let Err(error) = apply(&api, &named(before)).await
+        {
+            mismatches.push(format!(
+                "{:2}. {}: the valid object before the change was refused: {error}",
+                i, case.what
+            ));
+            continue;
+        }
+        match apply(&api, &named(&case.object)).await {
+            Ok(_) => mismatches.push(format!(
+                "{:2}. {}: accepted, expected a refusal containing {:?}",
+                i, case.what, case.fragment
+            )),
+            Err(kube::Error::Api(status)) => {
+                let ok = status.code == case.code && status.message.contains(case.fragment);
+                eprintln!(
+                    "{} {:2}. {} ({} {}): {}",
+                    if ok { "ok  " } else { "FAIL" },
+                    i,
+                    case.what,
+                    status.code,
+                    status.reason,
+                    status.message
+                );
+                if !ok {
+                    mismatches.push(format!(
+                        "{:2}. {}: expected {} with {:?}, got {} {}: {}",
+                        i,
+                        case.what,
+                        case.code,
+                        case.fragment,
+                        status.code,
+                        status.reason,
+                        status.message
+                    ));
+                }
+            }
+            Err(error) => {
+                mismatches.push(format!("{:2}. {}: request failed: {error}", i, case.what))
+            }
+        }
+    }
+    eprintln!("{} invalid objects per kind: {per_kind:?}", cases.len());
+    assert_eq!(per_kind.len(), 4, "every kind has invalid cases");
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} invalid objects were not refused as expected:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// (c) Node agents each write their own presence entry; the entries merge.
+
+#[tokio::test]
+async fn node_agents_presence_entries_merge_per_node() {
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "presence").await.unwrap();
+    let pins: Api<UsbDevicePin> = ns.api();
+    let pin_object = pin(json!({ "metadata": { "name": "zigbee" } }));
+    pins.patch("zigbee", &apply_params(), &Patch::Apply(&pin_object))
+        .await
+        .unwrap();
+
+    let report = |node: &str| {
+        json!({
+            "apiVersion": API_VERSION,
+            "kind": "UsbDevicePin",
+            "metadata": { "name": "zigbee" },
+            "status": { "presence": [{
+                "node": node,
+                "byIdPath": "/dev/serial/by-id/usb-ITead_Sonoff_Zigbee_3.0_USB_Dongle_Plus-if00-port0",
+                "devNode": "/dev/ttyUSB0",
+            }] },
+        })
+    };
+    let agent = |node: &str| PatchParams::apply(&format!("homelab-agent-{node}"));
+    for node in ["pi4-1", "pi4-2"] {
+        pins.patch_status("zigbee", &agent(node), &Patch::Apply(report(node)))
+            .await
+            .unwrap();
+    }
+    let nodes = |pin: &UsbDevicePin| -> Vec<String> {
+        let mut nodes: Vec<String> = pin
+            .status
+            .iter()
+            .flat_map(|s| s.presence.iter().map(|p| p.node.clone()))
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    assert_eq!(
+        nodes(&pins.get("zigbee").await.unwrap()),
+        ["pi4-1", "pi4-2"]
+    );
+
+    // pi4-1's agent no longer sees the stick: it applies an empty list, which removes
+    // only the entry it owns.
+    let gone = json!({
+        "apiVersion": API_VERSION,
+        "kind": "UsbDevicePin",
+        "metadata": { "name": "zigbee" },
+        "status": { "presence": [] },
+    });
+    pins.patch_status("zigbee", &agent("pi4-1"), &Patch::Apply(gone))
+        .await
+        .unwrap();
+    assert_eq!(nodes(&pins.get("zigbee").await.unwrap()), ["pi4-2"]);
+}

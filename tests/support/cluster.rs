@@ -1,0 +1,116 @@
+//! The local control plane: find it, start it when a test run needs it, and drive
+//! its failure knobs (`node-fail`, `node-recover`, `restart-apiserver`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::sync::OnceCell;
+
+use crate::Error;
+
+/// The `e2e/cluster` script and the kubeconfig it writes.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    script: PathBuf,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            script: crate::workspace_root().join("e2e").join("cluster"),
+        }
+    }
+}
+
+impl Cluster {
+    /// Runs `e2e/cluster <args>` and returns what it printed.
+    pub fn run(&self, args: &[&str]) -> Result<String, Error> {
+        let command = args.join(" ");
+        let output = Command::new(&self.script)
+            .args(args)
+            .output()
+            .map_err(|source| Error::ClusterCommandSpawn {
+                command: command.clone(),
+                source,
+            })?;
+        let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            Err(Error::ClusterCommand {
+                command,
+                output: format!("{stdout}\n{stderr}").trim().to_string(),
+            })
+        }
+    }
+
+    /// The admin kubeconfig: `HOMELAB_TEST_KUBECONFIG` when set, else the one
+    /// `e2e/cluster` writes. Never plain `KUBECONFIG`: tests create and delete
+    /// things, and must not wander into the user's real cluster by accident.
+    pub fn kubeconfig_path(&self) -> Result<PathBuf, Error> {
+        match std::env::var_os(TEST_KUBECONFIG) {
+            Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+            _ => self.run(&["kubeconfig"]).map(PathBuf::from),
+        }
+    }
+
+    /// Makes the node stop renewing its lease, as a node that lost power would.
+    pub fn node_fail(&self, node: &str) -> Result<(), Error> {
+        self.run(&["node-fail", node]).map(drop)
+    }
+
+    /// Lets the node heartbeat again.
+    pub fn node_recover(&self, node: &str) -> Result<(), Error> {
+        self.run(&["node-recover", node]).map(drop)
+    }
+
+    /// Stops and starts kube-apiserver; returns once it is ready again.
+    pub fn restart_apiserver(&self) -> Result<(), Error> {
+        self.run(&["restart-apiserver"]).map(drop)
+    }
+
+    pub(crate) async fn connect(&self) -> Result<Client, Error> {
+        let path = self.kubeconfig_path()?;
+        let kubeconfig = Kubeconfig::read_from(&path).map_err(|source| Error::Kubeconfig {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|source| Error::Kubeconfig {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Client::try_from(config).map_err(Error::Client)
+    }
+}
+
+/// Points the tests at another cluster instead of starting `e2e/cluster`.
+pub const TEST_KUBECONFIG: &str = "HOMELAB_TEST_KUBECONFIG";
+
+static STARTED: OnceCell<()> = OnceCell::const_new();
+
+/// A client for the test cluster. Unless `HOMELAB_TEST_KUBECONFIG` points elsewhere, the first
+/// call in a test binary runs `e2e/cluster up` (idempotent: quick when it is
+/// already up) so that `cargo test` works from a cold machine.
+pub async fn client() -> Result<Client, Error> {
+    let cluster = Cluster::default();
+    if std::env::var_os(TEST_KUBECONFIG).is_none_or(|v| v.is_empty()) {
+        STARTED
+            .get_or_try_init(|| async {
+                let script = cluster.clone();
+                tokio::task::spawn_blocking(move || script.run(&["up"]))
+                    .await
+                    .map_err(|join| Error::ClusterCommand {
+                        command: "up".into(),
+                        output: join.to_string(),
+                    })?
+                    .map(drop)
+            })
+            .await?;
+    }
+    cluster.connect().await
+}

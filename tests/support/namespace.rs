@@ -1,0 +1,78 @@
+//! One namespace per test, deleted when the test ends, pass or fail.
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
+
+use crate::{Cluster, Error};
+
+/// A namespace created for one test; dropping it deletes it (in the background:
+/// the API server finishes the cascade on its own).
+pub struct TestNamespace {
+    name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<random suffix>`, labelled so leftovers can be found.
+    pub async fn new(client: &Client, prefix: &str) -> Result<Self, Error> {
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{prefix}-")),
+                labels: Some([("homelab.home.arpa/test".to_string(), prefix.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        let created = Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .map_err(Error::api(format!("creating a test namespace for {prefix}")))?;
+        Ok(TestNamespace {
+            name: created.metadata.name.unwrap_or_default(),
+            client: client.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// An `Api` for a namespaced kind in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await, and the test's runtime is blocked while we wait here,
+        // so the test's client (whose worker runs on that runtime) cannot be used:
+        // delete from a thread with its own runtime and its own client.
+        let name = std::mem::take(&mut self.name);
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let client = Cluster::default()
+                    .connect()
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .map(drop)
+                    .map_err(std::io::Error::other)
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = deleted {
+            eprintln!("could not delete test namespace: {e}");
+        }
+    }
+}
