@@ -144,7 +144,7 @@ start_kwok() {
     --kubeconfig="$STATE/kwok.kubeconfig" \
     --config="$STATE/kwok-stages.yaml" \
     --manage-all-nodes=false \
-    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --manage-nodes-with-label-selector="$KUBELET_LABEL=alive" \
     --node-lease-duration-seconds="$NODE_LEASE_DURATION_SECONDS" \
     --cidr=10.244.0.0/16 --node-ip=127.0.0.1 \
     --server-address="127.0.0.1:$KWOK_PORT"

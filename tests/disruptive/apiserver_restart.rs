@@ -13,7 +13,9 @@ use serde_json::json;
 async fn client_and_watch_reconnect_after_apiserver_restart() {
     let _exclusive = crate::exclusive().await;
     let client = client().await.unwrap();
-    let ns = TestNamespace::new(&client, "apiserver-restart").await.unwrap();
+    let ns = TestNamespace::new(&client, "apiserver-restart")
+        .await
+        .unwrap();
     let configmaps = ns.api::<ConfigMap>();
     let mut names = watcher(configmaps.clone(), watcher::Config::default())
         .default_backoff()
@@ -61,5 +63,9 @@ async fn client_and_watch_reconnect_after_apiserver_restart() {
         }
     })
     .await;
-    assert_eq!(resumed, Ok(Ok(())), "watch did not resume after the restart");
+    assert_eq!(
+        resumed,
+        Ok(Ok(())),
+        "watch did not resume after the restart"
+    );
 }

@@ -2,6 +2,9 @@
 //! restarts. They run one at a time (a lock) in a binary of their own, so the
 //! integration tests never see the disturbance.
 
+// A test that cannot get what it needs fails loudly; that is what unwrap is for here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod apiserver_restart;
 mod node_failure;
 

@@ -29,7 +29,11 @@ fn running_on(pod: &Pod) -> Option<&str> {
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     let alive = pod.metadata.deletion_timestamp.is_none();
-    if ready && alive { pod.spec.as_ref()?.node_name.as_deref() } else { None }
+    if ready && alive {
+        pod.spec.as_ref()?.node_name.as_deref()
+    } else {
+        None
+    }
 }
 
 fn node_unreachable(node: &Node) -> bool {
@@ -92,14 +96,24 @@ async fn pod_tolerating_unreachable_briefly_is_evicted_and_replaced_elsewhere() 
     // Detection takes the controller-manager's node-monitor grace period
     // (50 s by default; e2e/cluster lets scenarios shorten it).
     let nodes = Api::<Node>::all(client.clone());
-    wait_for(&nodes, failed_node, Duration::from_secs(180), node_unreachable)
-        .await
-        .unwrap();
+    wait_for(
+        &nodes,
+        failed_node,
+        Duration::from_secs(180),
+        node_unreachable,
+    )
+    .await
+    .unwrap();
     let moved = wait_for_list(&pods, &selector, Duration::from_secs(60), |pods| {
-        pods.iter().filter_map(running_on).any(|node| node != failed_node)
+        pods.iter()
+            .filter_map(running_on)
+            .any(|node| node != failed_node)
     })
     .await
     .unwrap();
     let now_on: Vec<_> = moved.iter().filter_map(running_on).collect();
-    assert!(!now_on.contains(&failed_node), "still running on the dead node: {now_on:?}");
+    assert!(
+        !now_on.contains(&failed_node),
+        "still running on the dead node: {now_on:?}"
+    );
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use homelab_api::{API_VERSION, EtcdBackup, MediaServer, SensorGateway, UsbDevicePin};
 use homelab_test_support::{TestNamespace, client, install_crds, workspace_root};
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -45,6 +45,34 @@ async fn apply(api: &Api<DynamicObject>, object: &Value) -> Result<DynamicObject
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
     api.patch(name, &apply_params(), &Patch::Apply(object))
         .await
+}
+
+/// Creates with a plain POST and strict field validation (what `kubectl create` and
+/// client-side `kubectl apply` send). Used where server-side apply answers malformed
+/// input with a 500 "failed to create typed patch object" instead of a validation
+/// error: unknown fields and duplicate set entries.
+async fn create_strict(
+    client: &Client,
+    namespace: &str,
+    object: &Value,
+) -> Result<DynamicObject, kube::Error> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let resource = api_resource(kind).unwrap_or_else(|| panic!("unknown kind {kind}"));
+    let url = format!(
+        "/apis/{}/namespaces/{namespace}/{}",
+        resource.api_version, resource.plural
+    );
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    let body = serde_json::to_vec(object).map_err(kube::Error::SerdeError)?;
+    let mut request = kube::core::Request::new(url)
+        .create(&params, body)
+        .map_err(kube::Error::BuildRequest)?;
+    let uri = format!("{}&fieldValidation=Strict", request.uri());
+    *request.uri_mut() = uri.parse().unwrap();
+    client.request::<DynamicObject>(request).await
 }
 
 // ---------------------------------------------------------------------------------
@@ -235,6 +263,15 @@ fn spec(spec: Value) -> Value {
     json!({ "spec": spec })
 }
 
+/// How an invalid object is sent.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    /// Server-side apply, as GitOps tools and `kubectl apply --server-side` do.
+    Apply,
+    /// A POST with strict field validation, as `kubectl create` does.
+    Create,
+}
+
 /// One invalid object and how the API server must refuse it.
 struct Refusal {
     /// What is wrong, for the report.
@@ -243,6 +280,8 @@ struct Refusal {
     before: Option<Value>,
     /// The object that must be refused.
     object: Value,
+    /// How it is sent.
+    via: Via,
     /// HTTP status: 422 Invalid for schema and CEL errors; strict field validation
     /// refuses unknown fields (inline credentials) with 400 BadRequest.
     code: u16,
@@ -250,16 +289,31 @@ struct Refusal {
     fragment: &'static str,
 }
 
+/// Refused when applied: 422 Invalid.
 fn invalid(what: &'static str, object: Value, fragment: &'static str) -> Refusal {
     Refusal {
         what,
         before: None,
         object,
+        via: Via::Apply,
         code: 422,
         fragment,
     }
 }
 
+/// Refused when created: 422 Invalid.
+fn invalid_created(what: &'static str, object: Value, fragment: &'static str) -> Refusal {
+    Refusal {
+        what,
+        before: None,
+        object,
+        via: Via::Create,
+        code: 422,
+        fragment,
+    }
+}
+
+/// `before` applies; changing it to `after` is refused: 422 Invalid.
 fn invalid_change(
     what: &'static str,
     before: Value,
@@ -270,16 +324,20 @@ fn invalid_change(
         what,
         before: Some(before),
         object: after,
+        via: Via::Apply,
         code: 422,
         fragment,
     }
 }
 
+/// A field the schema does not have (an inline credential): strict field validation
+/// refuses it with 400 BadRequest instead of silently dropping it.
 fn unknown_field(what: &'static str, object: Value, fragment: &'static str) -> Refusal {
     Refusal {
         what,
         before: None,
         object,
+        via: Via::Create,
         code: 400,
         fragment,
     }
@@ -352,12 +410,12 @@ fn refusals() -> Vec<Refusal> {
             )),
             "every node in preferredNodes must also be in allowedNodes",
         ),
-        invalid(
+        invalid_created(
             "the same node twice",
             pin(spec(
                 json!({ "failover": { "preferredNodes": ["pi4-1", "pi4-1"] } }),
             )),
-            "Duplicate value",
+            "Duplicate value: \"pi4-1\"",
         ),
         invalid(
             "unknown access mode",
@@ -392,7 +450,7 @@ fn refusals() -> Vec<Refusal> {
         unknown_field(
             "inline MQTT password",
             gateway(spec(json!({ "mqtt": { "password": "hunter2" } }))),
-            "password",
+            "unknown field \"spec.mqtt.password\"",
         ),
         invalid(
             "password without a user name",
@@ -595,7 +653,7 @@ fn refusals() -> Vec<Refusal> {
                 "secretAccessKeySecretRef": { "name": "s3", "key": "secret" },
                 "secretAccessKey": "wJalrXUtnFEMI/K7MDENG" } } }),
             )),
-            "secretAccessKey",
+            "unknown field \"spec.destination.s3.secretAccessKey\"",
         ),
         invalid(
             "S3 without its secret key reference",
@@ -717,7 +775,11 @@ async fn invalid_objects_are_refused_with_a_message_for_a_person() {
             ));
             continue;
         }
-        match apply(&api, &named(&case.object)).await {
+        let outcome = match case.via {
+            Via::Apply => apply(&api, &named(&case.object)).await,
+            Via::Create => create_strict(&client, ns.name(), &named(&case.object)).await,
+        };
+        match outcome {
             Ok(_) => mismatches.push(format!(
                 "{:2}. {}: accepted, expected a refusal containing {:?}",
                 i, case.what, case.fragment
@@ -759,6 +821,136 @@ async fn invalid_objects_are_refused_with_a_message_for_a_person() {
         mismatches.len(),
         cases.len(),
         mismatches.join("\n")
+    );
+}
+
+/// Valid input at the edges of the rules above, so no rule is stricter than it says.
+fn acceptances() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "upper-case hex ids",
+            pin(spec(json!({ "vendorId": "10C4", "productId": "EA60" }))),
+        ),
+        (
+            "a nested device path",
+            pin(spec(json!({ "containerPath": "/dev/serial/zigbee" }))),
+        ),
+        (
+            "every duration unit",
+            pin(spec(
+                json!({ "failover": { "unreachableAfter": "1m30.5s", "cooldown": "1h0m0s" } }),
+            )),
+        ),
+        (
+            "a fractional hour",
+            pin(spec(json!({ "failover": { "cooldown": "1.5h" } }))),
+        ),
+        (
+            "preferred nodes within allowed nodes",
+            pin(spec(
+                json!({ "failover": { "allowedNodes": ["pi4-1", "pi4-2"], "preferredNodes": ["pi4-2"] } }),
+            )),
+        ),
+        (
+            "an IPv6 coordinator",
+            gateway(spec(
+                json!({ "radio": { "networkAddress": "tcp://[fd00::40]:6638" } }),
+            )),
+        ),
+        (
+            "TLS to an mqtts:// broker",
+            gateway(spec(
+                json!({ "mqtt": { "url": "mqtts://broker.home.arpa:8883",
+                "tls": { "caSecretRef": { "name": "mqtt-ca", "key": "ca.crt" } } } }),
+            )),
+        ),
+        (
+            "topic filters with wildcards",
+            gateway(spec(json!({ "sensors": [
+                { "name": "all-garden", "topic": "garden/#", "staleAfter": "10m" },
+                { "name": "any-bed", "topic": "garden/+/moisture", "staleAfter": "10m" },
+                { "name": "everything", "topic": "#", "staleAfter": "1h" },
+            ] }))),
+        ),
+        (
+            "a Generic gateway",
+            gateway(spec(
+                json!({ "preset": "Generic", "image": "ghcr.io/merbanan/rtl_433:latest", "availability": { "topic": "rtl_433/status" } }),
+            )),
+        ),
+        (
+            "config and media on one node",
+            media(spec(json!({
+                "config": { "volumeClaim": null, "hostPath": { "node": "pi4-2", "path": "/srv/navidrome" } },
+                "media": [{ "name": "music", "mountPath": "/music", "hostPath": { "node": "pi4-2", "path": "/mnt/music" } }],
+            }))),
+        ),
+        (
+            "Quick Sync on amd64",
+            media(spec(
+                json!({ "architectures": ["amd64", "arm64"], "transcoding": { "hardware": "IntelQuickSync", "renderGroupId": 993 } }),
+            )),
+        ),
+        (
+            "a step schedule",
+            backup(spec(json!({ "schedule": "*/15 * * * *" }))),
+        ),
+        (
+            "a named schedule",
+            backup(spec(json!({ "schedule": "0 3 * * SUN" }))),
+        ),
+        (
+            "a cron macro",
+            backup(spec(
+                json!({ "schedule": "@daily", "timeZone": "America/Argentina/Buenos_Aires" }),
+            )),
+        ),
+        (
+            "k3s on SQLite",
+            backup(spec(
+                json!({ "source": { "distribution": "K3s", "datastore": "SQLite" } }),
+            )),
+        ),
+        (
+            "Talos with a client certificate Secret",
+            backup(spec(
+                json!({ "source": { "distribution": "Talos", "tls": { "secretName": "etcd-client" } } }),
+            )),
+        ),
+        (
+            "a Custom etcd",
+            backup(spec(
+                json!({ "source": { "distribution": "Custom", "endpoints": ["https://10.0.0.10:2379", "https://10.0.0.11:2379"],
+                "tls": { "hostPath": { "caFile": "/etc/etcd/ca.crt", "certFile": "/etc/etcd/client.crt", "keyFile": "/etc/etcd/client.key" } } } }),
+            )),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn valid_objects_at_the_edges_of_the_rules_are_accepted() {
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "acceptances").await.unwrap();
+    let mut refused = Vec::new();
+    for (i, (what, object)) in acceptances().into_iter().enumerate() {
+        let object = merge(
+            object,
+            json!({ "metadata": { "name": format!("edge-{i:02}") } }),
+        );
+        let api = dynamic_api(
+            &client,
+            ns.name(),
+            object["kind"].as_str().unwrap_or_default(),
+        );
+        if let Err(error) = apply(&api, &object).await {
+            refused.push(format!("{i:2}. {what}: {error}"));
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "valid objects were refused:\n{}",
+        refused.join("\n")
     );
 }
 

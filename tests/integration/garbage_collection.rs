@@ -32,9 +32,15 @@ async fn deleting_an_owner_garbage_collects_its_children() {
         }
     }))
     .unwrap();
-    let child = configmaps.create(&PostParams::default(), &child).await.unwrap();
+    let child = configmaps
+        .create(&PostParams::default(), &child)
+        .await
+        .unwrap();
 
-    configmaps.delete("owner", &DeleteParams::background()).await.unwrap();
+    configmaps
+        .delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
     let uid = child.metadata.uid.unwrap();
     tokio::time::timeout(
         Duration::from_secs(60),

@@ -2,6 +2,9 @@
 //! kube-apiserver, etcd, controller-manager and scheduler, kwok nodes.
 //! They share one test binary so the workspace links it once.
 
+// A test that cannot get what it needs fails loudly; that is what unwrap is for here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api_contract;
-mod scheduling;
 mod garbage_collection;
+mod scheduling;

@@ -78,12 +78,13 @@ impl Cluster {
             path: path.display().to_string(),
             source,
         })?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .map_err(|source| Error::Kubeconfig {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|source| Error::Kubeconfig {
+                    path: path.display().to_string(),
+                    source,
+                })?;
         Client::try_from(config).map_err(Error::Client)
     }
 }

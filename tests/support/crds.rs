@@ -32,7 +32,7 @@ pub fn read_crds() -> Result<Vec<CustomResourceDefinition>, Error> {
         let docs: Vec<CustomResourceDefinition> =
             serde_saphyr::from_multiple(&text).map_err(|source| Error::Parse {
                 path: path.display().to_string(),
-                source,
+                source: Box::new(source),
             })?;
         crds.extend(docs);
     }

@@ -35,7 +35,7 @@ pub enum Error {
     Parse {
         path: String,
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error("gave up after {waited:?} waiting for {what}; last seen: {last_seen}")]
     Timeout {

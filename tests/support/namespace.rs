@@ -27,7 +27,9 @@ impl TestNamespace {
         let created = Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await
-            .map_err(Error::api(format!("creating a test namespace for {prefix}")))?;
+            .map_err(Error::api(format!(
+                "creating a test namespace for {prefix}"
+            )))?;
         Ok(TestNamespace {
             name: created.metadata.name.unwrap_or_default(),
             client: client.clone(),

@@ -13,9 +13,15 @@ use crate::Error;
 
 /// Waits until the named object exists and `ready` holds for it; returns it.
 /// On timeout the error shows the object as last seen, so a failure says why.
-pub async fn wait_for<K, F>(api: &Api<K>, name: &str, timeout: Duration, ready: F) -> Result<K, Error>
+pub async fn wait_for<K, F>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    ready: F,
+) -> Result<K, Error>
 where
     K: Resource + Clone + Debug + DeserializeOwned + Serialize + Send + 'static,
+    <K as Resource>::DynamicType: Default,
     F: Fn(&K) -> bool + Send + 'static,
 {
     let what = format!("{} {name}", K::kind(&Default::default()));
@@ -57,7 +63,11 @@ where
     <K as Resource>::DynamicType: Default,
     F: Fn(&[K]) -> bool,
 {
-    let what = format!("{} matching {:?}", K::kind(&Default::default()), params.label_selector);
+    let what = format!(
+        "{} matching {:?}",
+        K::kind(&Default::default()),
+        params.label_selector
+    );
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let items = api
@@ -75,7 +85,10 @@ where
                 last_seen: format!(
                     "{} object(s): {:?}",
                     items.len(),
-                    items.iter().map(|o| o.meta().name.clone().unwrap_or_default()).collect::<Vec<_>>()
+                    items
+                        .iter()
+                        .map(|o| o.meta().name.clone().unwrap_or_default())
+                        .collect::<Vec<_>>()
                 ),
             });
         }

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         eprintln!("crdgen: cannot create {}: {error}", dir.display());
         return ExitCode::FAILURE;
     }
+    let dir = dir.canonicalize().unwrap_or(dir);
     for file in &files {
         let path = dir.join(&file.file_name);
         if let Err(error) = std::fs::write(&path, &file.content) {
