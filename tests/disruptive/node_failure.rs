@@ -116,4 +116,17 @@ async fn pod_tolerating_unreachable_briefly_is_evicted_and_replaced_elsewhere() 
         !now_on.contains(&failed_node),
         "still running on the dead node: {now_on:?}"
     );
+
+    // As with a real dead kubelet, nobody confirms the evicted pod's end: it stays
+    // Terminating on the lost node. This is what the operators' failover must handle.
+    let original = first
+        .iter()
+        .find(|pod| running_on(pod).is_some())
+        .and_then(|pod| pod.metadata.name.clone())
+        .unwrap();
+    let stuck = pods.get(&original).await.unwrap();
+    assert!(
+        stuck.metadata.deletion_timestamp.is_some(),
+        "the evicted pod should be Terminating, not gone or running"
+    );
 }
