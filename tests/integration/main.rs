@@ -7,4 +7,5 @@
 
 mod api_contract;
 mod garbage_collection;
+mod mediaserver;
 mod scheduling;

@@ -1,0 +1,207 @@
+//! The reconcile: dereference → validate → build → apply → status, one
+//! module each; this file only strings them together and says what happened
+//! in Events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use homelab_api::conditions::types;
+use homelab_api::{ConditionedStatus, MediaServer};
+use homelab_kit::{Action, Context, StatusPatch};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use kube::{Api, ResourceExt};
+
+use crate::apply::apply;
+use crate::build::{self, Desired};
+use crate::error::Error;
+use crate::failover;
+use crate::metrics::Metrics;
+use crate::observed::Observed;
+use crate::status::{self, Seen, Verdict};
+use crate::validate::{Problem, validate};
+
+/// The controller's own state, shared by every reconcile.
+#[derive(Clone, Debug)]
+pub struct State {
+    /// Writes and refusals, for `/metrics` and for tests that count writes.
+    pub metrics: Metrics,
+    /// How long to wait before looking again at a server that is fine.
+    pub resync: Duration,
+    /// How long to wait before looking again at a refused spec (a node
+    /// change also wakes it).
+    pub retry_refused: Duration,
+}
+
+impl State {
+    /// Defaults: resync every 10 minutes, refused specs every 5.
+    #[must_use]
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            metrics,
+            resync: Duration::from_secs(600),
+            retry_refused: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The owned objects as stored after applying.
+struct Applied {
+    service: Service,
+    deployment: Deployment,
+}
+
+/// Brings what `ms` owns and its status in line with its spec.
+///
+/// # Errors
+/// When the API server refuses or fails a request; bad input is a status,
+/// not an error.
+pub async fn reconcile(
+    cached: Arc<MediaServer>,
+    ctx: Arc<Context<State>>,
+) -> Result<Action, Error> {
+    let ns = cached.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<MediaServer> = Api::namespaced(ctx.client.clone(), &ns);
+    // The cache may not have our last status write yet; a status computed
+    // on top of it would move lastTransitionTime back and forth and write
+    // again. One read makes the steady state write nothing.
+    let name = cached.name_any();
+    let Some(ms) = api.get_opt(&name).await.map_err(|e| {
+        Error::Read(homelab_kit::Error::kube(
+            format!("get MediaServer {ns}/{name}"),
+            e,
+        ))
+    })?
+    else {
+        return Ok(Action::await_change());
+    };
+    let observed = Observed::read(&ctx.client, &ns, &ms)
+        .await
+        .map_err(Error::Read)?;
+    let now = homelab_kit::conditions::now();
+
+    let (status, action) = match validate(&ms, &observed) {
+        Err(problem) => {
+            refused(&ms, &ctx, &problem).await;
+            let seen = Seen {
+                deployment: observed.deployment.as_ref(),
+                service: observed.service.as_ref(),
+                pods: &observed.pods,
+            };
+            let status = status::compute(&ms, Verdict::Refused(&problem), seen, now);
+            (status, Action::requeue(ctx.state.retry_refused))
+        }
+        Ok(plan) => {
+            let desired =
+                build::desired(&ms, &plan, &observed, &ctx.manager).map_err(Error::Apply)?;
+            let applied = apply_all(&ms, &ns, &ctx, &observed, desired).await?;
+            let analysis = failover::analyse(&ms, &plan.eligible_nodes, &observed);
+            let seen = Seen {
+                deployment: Some(&applied.deployment),
+                service: Some(&applied.service),
+                pods: &observed.pods,
+            };
+            let status = status::compute(&ms, Verdict::Applied(&analysis), seen, now);
+            let action = if status.is_condition_true(types::READY) {
+                Action::requeue(ctx.state.resync)
+            } else {
+                // The owned watches wake it sooner; this is the safety net.
+                Action::requeue(Duration::from_secs(60))
+            };
+            (status, action)
+        }
+    };
+
+    if ms.spec.config.nfs.is_some()
+        && ms
+            .status
+            .as_ref()
+            .and_then(|s| s.condition(types::CONFIG_ON_NFS))
+            .is_none()
+    {
+        let message = status
+            .condition(types::CONFIG_ON_NFS)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.events
+            .warning(&ms, status::SQLITE_ON_NFS, "Reconcile", message)
+            .await;
+    }
+
+    let wrote = ctx
+        .manager
+        .apply_status(&api, &ms, ms.status.as_ref(), &status, StatusPatch::Apply)
+        .await
+        .map_err(Error::Status)?;
+    if wrote {
+        ctx.state.metrics.wrote("MediaServerStatus");
+    }
+    Ok(action)
+}
+
+/// A Warning Event and a count, once per distinct problem: the status says
+/// it for as long as it lasts.
+async fn refused(ms: &MediaServer, ctx: &Context<State>, problem: &Problem) {
+    let stalled = ms.status.as_ref().and_then(|s| s.condition(types::STALLED));
+    let known = stalled.is_some_and(|c| c.reason == problem.reason && c.message == problem.message);
+    if known {
+        return;
+    }
+    tracing::info!(reason = problem.reason, message = %problem.message, "spec refused; nothing applied");
+    ctx.state.metrics.refused(problem.reason);
+    ctx.events
+        .warning(ms, problem.reason, "Reconcile", problem.message.clone())
+        .await;
+}
+
+/// Claims first, so the pod never waits on a claim that is still to come.
+async fn apply_all(
+    ms: &MediaServer,
+    ns: &str,
+    ctx: &Context<State>,
+    observed: &Observed,
+    desired: Desired,
+) -> Result<Applied, Error> {
+    let (manager, metrics) = (&ctx.manager, &ctx.state.metrics);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    for claim in desired.claims {
+        let current = observed.claims.get(&claim.name_any());
+        apply(manager, metrics, &claims, current, claim)
+            .await
+            .map_err(Error::Apply)?;
+    }
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let (service, _) = apply(
+        manager,
+        metrics,
+        &services,
+        observed.service.as_ref(),
+        desired.service,
+    )
+    .await
+    .map_err(Error::Apply)?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let (deployment, wrote) = apply(
+        manager,
+        metrics,
+        &deployments,
+        observed.deployment.as_ref(),
+        desired.deployment,
+    )
+    .await
+    .map_err(Error::Apply)?;
+    if wrote {
+        let (reason, note) = match &observed.deployment {
+            None => (
+                "Created",
+                "created the server's Deployment, Service and claims",
+            ),
+            Some(_) => ("Updated", "applied the changed spec to the Deployment"),
+        };
+        ctx.events.normal(ms, reason, "Apply", note).await;
+    }
+    Ok(Applied {
+        service,
+        deployment,
+    })
+}

@@ -1,0 +1,40 @@
+//! The controller's one error type: what a reconcile could not do. Bad
+//! input is not an error (it is a `Stalled` status); these are the API
+//! server refusing or failing, which the runner retries with backoff.
+
+use homelab_kit::ReconcileError;
+
+/// What went wrong in a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The MediaServer was read without a namespace (it is a namespaced kind).
+    #[error("MediaServer has no namespace")]
+    NoNamespace,
+    /// Reading what the server depends on failed.
+    #[error("could not read what the MediaServer depends on")]
+    Read(#[source] homelab_kit::Error),
+    /// Building or applying an owned object failed.
+    #[error("could not apply what the MediaServer owns")]
+    Apply(#[source] homelab_kit::Error),
+    /// Writing the status failed.
+    #[error("could not write the MediaServer's status")]
+    Status(#[source] homelab_kit::Error),
+}
+
+impl ReconcileError for Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Self::NoNamespace => "no_namespace",
+            Self::Read(e) | Self::Apply(e) | Self::Status(e) => e.metric_label(),
+        }
+    }
+
+    fn event_reason(&self) -> &'static str {
+        match self {
+            Self::NoNamespace => "InvalidObject",
+            Self::Read(_) => "ReadFailed",
+            Self::Apply(_) => "ApplyFailed",
+            Self::Status(_) => "StatusWriteFailed",
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The MediaServer controller: Jellyfin, Plex, Navidrome (or any image) as a
+//! one-replica `Recreate` Deployment, a Service and the claims they need,
+//! placed on a node that can run the image and its transcoding, and honest
+//! in its status about where it runs and whether it could fail over.
+//!
+//! A reconcile is a pipeline, one module each:
+//! [`observed`] (dereference: read nodes, claims, volumes, owned objects) →
+//! [`validate`] (pure: a [`validate::Plan`] or a [`validate::Problem`]) →
+//! [`build`] (pure: the desired objects) → [`apply`] (server-side apply,
+//! skipped when nothing would change) → [`status`] (pure: conditions from
+//! what was applied and observed), with [`failover`] (pure) saying whether
+//! the server could move. [`controller`] strings them together.
+//!
+//! A spec with a problem applies nothing, so bad input never leaves half a
+//! server behind; it is `Stalled` with a message and a Warning Event.
+
+pub mod apply;
+pub mod build;
+pub mod controller;
+pub mod error;
+pub mod failover;
+pub mod metrics;
+pub mod observed;
+pub mod placement;
+pub mod preset;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::future::Future;
+
+use homelab_api::MediaServer;
+use homelab_api::conditions::types;
+use homelab_kit::{Runner, Settings};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+pub use controller::{State, reconcile};
+pub use error::Error;
+pub use metrics::Metrics;
+
+/// The controller's name: field manager, Event reporter, Lease and metric label.
+pub const CONTROLLER_NAME: &str = "mediaserver-controller";
+
+/// The controller, wired and ready to run.
+pub struct Controller {
+    /// The kit's runner with this controller's watches.
+    runner: Runner<MediaServer>,
+    /// What every reconcile shares.
+    state: State,
+}
+
+impl Controller {
+    /// Watches MediaServers and what they own; their pods (where they run);
+    /// the claims they mount, owned or not (a missing claim may appear); and
+    /// nodes (a refused server may fit once a node joins or gets a GPU).
+    #[must_use]
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let (pods, claims): (Api<Pod>, Api<PersistentVolumeClaim>) = match &settings.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let nodes: Api<Node> = Api::all(client.clone());
+        let mut runner = Runner::<MediaServer>::new(client, settings)
+            .owns::<Deployment>()
+            .owns::<Service>();
+        let store = runner.store();
+        let by_claim = runner.store();
+        runner = runner
+            .watches(
+                pods,
+                watcher::Config::default().labels(build::names::SERVER_LABEL),
+                |pod: Pod| {
+                    let server = pod.labels().get(build::names::SERVER_LABEL).cloned();
+                    let ns = pod.namespace();
+                    server.map(|name| {
+                        ObjectRef::<MediaServer>::new(&name)
+                            .within(ns.as_deref().unwrap_or_default())
+                    })
+                },
+            )
+            .watches(
+                claims,
+                watcher::Config::default(),
+                move |claim: PersistentVolumeClaim| {
+                    let (name, ns) = (claim.name_any(), claim.namespace());
+                    by_claim
+                        .state()
+                        .into_iter()
+                        .filter(|ms| {
+                            ms.namespace() == ns && build::names::claims_of(ms).contains(&name)
+                        })
+                        .map(|ms| ObjectRef::from_obj(&*ms))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .watches(nodes, watcher::Config::default(), move |_node: Node| {
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|ms| {
+                        ms.status.as_ref().is_some_and(|s| {
+                            homelab_api::ConditionedStatus::is_condition_true(s, types::STALLED)
+                        })
+                    })
+                    .map(|ms| ObjectRef::from_obj(&*ms))
+                    .collect::<Vec<_>>()
+            });
+        let metrics = Metrics::default();
+        metrics.register(runner.registry());
+        Self {
+            runner,
+            state: State::new(metrics),
+        }
+    }
+
+    /// The controller's metrics (clones count into the same series).
+    #[must_use]
+    pub fn metrics(&self) -> Metrics {
+        self.state.metrics.clone()
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    ///
+    /// # Errors
+    /// As [`Runner::run`].
+    pub async fn run(self) -> Result<(), homelab_kit::Error> {
+        self.runner.run(self.state, reconcile).await
+    }
+
+    /// Runs until `shutdown` completes (for running it inside a test).
+    ///
+    /// # Errors
+    /// As [`Runner::run_until`].
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), homelab_kit::Error> {
+        self.runner.run_until(self.state, reconcile, shutdown).await
+    }
+}

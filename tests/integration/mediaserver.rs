@@ -1,0 +1,799 @@
+//! The MediaServer controller on the kwok home cluster, running in-process
+//! and watching only the test's namespace: placement (Quick Sync, architectures,
+//! node-local media), failover analysis, rollouts and write counts, garbage
+//! collection, and bad input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use homelab_api::conditions::{reasons, types};
+use homelab_api::{ConditionedStatus, MediaServer};
+use homelab_kit::{Context, Settings};
+use homelab_mediaserver::build::names::{KEEP_ANNOTATION, SERVER_LABEL};
+use homelab_mediaserver::{CONTROLLER_NAME, Controller, Metrics, State};
+use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// Long enough for the scheduler and kwok; the GPU test waits longer, since
+/// another test may hold the one iGPU for a while.
+const READY: Duration = Duration::from_secs(120);
+const GPU_READY: Duration = Duration::from_secs(300);
+const TEST_MANAGER: &str = "homelab-tests";
+
+/// The controller, running in this test's runtime until dropped.
+struct Running {
+    metrics: Metrics,
+    settings: Settings,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, prefix).await.unwrap();
+    let mut settings = Settings::new(CONTROLLER_NAME);
+    settings.namespace = Some(ns.name().to_owned());
+    settings.http_addr = "127.0.0.1:0".parse().unwrap();
+    settings.leader_election = false;
+    let controller = Controller::new(client.clone(), settings.clone());
+    let metrics = controller.metrics();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(controller.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let running = Running {
+        metrics,
+        settings,
+        stop: Some(stop),
+    };
+    (client, ns, running)
+}
+
+/// Applies a MediaServer as a user (or a GitOps tool) would.
+async fn apply(ns: &TestNamespace, name: &str, spec: Value) -> MediaServer {
+    let body = json!({
+        "apiVersion": "homelab.home.arpa/v1alpha1",
+        "kind": "MediaServer",
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    ns.api::<MediaServer>()
+        .patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap()
+}
+
+/// Waits until the controller has seen the latest generation and `type_` has
+/// `status`.
+async fn wait_condition(
+    ns: &TestNamespace,
+    name: &str,
+    type_: &'static str,
+    status: &'static str,
+    timeout: Duration,
+) -> MediaServer {
+    wait_for(
+        &ns.api::<MediaServer>(),
+        name,
+        timeout,
+        move |ms: &MediaServer| {
+            ms.status.as_ref().is_some_and(|s| {
+                s.observed_generation == ms.metadata.generation
+                    && s.condition(type_).is_some_and(|c| c.status == status)
+            })
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn condition(ms: &MediaServer, type_: &str) -> (String, String) {
+    let c = ms.status.as_ref().unwrap().condition(type_).unwrap();
+    (c.reason.clone(), c.message.clone())
+}
+
+fn pod_template(d: &Deployment) -> Value {
+    serde_json::to_value(d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()).unwrap()
+}
+
+fn required_archs(pod: &Value) -> Value {
+    pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+        .clone()
+}
+
+async fn node_arch(client: &Client, node: &str) -> String {
+    let node = Api::<Node>::all(client.clone()).get(node).await.unwrap();
+    node.labels()["kubernetes.io/arch"].clone()
+}
+
+/// A network-backed volume (an NFS export, as a NAS would offer) bound in
+/// advance to `claim`, since the kwok cluster has no provisioner. Labelled
+/// with the test namespace so leftovers are easy to find.
+async fn network_volume(client: &Client, ns: &TestNamespace, claim: &str) -> String {
+    let name = format!("{}-{claim}", ns.name());
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"homelab.home.arpa/test": ns.name()}},
+        "spec": {
+            "capacity": {"storage": "100Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "nfs": {"server": "nas.home.arpa", "path": format!("/volume1/{claim}")},
+            "claimRef": {"namespace": ns.name(), "name": claim},
+        }
+    }))
+    .unwrap();
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    name
+}
+
+async fn delete_volumes(client: &Client, names: &[String]) {
+    let api = Api::<PersistentVolume>::all(client.clone());
+    for name in names {
+        let _ = api.delete(name, &DeleteParams::default()).await;
+    }
+}
+
+/// A claim the user made, bound to a network volume.
+async fn user_claim(client: &Client, ns: &TestNamespace, claim: &str) -> String {
+    let pv = network_volume(client, ns, claim).await;
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": claim},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "resources": {"requests": {"storage": "10Gi"}},
+        }
+    }))
+    .unwrap();
+    ns.api::<PersistentVolumeClaim>()
+        .create(&PostParams::default(), &pvc)
+        .await
+        .unwrap();
+    pv
+}
+
+/// The Warning Events the controller published about `name`.
+async fn warnings(ns: &TestNamespace, name: &str, reason: &str) -> Vec<Event> {
+    let reason = reason.to_owned();
+    let name = name.to_owned();
+    wait_for_list(
+        &ns.api::<Event>(),
+        &ListParams::default(),
+        READY,
+        |events| events.iter().any(|e| is_warning(e, &name, &reason)),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .filter(|e| is_warning(e, &name, &reason))
+    .collect()
+}
+
+fn is_warning(e: &Event, name: &str, reason: &str) -> bool {
+    e.type_.as_deref() == Some("Warning")
+        && e.reason.as_deref() == Some(reason)
+        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+}
+
+async fn running_pod(ns: &TestNamespace, server: &str, timeout: Duration) -> Pod {
+    let pods = wait_for_list(
+        &ns.api::<Pod>(),
+        &ListParams::default().labels(&format!("{SERVER_LABEL}={server}")),
+        timeout,
+        |pods| {
+            pods.len() == 1
+                && pods[0]
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        },
+    )
+    .await
+    .unwrap();
+    pods[0].clone()
+}
+
+/// Nothing named after `server` exists: no Deployment, Service or claim.
+async fn nothing_created(ns: &TestNamespace, server: &str) {
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt(server)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(ns.api::<Service>().get_opt(server).await.unwrap().is_none());
+    let claims = ns
+        .api::<PersistentVolumeClaim>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        claims
+            .items
+            .iter()
+            .all(|c| !c.name_any().starts_with(server)),
+        "claims left behind: {:?}",
+        claims
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Who holds or wants the cluster's one iGPU, outside this namespace.
+async fn gpu_users(client: &Client, own: &str) -> Vec<String> {
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    pods.items
+        .iter()
+        .filter(|p| p.namespace().as_deref() != Some(own))
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_none_or(|ph| ph == "Pending" || ph == "Running")
+        })
+        .filter(|p| {
+            p.spec.iter().flat_map(|s| &s.containers).any(|c| {
+                c.resources
+                    .as_ref()
+                    .and_then(|r| r.limits.as_ref())
+                    .is_some_and(|l| l.contains_key("gpu.intel.com/i915"))
+            })
+        })
+        .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+        .collect()
+}
+
+#[tokio::test]
+async fn jellyfin_with_quick_sync_lands_on_the_igpu_node() {
+    let (client, ns, _controller) = setup("ms-qsv").await;
+    // Only one i915 exists: let another test's GPU pod go first rather than
+    // take the device from under it.
+    let deadline = tokio::time::Instant::now() + GPU_READY;
+    while !gpu_users(&client, ns.name()).await.is_empty() && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    apply(
+        &ns,
+        "jellyfin",
+        json!({
+            "preset": "Jellyfin",
+            "config": {"nfs": {"server": "nas.home.arpa", "path": "/volume1/jellyfin-config"}},
+            "media": [{"name": "movies", "mountPath": "/media/movies",
+                       "nfs": {"server": "nas.home.arpa", "path": "/volume1/movies"}}],
+            "transcoding": {"hardware": "IntelQuickSync", "renderGroupId": 993},
+        }),
+    )
+    .await;
+
+    let deployment = wait_for(&ns.api::<Deployment>(), "jellyfin", READY, |_| true)
+        .await
+        .unwrap();
+    let pod = pod_template(&deployment);
+    assert_eq!(
+        pod["containers"][0]["resources"]["limits"]["gpu.intel.com/i915"],
+        "1"
+    );
+    assert_eq!(pod["securityContext"]["supplementalGroups"], json!([993]));
+    assert_eq!(required_archs(&pod), json!(["amd64"]));
+    assert_eq!(pod["containers"][0]["securityContext"]["privileged"], false);
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(
+        deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .strategy
+            .as_ref()
+            .unwrap()
+            .type_
+            .as_deref(),
+        Some("Recreate")
+    );
+
+    let ms = wait_condition(&ns, "jellyfin", types::READY, "True", GPU_READY).await;
+    let status = ms.status.clone().unwrap();
+    assert_eq!(status.node.as_deref(), Some("n100-1"));
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("http://jellyfin.{}.svc:8096", ns.name()).as_str())
+    );
+    let pod = running_pod(&ns, "jellyfin", READY).await;
+    assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some("n100-1"));
+    let (failover, message) = condition(&ms, types::FAILOVER_READY);
+    assert_eq!(failover, reasons::SINGLE_ELIGIBLE_NODE, "{message}");
+    assert_eq!(status.failover_possible, Some(false));
+    let (reason, nfs) = condition(&ms, types::CONFIG_ON_NFS);
+    assert!(nfs.contains("SQLite"), "{reason}: {nfs}");
+    assert!(!warnings(&ns, "jellyfin", "SQLiteOnNFS").await.is_empty());
+    eprintln!(
+        "quick sync: node={:?} url={:?} FailoverReady=False {failover}: {message}; ConfigOnNFS=True {reason}",
+        status.node, status.url
+    );
+
+    // Give the iGPU back at once for the next test that needs it.
+    ns.api::<MediaServer>()
+        .delete("jellyfin", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let uid = ms.uid().unwrap();
+    tokio::time::timeout(
+        READY,
+        await_condition(
+            ns.api::<MediaServer>(),
+            "jellyfin",
+            conditions::is_deleted(&uid),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+#[tokio::test]
+async fn amd64_only_image_never_lands_on_a_pi_and_a_multi_arch_one_may() {
+    let (client, ns, _controller) = setup("ms-arch").await;
+    let config = json!({"nfs": {"server": "nas.home.arpa", "path": "/volume1/config"}});
+    // Both prefer a Pi: only the image that runs there may go there.
+    apply(
+        &ns,
+        "amd64-only",
+        json!({
+            "preset": "Generic", "image": "registry.invalid/media:1", "port": 8080,
+            "architectures": ["amd64"],
+            "config": config,
+            "failover": {"preferredNodes": ["pi4-1"]},
+        }),
+    )
+    .await;
+    apply(
+        &ns,
+        "navidrome",
+        json!({
+            "preset": "Navidrome",
+            "config": config,
+            "failover": {"preferredNodes": ["pi4-1"]},
+        }),
+    )
+    .await;
+
+    for (name, archs) in [
+        ("amd64-only", json!(["amd64"])),
+        ("navidrome", json!(["amd64", "arm64", "arm"])),
+    ] {
+        let d = wait_for(&ns.api::<Deployment>(), name, READY, |_| true)
+            .await
+            .unwrap();
+        assert_eq!(required_archs(&pod_template(&d)), archs, "{name}");
+    }
+    let amd64 = wait_condition(&ns, "amd64-only", types::READY, "True", READY).await;
+    let node = amd64.status.unwrap().node.unwrap();
+    assert_eq!(
+        node_arch(&client, &node).await,
+        "amd64",
+        "amd64-only image on {node}"
+    );
+    let multi = wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
+    let node = multi.status.unwrap().node.unwrap();
+    assert_eq!(node, "pi4-1", "a multi-arch image may use the preferred Pi");
+    eprintln!("arch: amd64-only on an amd64 node, navidrome on {node}");
+}
+
+#[tokio::test]
+async fn navidrome_with_node_local_music_stays_on_that_node() {
+    let (client, ns, _controller) = setup("ms-local").await;
+    let pv = user_claim(&client, &ns, "navidrome-data").await;
+    apply(
+        &ns,
+        "navidrome",
+        json!({
+            "preset": "Navidrome",
+            "config": {"existingClaim": "navidrome-data"},
+            "media": [{"name": "music", "mountPath": "/music",
+                       "hostPath": {"node": "pi4-2", "path": "/mnt/usb-music/library"}}],
+        }),
+    )
+    .await;
+    let ms = wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
+    assert_eq!(ms.status.as_ref().unwrap().node.as_deref(), Some("pi4-2"));
+    assert_eq!(
+        running_pod(&ns, "navidrome", READY)
+            .await
+            .spec
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some("pi4-2")
+    );
+    let (reason, message) = condition(&ms, types::FAILOVER_READY);
+    assert_eq!(
+        ms.status
+            .as_ref()
+            .unwrap()
+            .condition(types::FAILOVER_READY)
+            .unwrap()
+            .status,
+        "False"
+    );
+    assert_eq!(reason, reasons::NODE_LOCAL_STORAGE);
+    assert!(
+        message.contains("music")
+            && message.contains("pi4-2")
+            && message.contains("network storage"),
+        "{message}"
+    );
+    assert_eq!(
+        ms.status.as_ref().unwrap().failover_reason.as_deref(),
+        Some(message.as_str())
+    );
+    eprintln!("node-local: FailoverReady=False {reason}: {message}");
+    delete_volumes(&client, &[pv]).await;
+}
+
+#[tokio::test]
+async fn nfs_media_and_network_config_can_fail_over() {
+    let (client, ns, _controller) = setup("ms-net").await;
+    let pv = network_volume(&client, &ns, "jellyfin-config").await;
+    apply(
+        &ns,
+        "jellyfin",
+        json!({
+            "preset": "Jellyfin",
+            "config": {"volumeClaim": {"size": "10Gi"}},
+            "media": [{"name": "movies", "mountPath": "/media/movies",
+                       "nfs": {"server": "nas.home.arpa", "path": "/volume1/movies"}}],
+        }),
+    )
+    .await;
+    let ms = wait_condition(&ns, "jellyfin", types::READY, "True", READY).await;
+    let status = ms.status.clone().unwrap();
+    let (reason, message) = condition(&ms, types::FAILOVER_READY);
+    assert!(
+        status.is_condition_true(types::FAILOVER_READY),
+        "{reason}: {message}"
+    );
+    assert_eq!(reason, reasons::NETWORK_STORAGE);
+    assert!(
+        message.contains("celeron-1") && message.contains("pi4-1"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("cp-1"),
+        "the control plane is tainted: {message}"
+    );
+    assert!(status.condition(types::CONFIG_ON_NFS).is_none());
+    let claim = ns
+        .api::<PersistentVolumeClaim>()
+        .get("jellyfin-config")
+        .await
+        .unwrap();
+    assert_eq!(claim.owner_references()[0].name, "jellyfin");
+    eprintln!("network: FailoverReady=True {reason}: {message}");
+    delete_volumes(&client, &[pv]).await;
+}
+
+#[tokio::test]
+async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
+    let (client, ns, controller) = setup("ms-writes").await;
+    let mut spec = json!({
+        "preset": "Navidrome",
+        "image": "docker.io/deluan/navidrome:0.53.2",
+        "config": {"nfs": {"server": "nas.home.arpa", "path": "/volume1/navidrome"}},
+        "resources": {"limits": {"memory": "256Mi"}},
+    });
+    apply(&ns, "navidrome", spec.clone()).await;
+    let ready = wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
+    let deployments = ns.api::<Deployment>();
+    let before = deployments.get("navidrome").await.unwrap();
+    let service_before = ns.api::<Service>().get("navidrome").await.unwrap();
+    let writes_before = controller.metrics.writes();
+
+    // The same spec again, as `kubectl apply` or Flux would send it, then a
+    // nudge that makes the controller reconcile without a spec change, then
+    // one reconcile called directly so at least one full pass surely ran.
+    apply(&ns, "navidrome", spec.clone()).await;
+    ns.api::<MediaServer>()
+        .patch(
+            "navidrome",
+            &PatchParams::apply("nudge"),
+            &Patch::Apply(json!({
+                "apiVersion": "homelab.home.arpa/v1alpha1", "kind": "MediaServer",
+                "metadata": {"name": "navidrome", "annotations": {"example.org/nudge": "1"}},
+            })),
+        )
+        .await
+        .unwrap();
+    let nudged = wait_for(
+        &ns.api::<MediaServer>(),
+        "navidrome",
+        READY,
+        |ms: &MediaServer| ms.annotations().contains_key("example.org/nudge"),
+    )
+    .await
+    .unwrap();
+    let ctx = Context::new(
+        client.clone(),
+        &controller.settings,
+        homelab_kit::metrics::Metrics::new().controller("direct"),
+        State::new(controller.metrics.clone()),
+    );
+    homelab_mediaserver::reconcile(Arc::new(nudged), Arc::new(ctx))
+        .await
+        .unwrap();
+
+    let writes_after = controller.metrics.writes();
+    let after = deployments.get("navidrome").await.unwrap();
+    let ms_after = ns.api::<MediaServer>().get("navidrome").await.unwrap();
+    eprintln!(
+        "re-apply: controller writes before={writes_before} after={writes_after} (status writes {})",
+        controller.metrics.writes_of("MediaServerStatus")
+    );
+    if writes_after != writes_before {
+        eprintln!(
+            "status before: {:?}\nstatus after: {:?}",
+            ready.status, ms_after.status
+        );
+    }
+    assert_eq!(
+        writes_after, writes_before,
+        "re-applying the same spec wrote"
+    );
+    assert_eq!(after.metadata.generation, before.metadata.generation);
+    assert_eq!(
+        managed_by_controller(&after),
+        managed_by_controller(&before)
+    );
+    let service_after = ns.api::<Service>().get("navidrome").await.unwrap();
+    assert_eq!(
+        service_after.resource_version(),
+        service_before.resource_version()
+    );
+    assert_eq!(ms_after.status, ready.status, "the status was rewritten");
+
+    // A new tag and more memory: one new generation, one new ReplicaSet.
+    spec["image"] = json!("docker.io/deluan/navidrome:0.53.3");
+    spec["resources"]["limits"]["memory"] = json!("512Mi");
+    let deployment_writes = controller.metrics.writes_of("Deployment");
+    apply(&ns, "navidrome", spec).await;
+    let edited = wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
+    assert_eq!(edited.status.as_ref().unwrap().observed_generation, Some(2));
+    let rolled = deployments.get("navidrome").await.unwrap();
+    let generations = (
+        before.metadata.generation.unwrap(),
+        rolled.metadata.generation.unwrap(),
+    );
+    assert_eq!(
+        generations.1,
+        generations.0 + 1,
+        "Deployment generations {generations:?}"
+    );
+    let container = &rolled
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("docker.io/deluan/navidrome:0.53.3")
+    );
+    let replica_sets = ns
+        .api::<ReplicaSet>()
+        .list(&ListParams::default().labels(&format!("{SERVER_LABEL}=navidrome")))
+        .await
+        .unwrap();
+    assert_eq!(
+        replica_sets.items.len(),
+        2,
+        "one rollout: the old ReplicaSet and one new"
+    );
+    let deployment_writes = controller.metrics.writes_of("Deployment") - deployment_writes;
+    assert_eq!(deployment_writes, 1);
+    eprintln!(
+        "edit: Deployment generation {} -> {}, ReplicaSets {}, Deployment writes {deployment_writes}",
+        generations.0,
+        generations.1,
+        replica_sets.items.len()
+    );
+}
+
+/// Waits until the object with `uid` is gone.
+async fn collected<K>(api: Api<K>, name: &str, uid: &str)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    tokio::time::timeout(
+        READY,
+        await_condition(api, name, conditions::is_deleted(uid)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} was not collected"))
+    .unwrap();
+}
+
+/// The controller's own entries in managedFields (operation and time).
+fn managed_by_controller(obj: &Deployment) -> Vec<(Option<String>, Option<String>)> {
+    obj.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(CONTROLLER_NAME))
+        .map(|m| {
+            (
+                m.operation.clone(),
+                m.time.as_ref().map(|t| t.0.to_string()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deleting_collects_what_it_created_and_keeps_marked_claims() {
+    let (_client, ns, _controller) = setup("ms-gc").await;
+    let ms = apply(
+        &ns,
+        "jellyfin",
+        json!({
+            "preset": "Jellyfin",
+            "config": {"volumeClaim": {"size": "10Gi", "keepOnDelete": true}},
+            "cache": {"size": "20Gi"},
+            "media": [{"name": "movies", "mountPath": "/media/movies",
+                       "nfs": {"server": "nas.home.arpa", "path": "/volume1/movies"}}],
+        }),
+    )
+    .await;
+    let claims = ns.api::<PersistentVolumeClaim>();
+    wait_for(&ns.api::<Deployment>(), "jellyfin", READY, |_| true)
+        .await
+        .unwrap();
+    wait_for(&claims, "jellyfin-cache", READY, |_| true)
+        .await
+        .unwrap();
+    let kept = wait_for(&claims, "jellyfin-config", READY, |_| true)
+        .await
+        .unwrap();
+    assert!(kept.owner_references().is_empty());
+
+    let deployment = ns.api::<Deployment>().get("jellyfin").await.unwrap();
+    let service = wait_for(&ns.api::<Service>(), "jellyfin", READY, |_| true)
+        .await
+        .unwrap();
+    let cache = claims.get("jellyfin-cache").await.unwrap();
+    ns.api::<MediaServer>()
+        .delete("jellyfin", &DeleteParams::background())
+        .await
+        .unwrap();
+    collected(
+        ns.api::<Deployment>(),
+        "jellyfin",
+        &deployment.uid().unwrap(),
+    )
+    .await;
+    collected(ns.api::<Service>(), "jellyfin", &service.uid().unwrap()).await;
+    collected(claims.clone(), "jellyfin-cache", &cache.uid().unwrap()).await;
+    collected(ns.api::<MediaServer>(), "jellyfin", &ms.uid().unwrap()).await;
+    let kept = claims.get("jellyfin-config").await.unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    assert_eq!(kept.annotations()[KEEP_ANNOTATION], "true");
+    eprintln!("gc: Deployment, Service, jellyfin-cache collected; jellyfin-config kept");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
+    let (client, ns, _controller) = setup("ms-bad").await;
+
+    // An unknown preset: the API server refuses it, with the allowed values.
+    let body = json!({
+        "apiVersion": "homelab.home.arpa/v1alpha1", "kind": "MediaServer",
+        "metadata": {"name": "emby"},
+        "spec": {"preset": "Emby", "config": {"volumeClaim": {"size": "1Gi"}}},
+    });
+    let err = ns
+        .api::<MediaServer>()
+        .patch(
+            "emby",
+            &PatchParams::apply(TEST_MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("Unsupported value") && message.contains("Jellyfin"),
+        "{message}"
+    );
+    eprintln!("unknown preset: {message}");
+
+    // A GPU no node has.
+    apply(
+        &ns,
+        "plex",
+        json!({
+            "preset": "Plex",
+            "config": {"volumeClaim": {"size": "1Gi"}},
+            "transcoding": {"hardware": "Nvidia"},
+        }),
+    )
+    .await;
+    // A library claim that does not exist.
+    apply(
+        &ns,
+        "navidrome",
+        json!({
+            "preset": "Navidrome",
+            "config": {"volumeClaim": {"size": "1Gi"}},
+            "media": [{"name": "music", "mountPath": "/music", "existingClaim": "music"}],
+        }),
+    )
+    .await;
+
+    for (name, reason, words) in [
+        ("plex", reasons::NO_GPU_NODE, "nvidia.com/gpu"),
+        (
+            "navidrome",
+            reasons::REFERENCE_NOT_FOUND,
+            "PersistentVolumeClaim music",
+        ),
+    ] {
+        let ms = wait_condition(&ns, name, types::STALLED, "True", READY).await;
+        let (got, message) = condition(&ms, types::STALLED);
+        assert_eq!(got, reason, "{name}: {message}");
+        assert!(message.contains(words), "{name}: {message}");
+        assert_eq!(condition(&ms, types::READY).0, reason);
+        let events = warnings(&ns, name, reason).await;
+        eprintln!(
+            "{name}: Stalled {reason}: {message} ({} Warning Event)",
+            events.len()
+        );
+        nothing_created(&ns, name).await;
+    }
+
+    // The claim appears: the server goes ahead without anyone touching it.
+    let config = network_volume(&client, &ns, "navidrome-config").await;
+    let music = user_claim(&client, &ns, "music").await;
+    wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
+    assert!(
+        ns.api::<PersistentVolumeClaim>()
+            .get_opt("navidrome-config")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    delete_volumes(&client, &[config, music]).await;
+}
