@@ -9,3 +9,5 @@ mod api_contract;
 mod garbage_collection;
 mod mediaserver;
 mod scheduling;
+mod usb_stick_moves;
+mod usbdevicepin;

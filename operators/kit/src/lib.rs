@@ -66,11 +66,13 @@
 //! One job each: [`runner`] (wiring), [`settings`] (environment),
 //! [`leader`] (Lease election), [`health`] and [`server`] (probes and
 //! metrics port), [`metrics`], [`backoff`], [`events`], [`conditions`],
-//! [`apply`], [`telemetry`] (logs), [`error`].
+//! [`apply`], [`telemetry`] (logs), [`error`], [`device_pin`] (consuming a
+//! UsbDevicePin).
 
 pub mod apply;
 pub mod backoff;
 pub mod conditions;
+pub mod device_pin;
 pub mod error;
 pub mod events;
 pub mod health;

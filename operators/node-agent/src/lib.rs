@@ -1,0 +1,24 @@
+//! The node agent, one per node (a DaemonSet): finds USB devices under sysfs,
+//! reports where each UsbDevicePin's device is into the pin's `status.presence`
+//! (this node's entry only, with this node's own server-side-apply field manager),
+//! and hands the device to the one pod that requested it through the kubelet
+//! device-plugin API, so consumers need no privileges.
+//!
+//! Modules, one job each: [`agent`] (the loop), [`sysfs`] (discovery), [`seen`]
+//! (since when), [`matching`] (device → pin), [`report`] (presence writes),
+//! [`deviceplugin`] (the kubelet API), [`settings`], [`error`]; [`fixtures`] builds
+//! real-shaped trees and [`fake_kubelet`] plays the kubelet, for tests and kwok.
+
+pub mod agent;
+pub mod deviceplugin;
+pub mod error;
+pub mod fake_kubelet;
+pub mod fixtures;
+pub mod matching;
+pub mod report;
+pub mod seen;
+pub mod settings;
+pub mod sysfs;
+
+pub use error::Error;
+pub use settings::Settings;

@@ -1,0 +1,77 @@
+//! The UsbDevicePin controller: turns the node agents' presence reports into
+//! placement and status.
+//!
+//! For each pin it decides where the device is (`status.currentNode`, `byIdPath`,
+//! `since`), which pod holds it, and whether there is a `Conflict` (two pins claim
+//! one device, or an exclusive device is on two nodes; the choice is deterministic
+//! and the message says which and why). It labels the nodes that hold the device
+//! (`devices.homelab.home.arpa/<pin>: "true"`) and publishes Events when the device
+//! appears, disappears or moves. Consumers follow it: a consumer pod left on a node
+//! without the device is removed once the device is reported elsewhere, so its
+//! controller recreates it where the device's extended resource is; a consumer
+//! started before its device last re-enumerated is restarted.
+//!
+//! Modules: [`controller`] (the reconcile), [`decide`] (pure decisions),
+//! [`consumers`] (reading pods), [`labels`] (node labels), [`status`] (the owned
+//! status fields), [`error`].
+
+pub mod consumers;
+pub mod controller;
+pub mod decide;
+pub mod error;
+pub mod labels;
+pub mod status;
+
+use std::future::Future;
+use std::time::Duration;
+
+use homelab_api::UsbDevicePin;
+use homelab_kit::{Runner, Settings};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+pub use controller::{State, reconcile};
+pub use error::Error;
+
+/// The controller's name: field manager, Event reporter, Lease name.
+pub const NAME: &str = "usbdevicepin-controller";
+
+/// The runner and state of the controller, watching pins and the pods that consume
+/// them (in `settings.namespace`, or everywhere).
+pub fn runner(client: Client, settings: Settings) -> (Runner<UsbDevicePin>, State) {
+    let pods: Api<Pod> = match &settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let runner = Runner::<UsbDevicePin>::new(client, settings).watches(
+        pods,
+        watcher::Config::default(),
+        |pod: Pod| {
+            let namespace = pod.namespace().unwrap_or_default();
+            consumers::requested_pins(&pod)
+                .into_iter()
+                .map(move |pin| ObjectRef::new(&pin).within(&namespace))
+                .collect::<Vec<_>>()
+        },
+    );
+    let state = State {
+        pins: runner.store(),
+        resync: Duration::from_secs(300),
+    };
+    (runner, state)
+}
+
+/// Runs the controller until `shutdown` completes (for tests and embedding).
+///
+/// # Errors
+/// As [`Runner::run_until`].
+pub async fn run_until(
+    client: Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), homelab_kit::Error> {
+    let (runner, state) = runner(client, settings);
+    runner.run_until(state, reconcile, shutdown).await
+}

@@ -1,0 +1,258 @@
+//! The scenario of issue 4: a Zigbee stick moves from pi4-1 to pi4-2 and its consumer
+//! follows without any manual step.
+//!
+//! One agent per fake node, each on its own sysfs/dev tree; the test plays each
+//! kubelet's part in two ways: its kubelet stand-in follows the node's device plugin
+//! over the real gRPC protocol, and the test copies what that plugin advertises into
+//! the Node's capacity and allocatable, as a kubelet would. The real scheduler then
+//! places the consumer. A sampler checks that at no moment two consumer pods run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use homelab_api::UsbDevicePin;
+use homelab_kit::device_pin::PodAdditions;
+use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
+use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::usbdevicepin::{
+    ClusterCleanup, ControllerTask, FakeNode, WAIT, condition_is, create_pin,
+    delete_pin_and_wait_for_labels, event_reasons, pin_name,
+};
+
+const APP: &str = "zigbee2mqtt";
+
+/// Copies the healthy device count the node's plugin advertises into the Node's
+/// capacity and allocatable, on every change, as the kubelet does.
+fn follow_plugin(client: &Client, node: &FakeNode, pin: &str) -> JoinHandle<()> {
+    let mut advertised = node.advertised(pin);
+    let nodes = Api::<Node>::all(client.clone());
+    let name = node.name.clone();
+    let key = format!("devices.homelab.home.arpa/{pin}");
+    tokio::spawn(async move {
+        loop {
+            let count = advertised.borrow_and_update().healthy().to_string();
+            let patch =
+                json!({"status": {"capacity": {&key: &count}, "allocatable": {&key: &count}}});
+            nodes
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+            if advertised.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn running_on(pod: &Pod) -> Option<String> {
+    let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    running.then(|| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default()
+    })
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn consumer(pin: &UsbDevicePin) -> Deployment {
+    let mut deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": APP},
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": {"app": APP}},
+            "template": {
+                "metadata": {"labels": {"app": APP}},
+                "spec": {"containers": [{"name": APP, "image": "koenkk/zigbee2mqtt:2.1.1"}]}
+            }
+        }
+    }))
+    .unwrap();
+    let spec = deployment
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .unwrap();
+    PodAdditions::for_pin(pin).apply(spec, APP);
+    deployment
+}
+
+#[tokio::test]
+async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "usb-moves").await.unwrap();
+    let name = pin_name(&ns, "zigbee");
+    let _cleanup = ClusterCleanup {
+        namespace: ns.name().to_owned(),
+        pins: vec![name.clone()],
+        nodes: vec!["pi4-1".into(), "pi4-2".into()],
+    };
+    let pins = ns.api::<UsbDevicePin>();
+    let pods = ns.api::<Pod>();
+
+    let mut pi1 = FakeNode::start(&client, ns.name(), "pi4-1").await;
+    let mut pi2 = FakeNode::start(&client, ns.name(), "pi4-2").await;
+    let controller = ControllerTask::start(&client, ns.name());
+    let followers = [
+        follow_plugin(&client, &pi1, &name),
+        follow_plugin(&client, &pi2, &name),
+    ];
+    pi1.tree.plug("1-1.2", &SONOFF_ZIGBEE, "ttyUSB0").unwrap();
+    let pin = create_pin(
+        &ns,
+        &name,
+        &SONOFF_ZIGBEE,
+        json!({"containerPath": "/dev/zigbee"}),
+    )
+    .await;
+    wait_for(&pins, &name, WAIT, |p| {
+        condition_is(p, "Ready", "True", "DeviceFound")
+    })
+    .await
+    .unwrap();
+
+    // The consumer asks for the pin through the kit helper: one unit of its resource.
+    ns.api::<Deployment>()
+        .create(&PostParams::default(), &consumer(&pin).await)
+        .await
+        .unwrap();
+    let selector = ListParams::default().labels(&format!("app={APP}"));
+    let first = wait_for_list(&pods, &selector, WAIT, |pods| {
+        pods.len() == 1
+            && pods
+                .iter()
+                .all(|p| running_on(p).as_deref() == Some("pi4-1") && ready(p))
+    })
+    .await
+    .unwrap();
+    let first = kube::ResourceExt::name_any(&first[0]);
+    wait_for(&pins, &name, WAIT, {
+        let first = first.clone();
+        move |p| p.status.as_ref().and_then(|s| s.holder_pod.as_deref()) == Some(first.as_str())
+    })
+    .await
+    .unwrap();
+
+    // Sample the consumers every 100 ms from here on.
+    let stop = Arc::new(AtomicBool::new(false));
+    let most_running = Arc::new(AtomicUsize::new(0));
+    let samples = Arc::new(AtomicUsize::new(0));
+    let sampler = tokio::spawn({
+        let (pods, selector) = (pods.clone(), selector.clone());
+        let (stop, most_running, samples) = (stop.clone(), most_running.clone(), samples.clone());
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                let list = pods.list(&selector).await.unwrap().items;
+                let running = list.iter().filter(|p| running_on(p).is_some()).count();
+                most_running.fetch_max(running, Ordering::SeqCst);
+                samples.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+
+    // The stick's files move from pi4-1's tree to pi4-2's (another port, another tty).
+    let moved = Instant::now();
+    pi1.tree.unplug("1-1.2").unwrap();
+    pi2.tree.plug("1-1.3", &SONOFF_ZIGBEE, "ttyUSB0").unwrap();
+
+    let second = wait_for_list(&pods, &selector, Duration::from_secs(120), |pods| {
+        pods.iter()
+            .any(|p| running_on(p).as_deref() == Some("pi4-2") && ready(p))
+    })
+    .await
+    .unwrap();
+    let elapsed = moved.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    sampler.await.unwrap();
+    println!(
+        "stick moved pi4-1 -> pi4-2: consumer Running and Ready on pi4-2 after {:.2} s ({} samples, at most {} consumer pod(s) Running at once)",
+        elapsed.as_secs_f64(),
+        samples.load(Ordering::SeqCst),
+        most_running.load(Ordering::SeqCst),
+    );
+    assert!(
+        most_running.load(Ordering::SeqCst) <= 1,
+        "two consumer pods were Running with the pin at once"
+    );
+    let second = second
+        .iter()
+        .find(|p| running_on(p).as_deref() == Some("pi4-2"))
+        .map(kube::ResourceExt::name_any)
+        .unwrap();
+    assert_ne!(second, first);
+
+    // The pin tells the story.
+    let pin = wait_for(&pins, &name, WAIT, {
+        let second = second.clone();
+        move |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.current_node.as_deref() == Some("pi4-2")
+                    && s.holder_pod.as_deref() == Some(second.as_str())
+            }) && condition_is(p, "Ready", "True", "DeviceFound")
+        }
+    })
+    .await
+    .unwrap();
+    let status = pin.status.unwrap();
+    let last_move = status.last_move.unwrap();
+    assert_eq!(
+        (last_move.from_node.as_deref(), last_move.to_node.as_str()),
+        (Some("pi4-1"), "pi4-2")
+    );
+    let failover = status.last_failover.unwrap();
+    assert_eq!(failover.reason, "DeviceMoved");
+    println!(
+        "controller's own record: failover to Ready in {:?} ms",
+        failover.duration_millis
+    );
+    let reasons = event_reasons(&ns, &name).await;
+    for reason in ["DeviceAppeared", "DeviceMoved", "FailedOver"] {
+        assert!(
+            reasons.contains(&reason.to_owned()),
+            "no {reason} Event in {reasons:?}"
+        );
+    }
+    let labelled = Api::<Node>::all(client.clone()).get("pi4-2").await.unwrap();
+    assert_eq!(
+        crate::usbdevicepin::node_label(&labelled, &format!("devices.homelab.home.arpa/{name}"))
+            .as_deref(),
+        Some("true")
+    );
+
+    // The kubelet creating the container asks pi4-2's plugin: the device node,
+    // at the path the consumer asked for.
+    let advertised = pi2.advertised(&name).borrow().clone();
+    let id = advertised.devices[0].id.clone();
+    let resource = format!("devices.homelab.home.arpa/{name}");
+    let allocated = pi2.kubelet.allocate(&resource, &[&id]).await.unwrap();
+    let device = &allocated.container_responses[0].devices[0];
+    assert_eq!(
+        (device.host_path.as_str(), device.container_path.as_str()),
+        ("/dev/ttyUSB0", "/dev/zigbee")
+    );
+
+    delete_pin_and_wait_for_labels(&client, &ns, &name).await;
+    controller.stop().await;
+    pi1.stop().await;
+    pi2.stop().await;
+    for follower in followers {
+        follower.abort();
+    }
+}

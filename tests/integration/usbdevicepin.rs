@@ -1,0 +1,480 @@
+//! UsbDevicePin end to end against the real API server: node agents (one tokio task
+//! per fake node, each on its own real-shaped sysfs and /dev tree, with a kubelet
+//! stand-in on real device-plugin sockets) report presence with per-node field
+//! managers; the controller turns it into status, conditions, node labels and Events.
+//!
+//! Pin names carry the test namespace's suffix: the pin's extended resource and node
+//! label are cluster-wide, and tests run side by side.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use homelab_api::UsbDevicePin;
+use homelab_api::UsbDevicePinRef;
+use homelab_kit::conditions::Outcome;
+use homelab_kit::{Settings, device_pin};
+use homelab_node_agent::fake_kubelet::{Advertised, FakeKubelet};
+use homelab_node_agent::fixtures::{AEOTEC_ZSTICK_7, SONOFF_ZIGBEE, Stick, Tree, temp_root};
+use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A pin name unique to this test's namespace.
+pub fn pin_name(ns: &TestNamespace, base: &str) -> String {
+    let suffix = ns.name().rsplit('-').next().unwrap_or("x");
+    format!("{base}-{suffix}")
+}
+
+pub async fn create_pin(
+    ns: &TestNamespace,
+    name: &str,
+    stick: &Stick,
+    extra: serde_json::Value,
+) -> UsbDevicePin {
+    let mut spec = json!({ "vendorId": stick.vendor_id, "productId": stick.product_id });
+    if let (Some(map), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        map.extend(extra.clone());
+    }
+    let pin: UsbDevicePin = serde_json::from_value(json!({
+        "apiVersion": homelab_api::API_VERSION, "kind": "UsbDevicePin",
+        "metadata": { "name": name }, "spec": spec,
+    }))
+    .unwrap();
+    ns.api::<UsbDevicePin>()
+        .create(&PostParams::default(), &pin)
+        .await
+        .unwrap()
+}
+
+/// One fake node: its sysfs/dev tree, its kubelet stand-in, its agent task.
+pub struct FakeNode {
+    pub name: String,
+    pub tree: Tree,
+    pub kubelet: FakeKubelet,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    dir: PathBuf,
+}
+
+impl FakeNode {
+    /// Starts the agent of `node` watching `namespace`.
+    pub async fn start(client: &Client, namespace: &str, node: &str) -> FakeNode {
+        let dir = temp_root(&format!("{namespace}-{node}"));
+        let tree = Tree::raspberry_pi4(&dir.join("host")).unwrap();
+        let plugins = dir.join("device-plugins");
+        let kubelet = FakeKubelet::start(&plugins).unwrap();
+        let mut settings = homelab_node_agent::Settings::new(node);
+        settings.roots = tree.roots();
+        settings.device_plugin_dir = plugins;
+        settings.namespace = Some(namespace.to_owned());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = client.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(err) = homelab_node_agent::agent::run(client, settings, shutdown).await {
+                panic!("agent failed: {}", homelab_kit::error::report(&err));
+            }
+        });
+        FakeNode {
+            name: node.to_owned(),
+            tree,
+            kubelet,
+            stop: Some(stop),
+            task: Some(task),
+            dir,
+        }
+    }
+
+    pub fn advertised(&self, pin: &str) -> watch::Receiver<Advertised> {
+        self.kubelet
+            .watch(&format!("devices.homelab.home.arpa/{pin}"))
+    }
+
+    /// Stops the agent (its plugins remove their sockets), then the kubelet.
+    pub async fn stop(self) {
+        let FakeNode {
+            stop,
+            task,
+            kubelet,
+            dir,
+            ..
+        } = self;
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        if let Some(task) = task {
+            task.await.unwrap();
+        }
+        kubelet.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The controller, watching only the test's namespace, without leader election.
+pub struct ControllerTask {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ControllerTask {
+    pub fn start(client: &Client, namespace: &str) -> ControllerTask {
+        let mut settings = Settings::new(homelab_usbdevicepin::NAME);
+        settings.namespace = Some(namespace.to_owned());
+        settings.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.error_backoff_base = Duration::from_secs(1);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = client.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(err) = homelab_usbdevicepin::run_until(client, settings, shutdown).await {
+                panic!("controller failed: {}", homelab_kit::error::report(&err));
+            }
+        });
+        ControllerTask {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+pub fn condition<'a>(
+    pin: &'a UsbDevicePin,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    pin.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+pub fn condition_is(pin: &UsbDevicePin, type_: &str, status: &str, reason: &str) -> bool {
+    condition(pin, type_).is_some_and(|c| c.status == status && c.reason == reason)
+}
+
+pub fn presence_nodes(pin: &UsbDevicePin) -> Vec<String> {
+    let mut nodes: Vec<String> = pin
+        .status
+        .iter()
+        .flat_map(|s| s.presence.iter().map(|p| p.node.clone()))
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+pub fn node_label(node: &Node, key: &str) -> Option<String> {
+    node.metadata.labels.as_ref()?.get(key).cloned()
+}
+
+/// Deletes the pin while the controller still runs, and waits until its finalizer
+/// has taken the label off every node.
+pub async fn delete_pin_and_wait_for_labels(client: &Client, ns: &TestNamespace, name: &str) {
+    let pins = ns.api::<UsbDevicePin>();
+    pins.delete(name, &DeleteParams::default()).await.unwrap();
+    let label = format!("devices.homelab.home.arpa/{name}");
+    wait_for_list(
+        &Api::<Node>::all(client.clone()),
+        &ListParams::default().labels(&label),
+        WAIT,
+        |nodes| nodes.is_empty(),
+    )
+    .await
+    .unwrap();
+    wait_for_list(&pins, &ListParams::default(), WAIT, |items| {
+        items.iter().all(|p| kube::ResourceExt::name_any(p) != name)
+    })
+    .await
+    .unwrap();
+}
+
+/// The reasons of the Events about the pin.
+pub async fn event_reasons(ns: &TestNamespace, pin: &str) -> Vec<String> {
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pin))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test]
+async fn agents_report_presence_each_with_its_own_field_manager() {
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "usb-presence").await.unwrap();
+    let name = pin_name(&ns, "zigbee");
+    create_pin(&ns, &name, &SONOFF_ZIGBEE, json!({})).await;
+    let mut pi1 = FakeNode::start(&client, ns.name(), "pi4-1").await;
+    let mut pi2 = FakeNode::start(&client, ns.name(), "pi4-2").await;
+    pi1.tree.plug("1-1.2", &SONOFF_ZIGBEE, "ttyUSB0").unwrap();
+    pi2.tree.plug("1-1.3", &SONOFF_ZIGBEE, "ttyUSB1").unwrap();
+
+    let pins = ns.api::<UsbDevicePin>();
+    let pin = wait_for(&pins, &name, WAIT, |p| {
+        presence_nodes(p) == ["pi4-1", "pi4-2"]
+    })
+    .await
+    .unwrap();
+    let status = pin.status.as_ref().unwrap();
+    let on_pi1 = status.presence.iter().find(|p| p.node == "pi4-1").unwrap();
+    assert_eq!(on_pi1.dev_node.as_deref(), Some("/dev/ttyUSB0"));
+    assert_eq!(
+        on_pi1.by_id_path.as_deref(),
+        Some(format!("/dev/serial/by-id/{}", SONOFF_ZIGBEE.by_id).as_str())
+    );
+    assert_eq!(on_pi1.serial.as_deref(), SONOFF_ZIGBEE.serial);
+    assert_eq!(on_pi1.product.as_deref(), SONOFF_ZIGBEE.product);
+    assert!(on_pi1.since.is_some());
+    // Each entry is owned by its node's own field manager, on the status subresource.
+    let managers: Vec<(String, Option<String>)> = pin
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|m| (m.manager.clone().unwrap_or_default(), m.subresource.clone()))
+        .collect();
+    for node in ["pi4-1", "pi4-2"] {
+        assert!(
+            managers.contains(&(format!("node-agent/{node}"), Some("status".into()))),
+            "{managers:?}"
+        );
+    }
+
+    // Each node's device plugin advertises the stick to its kubelet.
+    let mut advertised = pi1.advertised(&name);
+    tokio::time::timeout(WAIT, advertised.wait_for(|a| a.healthy() == 1))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Unplugged from pi4-1: only pi4-1's entry goes; the kubelet sees no device.
+    pi1.tree.unplug("1-1.2").unwrap();
+    wait_for(&pins, &name, WAIT, |p| presence_nodes(p) == ["pi4-2"])
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, advertised.wait_for(|a| a.devices.is_empty()))
+        .await
+        .unwrap()
+        .unwrap();
+
+    pi1.stop().await;
+    pi2.stop().await;
+}
+
+#[tokio::test]
+async fn controller_reports_labels_and_flags_conflicts() {
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "usb-controller").await.unwrap();
+    let name = pin_name(&ns, "zwave");
+    let _cleanup = ClusterCleanup {
+        namespace: ns.name().to_owned(),
+        pins: vec![name.clone(), format!("{name}-b")],
+        nodes: vec!["pi4-1".into(), "pi4-2".into()],
+    };
+    let label = format!("devices.homelab.home.arpa/{name}");
+    let pins = ns.api::<UsbDevicePin>();
+    let nodes = Api::<Node>::all(client.clone());
+    let controller = ControllerTask::start(&client, ns.name());
+
+    // No agent reports it yet: Stalled, and the message says what to do.
+    create_pin(
+        &ns,
+        &name,
+        &AEOTEC_ZSTICK_7,
+        json!({"containerPath": "/dev/zwave"}),
+    )
+    .await;
+    let pin = wait_for(&pins, &name, WAIT, |p| {
+        condition_is(p, "Stalled", "True", "DeviceNotFound")
+    })
+    .await
+    .unwrap();
+    let message = &condition(&pin, "Ready").unwrap().message;
+    assert!(
+        message.contains("0658:0200") && message.contains("plug it into a node"),
+        "{message}"
+    );
+
+    let mut pi1 = FakeNode::start(&client, ns.name(), "pi4-1").await;
+    let mut pi2 = FakeNode::start(&client, ns.name(), "pi4-2").await;
+    pi1.tree.plug("1-1.3", &AEOTEC_ZSTICK_7, "ttyACM0").unwrap();
+    let pin = wait_for(&pins, &name, WAIT, |p| {
+        condition_is(p, "Ready", "True", "DeviceFound")
+    })
+    .await
+    .unwrap();
+    let status = pin.status.as_ref().unwrap();
+    assert_eq!(status.current_node.as_deref(), Some("pi4-1"));
+    assert_eq!(
+        status.by_id_path.as_deref(),
+        Some("/dev/serial/by-id/usb-0658_0200-if00")
+    );
+    assert!(status.since.is_some());
+    assert!(condition_is(&pin, "DevicePresent", "True", "DeviceFound"));
+    assert!(condition_is(&pin, "Conflict", "False", "NoConflict"));
+    assert_eq!(
+        condition(&pin, "Ready").unwrap().observed_generation,
+        Some(1)
+    );
+    wait_for(&nodes, "pi4-1", WAIT, {
+        let label = label.clone();
+        move |n| node_label(n, &label).as_deref() == Some("true")
+    })
+    .await
+    .unwrap();
+    assert!(
+        event_reasons(&ns, &name)
+            .await
+            .contains(&"DeviceAppeared".to_owned())
+    );
+
+    // The same (exclusive) stick model shows up on pi4-2 as well: Conflict, the
+    // choice explained, consumers stay on pi4-1 and only pi4-1 keeps the label.
+    pi2.tree.plug("1-1.2", &AEOTEC_ZSTICK_7, "ttyACM0").unwrap();
+    let pin = wait_for(&pins, &name, WAIT, |p| {
+        condition_is(p, "Conflict", "True", "DeviceOnSeveralNodes")
+    })
+    .await
+    .unwrap();
+    let message = &condition(&pin, "Conflict").unwrap().message;
+    assert!(
+        message.contains("pi4-1, pi4-2") && message.contains("stay on node pi4-1"),
+        "{message}"
+    );
+    assert_eq!(
+        pin.status.as_ref().unwrap().current_node.as_deref(),
+        Some("pi4-1")
+    );
+    assert_eq!(node_label(&nodes.get("pi4-2").await.unwrap(), &label), None);
+    pi2.tree.unplug("1-1.2").unwrap();
+    wait_for(&pins, &name, WAIT, |p| {
+        condition_is(p, "Conflict", "False", "NoConflict")
+            && condition_is(p, "Ready", "True", "DeviceFound")
+    })
+    .await
+    .unwrap();
+
+    // A second pin matching the same device: the older pin keeps it.
+    let second = format!("{name}-b");
+    create_pin(&ns, &second, &AEOTEC_ZSTICK_7, json!({})).await;
+    let pin = wait_for(&pins, &second, WAIT, |p| {
+        condition_is(p, "Conflict", "True", "ClaimedByAnotherPin")
+    })
+    .await
+    .unwrap();
+    let message = &condition(&pin, "Conflict").unwrap().message;
+    assert!(
+        message.contains(&format!("{}/{name}", ns.name())),
+        "{message}"
+    );
+    assert!(
+        presence_nodes(&pin).is_empty(),
+        "the agent gave the device to the older pin only"
+    );
+
+    // Steady state (agents rescanning every 2 s, the controller woken by them): no
+    // write for 6 s.
+    let before = pins.get(&name).await.unwrap().metadata.resource_version;
+    let written = wait_for(&pins, &name, Duration::from_secs(6), move |p| {
+        p.metadata.resource_version != before
+    })
+    .await;
+    assert!(written.is_err(), "a write in steady state: {written:?}");
+
+    delete_pin_and_wait_for_labels(&client, &ns, &second).await;
+    delete_pin_and_wait_for_labels(&client, &ns, &name).await;
+    controller.stop().await;
+    pi1.stop().await;
+    pi2.stop().await;
+}
+
+#[tokio::test]
+async fn a_consumer_naming_a_missing_pin_is_stalled_naming_it() {
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "usb-missing").await.unwrap();
+    let reference = UsbDevicePinRef {
+        name: "zwave-nowhere".into(),
+    };
+    let err = device_pin::resolve(&client, ns.name(), &reference)
+        .await
+        .unwrap_err();
+    match err.outcome() {
+        Outcome::Stalled { reason, message } => {
+            assert_eq!(reason, "ReferenceNotFound");
+            assert!(
+                message.contains("UsbDevicePin zwave-nowhere not found"),
+                "{message}"
+            );
+            assert!(message.contains(ns.name()), "{message}");
+        }
+        other => panic!("expected Stalled, got {other:?}"),
+    }
+}
+
+/// Puts back what a test changed outside its namespace, pass or fail: the pins'
+/// extended resource in the nodes' status and their labels. It also drops the pins'
+/// finalizers, so a test that failed with its controller stopped still lets its
+/// namespace go.
+pub struct ClusterCleanup {
+    pub namespace: String,
+    pub pins: Vec<String>,
+    pub nodes: Vec<String>,
+}
+
+impl Drop for ClusterCleanup {
+    fn drop(&mut self) {
+        let namespace = self.namespace.clone();
+        let pins = self.pins.clone();
+        let nodes = self.nodes.clone();
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let client = client().await.unwrap();
+                let node_api = Api::<Node>::all(client.clone());
+                let pin_api = Api::<UsbDevicePin>::namespaced(client, &namespace);
+                let merge = kube::api::PatchParams::default();
+                for pin in &pins {
+                    let key = format!("devices.homelab.home.arpa/{pin}");
+                    for node in &nodes {
+                        let status = json!({"status": {"capacity": {&key: null}, "allocatable": {&key: null}}});
+                        let _ = node_api.patch_status(node, &merge, &kube::api::Patch::Merge(&status)).await;
+                        let label = json!({"metadata": {"labels": {&key: null}}});
+                        let _ = node_api.patch(node, &merge, &kube::api::Patch::Merge(&label)).await;
+                    }
+                    let finalizers = json!({"metadata": {"finalizers": null}});
+                    let _ = pin_api.patch(pin, &merge, &kube::api::Patch::Merge(&finalizers)).await;
+                }
+            });
+        })
+        .join();
+        if done.is_err() {
+            eprintln!("cleanup of nodes {:?} failed", self.nodes);
+        }
+    }
+}
