@@ -59,17 +59,37 @@ impl Cluster {
 
     /// Makes the node stop renewing its lease, as a node that lost power would.
     pub fn node_fail(&self, node: &str) -> Result<(), Error> {
-        self.run(&["node-fail", node]).map(drop)
+        self.disturb(&["node-fail", node])
     }
 
     /// Lets the node heartbeat again.
     pub fn node_recover(&self, node: &str) -> Result<(), Error> {
-        self.run(&["node-recover", node]).map(drop)
+        self.disturb(&["node-recover", node])
     }
 
     /// Stops and starts kube-apiserver; returns once it is ready again.
     pub fn restart_apiserver(&self) -> Result<(), Error> {
-        self.run(&["restart-apiserver"]).map(drop)
+        self.disturb(&["restart-apiserver"])
+    }
+
+    /// The failure knobs act on the cluster `e2e/cluster` runs. When the tests
+    /// were pointed at another cluster, turning them would disturb the wrong one
+    /// (or nothing, and the test would wait in vain): refuse and say why.
+    fn disturb(&self, args: &[&str]) -> Result<(), Error> {
+        if let Some(other) = std::env::var_os(TEST_KUBECONFIG).filter(|v| !v.is_empty()) {
+            let own = self.run(&["kubeconfig"])?;
+            if PathBuf::from(&other) != PathBuf::from(&own) {
+                return Err(Error::ClusterCommand {
+                    command: args.join(" "),
+                    output: format!(
+                        "{TEST_KUBECONFIG} points at {} but e2e/cluster runs {own}: \
+                         tests that fail nodes or restart the API server need e2e/cluster's own cluster",
+                        PathBuf::from(other).display()
+                    ),
+                });
+            }
+        }
+        self.run(args).map(drop)
     }
 
     pub(crate) async fn connect(&self) -> Result<Client, Error> {
