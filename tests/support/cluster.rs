@@ -78,7 +78,7 @@ impl Cluster {
     fn disturb(&self, args: &[&str]) -> Result<(), Error> {
         if let Some(other) = std::env::var_os(TEST_KUBECONFIG).filter(|v| !v.is_empty()) {
             let own = self.run(&["kubeconfig"])?;
-            if PathBuf::from(&other) != PathBuf::from(&own) {
+            if std::path::Path::new(&other) != std::path::Path::new(&own) {
                 return Err(Error::ClusterCommand {
                     command: args.join(" "),
                     output: format!(
