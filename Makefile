@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := e2e/cluster
 KUBECTL := $(CLUSTER) kubectl
 
-.PHONY: test lint unit cluster demo crds down
+.PHONY: test lint unit cluster demo demo-down chart crds down
 
 ## make test: formatting, lints, unit tests, then the integration tests against
 ## the local control plane (started by e2e/cluster, built on first use).
@@ -22,17 +22,24 @@ unit:
 cluster:
 	$(CLUSTER) up
 
-## make demo: a local cluster, the CRDs, the example home, and what it looks like.
-demo: cluster
-	$(KUBECTL) apply --server-side --field-manager=homelab-demo -f crds/
-	$(KUBECTL) wait --for=condition=Established --timeout=60s -f crds/
-	$(KUBECTL) create namespace home --dry-run=client -o yaml | $(KUBECTL) apply -f -
-	$(KUBECTL) apply --server-side --field-manager=homelab-demo -n home -k deploy/examples/
-	$(KUBECTL) get homelab -A
+## make demo: the local cluster, the operators built, the Helm chart installed, each
+## operator run here under its chart-made ServiceAccount's token, the example home,
+## and `kubectl get homelab -A` (see e2e/demo). make demo-down undoes it.
+demo:
+	e2e/demo up
 
-## make crds: regenerate crds/ from the Rust types.
+demo-down:
+	e2e/demo down
+
+## make chart: after `make crds` or a chart change, refresh the chart's copy of the
+## CRDs and the kustomize base rendered from it (a test checks they are in step).
+chart:
+	charts/sync
+
+## make crds: regenerate crds/ from the Rust types, and the chart's copy with them.
 crds:
 	cargo run -q -p homelab-api --bin crdgen
+	charts/sync
 
 down:
 	$(CLUSTER) down

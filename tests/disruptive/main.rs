@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod apiserver_restart;
+mod failover;
 mod node_failure;
 
 use tokio::sync::{Mutex, MutexGuard};

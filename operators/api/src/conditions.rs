@@ -74,6 +74,14 @@ pub mod reasons {
     pub const NODE_LOCAL_STORAGE: &str = "NodeLocalStorage";
     /// Only one node may run the workload.
     pub const SINGLE_ELIGIBLE_NODE: &str = "SingleEligibleNode";
+    /// Storage two copies could both write (an NFS share) is safe to move only once
+    /// the lost node is fenced, and `failover.fenceNode` is false.
+    pub const FENCING_REQUIRED: &str = "FencingRequired";
+    /// Most nodes fell silent at once (the control plane or the network, not the
+    /// nodes): nothing is moved, as Kubernetes' own node-lifecycle controller does.
+    pub const CLUSTER_DISRUPTED: &str = "ClusterDisrupted";
+    /// The last failover was less than `failover.cooldown` ago.
+    pub const COOLING_DOWN: &str = "CoolingDown";
 
     /// UsbDevicePin: a node agent reports the device.
     pub const DEVICE_FOUND: &str = "DeviceFound";

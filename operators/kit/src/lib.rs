@@ -75,6 +75,7 @@ pub mod conditions;
 pub mod device_pin;
 pub mod error;
 pub mod events;
+pub mod failover;
 pub mod health;
 pub mod leader;
 pub mod metrics;

@@ -241,6 +241,19 @@ where
         self
     }
 
+    /// Reconciles the objects `trigger` names, whenever it names them: for what no
+    /// watch event announces (a node whose heartbeat stopped).
+    #[must_use]
+    pub fn reconcile_on(
+        mut self,
+        trigger: impl futures::Stream<Item = ObjectRef<K>> + Send + 'static,
+    ) -> Self {
+        self.watches.push(Box::new(move |controller, _health| {
+            controller.reconcile_on(trigger)
+        }));
+        self
+    }
+
     /// The cache of `K` the controller keeps (readable once synced).
     #[must_use]
     pub fn store(&self) -> Store<K> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use homelab_api::conditions::types;
 use homelab_api::{ConditionedStatus, MediaServer};
+use homelab_kit::failover::FailoverMetrics;
 use homelab_kit::{Action, Context, StatusPatch};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
@@ -17,6 +18,7 @@ use crate::build::{self, Desired};
 use crate::error::Error;
 use crate::failover;
 use crate::metrics::Metrics;
+use crate::node_loss;
 use crate::observed::Observed;
 use crate::status::{self, Seen, Verdict};
 use crate::validate::{Problem, validate};
@@ -26,6 +28,8 @@ use crate::validate::{Problem, validate};
 pub struct State {
     /// Writes and refusals, for `/metrics` and for tests that count writes.
     pub metrics: Metrics,
+    /// Failovers started, blocked and how long they took.
+    pub failover: FailoverMetrics,
     /// How long to wait before looking again at a server that is fine.
     pub resync: Duration,
     /// How long to wait before looking again at a refused spec (a node
@@ -39,6 +43,7 @@ impl State {
     pub fn new(metrics: Metrics) -> Self {
         Self {
             metrics,
+            failover: FailoverMetrics::default(),
             resync: Duration::from_secs(600),
             retry_refused: Duration::from_secs(300),
         }
@@ -96,19 +101,26 @@ pub async fn reconcile(
                 build::desired(&ms, &plan, &observed, &ctx.manager).map_err(Error::Apply)?;
             let applied = apply_all(&ms, &ns, &ctx, &observed, desired).await?;
             let analysis = failover::analyse(&ms, &plan.eligible_nodes, &observed);
+            let lost =
+                node_loss::handle(&ms, &ctx, &observed, &plan.eligible_nodes, &analysis).await?;
+            let analysis = lost.analysis.unwrap_or(analysis);
             let seen = Seen {
                 deployment: Some(&applied.deployment),
                 service: Some(&applied.service),
                 pods: &observed.pods,
             };
-            let status = status::compute(&ms, Verdict::Applied(&analysis), seen, now);
-            let action = if status.is_condition_true(types::READY) {
-                Action::requeue(ctx.state.resync)
+            let mut status = status::compute(&ms, Verdict::Applied(&analysis), seen, now);
+            if let Some(record) = lost.record {
+                status.last_failover = Some(record);
+            }
+            let next = if status.is_condition_true(types::READY) {
+                ctx.state.resync
             } else {
                 // The owned watches wake it sooner; this is the safety net.
-                Action::requeue(Duration::from_secs(60))
+                Duration::from_secs(60)
             };
-            (status, action)
+            let next = lost.requeue.map_or(next, |soon| soon.min(next));
+            (status, Action::requeue(next))
         }
     };
 

@@ -16,6 +16,9 @@ pub enum Error {
     /// Building or applying an owned object failed.
     #[error("could not apply what the MediaServer owns")]
     Apply(#[source] homelab_kit::Error),
+    /// Marking a lost node or force-deleting its pod failed.
+    #[error("could not fail the MediaServer over")]
+    Failover(#[source] homelab_kit::Error),
     /// Writing the status failed.
     #[error("could not write the MediaServer's status")]
     Status(#[source] homelab_kit::Error),
@@ -25,7 +28,9 @@ impl ReconcileError for Error {
     fn metric_label(&self) -> &'static str {
         match self {
             Self::NoNamespace => "no_namespace",
-            Self::Read(e) | Self::Apply(e) | Self::Status(e) => e.metric_label(),
+            Self::Read(e) | Self::Apply(e) | Self::Failover(e) | Self::Status(e) => {
+                e.metric_label()
+            }
         }
     }
 
@@ -34,6 +39,7 @@ impl ReconcileError for Error {
             Self::NoNamespace => "InvalidObject",
             Self::Read(_) => "ReadFailed",
             Self::Apply(_) => "ApplyFailed",
+            Self::Failover(_) => "FailoverFailed",
             Self::Status(_) => "StatusWriteFailed",
         }
     }

@@ -9,7 +9,8 @@
 //! [`build`] (pure: the desired objects) → [`apply`] (server-side apply,
 //! skipped when nothing would change) → [`status`] (pure: conditions from
 //! what was applied and observed), with [`failover`] (pure) saying whether
-//! the server could move. [`controller`] strings them together.
+//! the server could move, and [`node_loss`] moving it when its node is lost
+//! (the kit's failover). [`controller`] strings them together.
 //!
 //! A spec with a problem applies nothing, so bad input never leaves half a
 //! server behind; it is `Stalled` with a message and a Warning Event.
@@ -20,6 +21,7 @@ pub mod controller;
 pub mod error;
 pub mod failover;
 pub mod metrics;
+pub mod node_loss;
 pub mod observed;
 pub mod placement;
 pub mod preset;
@@ -31,12 +33,13 @@ mod fixtures;
 
 use std::future::Future;
 
+use futures::StreamExt;
 use homelab_api::MediaServer;
 use homelab_api::conditions::types;
 use homelab_kit::{Runner, Settings};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
@@ -102,24 +105,26 @@ impl Controller {
                         .collect::<Vec<_>>()
                 },
             )
-            .watches(nodes, watcher::Config::default(), move |_node: Node| {
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|ms| {
-                        ms.status.as_ref().is_some_and(|s| {
-                            homelab_api::ConditionedStatus::is_condition_true(s, types::STALLED)
-                        })
-                    })
-                    .map(|ms| ObjectRef::from_obj(&*ms))
-                    .collect::<Vec<_>>()
+            .watches(nodes, watcher::Config::default(), move |node: Node| {
+                concerned(&store, &node.name_any())
             });
+        // A node falling silent changes no object: the kit's heartbeat watch says so.
+        let (_leases, silence) = homelab_kit::failover::heartbeats::watch(runner.client().clone());
+        let by_node = runner.store();
+        runner = runner.reconcile_on(
+            silence.flat_map(move |node| futures::stream::iter(concerned(&by_node, &node))),
+        );
         let metrics = Metrics::default();
         metrics.register(runner.registry());
-        Self {
-            runner,
-            state: State::new(metrics),
-        }
+        let state = State::new(metrics);
+        state.failover.register(runner.registry());
+        Self { runner, state }
+    }
+
+    /// The controller's failover metrics (clones count into the same series).
+    #[must_use]
+    pub fn failover_metrics(&self) -> homelab_kit::failover::FailoverMetrics {
+        self.state.failover.clone()
     }
 
     /// The controller's metrics (clones count into the same series).
@@ -146,4 +151,24 @@ impl Controller {
     ) -> Result<(), homelab_kit::Error> {
         self.runner.run_until(self.state, reconcile, shutdown).await
     }
+}
+
+/// The servers a change of `node` may concern: refused ones (it may fit now), those
+/// running there or placed nowhere yet, and those that last failed over from it (to
+/// unmark it when it is back).
+fn concerned(store: &Store<MediaServer>, node: &str) -> Vec<ObjectRef<MediaServer>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|ms| {
+            ms.status.as_ref().is_none_or(|s| {
+                homelab_api::ConditionedStatus::is_condition_true(s, types::STALLED)
+                    || s.node.as_deref().is_none_or(|n| n == node)
+                    || s.last_failover
+                        .as_ref()
+                        .is_some_and(|r| r.from_node.as_deref() == Some(node))
+            })
+        })
+        .map(|ms| ObjectRef::from_obj(&*ms))
+        .collect()
 }
