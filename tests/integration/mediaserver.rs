@@ -797,3 +797,32 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     );
     delete_volumes(&client, &[config, music]).await;
 }
+
+#[tokio::test]
+async fn two_allowed_nodes_make_a_deployment_the_api_server_accepts() {
+    let (_client, ns, _controller) = setup("ms-allowed").await;
+    apply(
+        &ns,
+        "navidrome",
+        json!({
+            "preset": "Navidrome",
+            "config": {"volumeClaim": {"size": "1Gi"}},
+            "failover": {"allowedNodes": ["pi4-3", "rock64-1"]},
+        }),
+    )
+    .await;
+    // A metadata.name requirement may hold one value only: with both nodes in
+    // one term the API server refused the Deployment (422) and none appeared.
+    let deployment = wait_for(
+        &ns.api::<Deployment>(),
+        "navidrome",
+        READY,
+        |_: &Deployment| true,
+    )
+    .await
+    .unwrap();
+    let terms = pod_template(&deployment)["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        .clone();
+    assert_eq!(terms.as_array().map(Vec::len), Some(2), "{terms}");
+}

@@ -92,19 +92,33 @@ fn affinity(ms: &MediaServer, plan: &Plan) -> Affinity {
         Some(node) => vec![node.to_owned()],
         None => policy.allowed_nodes.clone(),
     };
-    let required = NodeSelectorTerm {
-        match_expressions: Some(vec![NodeSelectorRequirement {
-            key: ARCH_LABEL.to_owned(),
-            operator: "In".to_owned(),
-            values: Some(
-                plan.architectures
-                    .iter()
-                    .map(|a| a.as_str().to_owned())
-                    .collect(),
-            ),
-        }]),
-        // Node names, not the hostname label: they differ on some installs.
-        match_fields: (!nodes.is_empty()).then(|| vec![name_in(nodes)]),
+    let arch = NodeSelectorRequirement {
+        key: ARCH_LABEL.to_owned(),
+        operator: "In".to_owned(),
+        values: Some(
+            plan.architectures
+                .iter()
+                .map(|a| a.as_str().to_owned())
+                .collect(),
+        ),
+    };
+    // Node names, not the hostname label: they differ on some installs. The API
+    // server allows a single value in a metadata.name field requirement, so each
+    // allowed node is a term of its own (terms are ORed), each with the
+    // architecture requirement.
+    let required: Vec<NodeSelectorTerm> = if nodes.is_empty() {
+        vec![NodeSelectorTerm {
+            match_expressions: Some(vec![arch]),
+            match_fields: None,
+        }]
+    } else {
+        nodes
+            .into_iter()
+            .map(|node| NodeSelectorTerm {
+                match_expressions: Some(vec![arch.clone()]),
+                match_fields: Some(vec![name_is(node)]),
+            })
+            .collect()
     };
     let preferred: Vec<PreferredSchedulingTerm> = policy
         .preferred_nodes
@@ -114,14 +128,14 @@ fn affinity(ms: &MediaServer, plan: &Plan) -> Affinity {
             weight,
             preference: NodeSelectorTerm {
                 match_expressions: None,
-                match_fields: Some(vec![name_in(vec![node.clone()])]),
+                match_fields: Some(vec![name_is(node.clone())]),
             },
         })
         .collect();
     Affinity {
         node_affinity: Some(NodeAffinity {
             required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                node_selector_terms: vec![required],
+                node_selector_terms: required,
             }),
             preferred_during_scheduling_ignored_during_execution: (!preferred.is_empty())
                 .then_some(preferred),
@@ -130,11 +144,11 @@ fn affinity(ms: &MediaServer, plan: &Plan) -> Affinity {
     }
 }
 
-fn name_in(nodes: Vec<String>) -> NodeSelectorRequirement {
+fn name_is(node: String) -> NodeSelectorRequirement {
     NodeSelectorRequirement {
         key: "metadata.name".to_owned(),
         operator: "In".to_owned(),
-        values: Some(nodes),
+        values: Some(vec![node]),
     }
 }
 
@@ -493,6 +507,27 @@ mod tests {
         assert_eq!(movies["readOnly"], true, "media is read-only by default");
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health");
         assert_eq!(pod["tolerations"][1]["tolerationSeconds"], 30);
+    }
+
+    #[test]
+    fn each_allowed_node_is_a_term_of_its_own() {
+        // The API server refuses a metadata.name requirement with two values.
+        let d = build(json!({
+            "preset": "Jellyfin",
+            "config": {"volumeClaim": {"size": "1Gi"}},
+            "failover": {"allowedNodes": ["n100-1", "celeron-1"]},
+        }));
+        let terms = &d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"];
+        let terms = terms.as_array().unwrap();
+        assert_eq!(terms.len(), 2);
+        for (term, node) in terms.iter().zip(["n100-1", "celeron-1"]) {
+            assert_eq!(
+                term["matchFields"],
+                json!([{"key": "metadata.name", "operator": "In", "values": [node]}])
+            );
+            assert_eq!(term["matchExpressions"][0]["key"], "kubernetes.io/arch");
+        }
     }
 
     #[test]
