@@ -980,7 +980,8 @@ async fn node_agents_presence_entries_merge_per_node() {
             }] },
         })
     };
-    let agent = |node: &str| PatchParams::apply(&format!("homelab-agent-{node}"));
+    // The same field manager each real node agent uses.
+    let agent = |node: &str| PatchParams::apply(&homelab_node_agent::report::field_manager(node));
     for node in ["pi4-1", "pi4-2"] {
         pins.patch_status("zigbee", &agent(node), &Patch::Apply(report(node)))
             .await
