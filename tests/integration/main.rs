@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api_contract;
+mod argocd_health;
 mod chart;
 mod garbage_collection;
 mod mediaserver;
