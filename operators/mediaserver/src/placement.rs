@@ -21,11 +21,15 @@ pub const NVIDIA_GPU: &str = "nvidia.com/gpu";
 /// The node label the scheduler matches architectures on.
 pub const ARCH_LABEL: &str = "kubernetes.io/arch";
 
-/// Taints our pods tolerate (for `failover.unreachableAfter`): a node that has
-/// them now is still a node the server may run on.
+/// Taints that say a node is down, not unsuitable: our pods tolerate the first
+/// two (for `failover.unreachableAfter`), and the failover step puts the third
+/// on a node it has given up on. Whether the spec can run at all must not flip
+/// while a node is away; the failover step reports what happens meanwhile
+/// (for a server pinned to the lost node: FailoverReady=False, and why).
 const TOLERATED_TAINTS: &[&str] = &[
     "node.kubernetes.io/not-ready",
     "node.kubernetes.io/unreachable",
+    homelab_kit::failover::fence::SILENT_TAINT,
 ];
 
 /// The extended resource of a transcoding device.
