@@ -80,6 +80,12 @@ pub async fn reconcile(
     else {
         return Ok(Action::await_change());
     };
+    // Being deleted (foreground deletion waits for what it owns): applying now
+    // would recreate the very children the garbage collector is removing, and
+    // the deletion would never finish.
+    if ms.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let observed = Observed::read(&ctx.client, &ns, &ms)
         .await
         .map_err(Error::Read)?;
