@@ -16,10 +16,11 @@ use homelab_kit::failover::fence::SILENT_TAINT;
 use homelab_kit::failover::observe::FENCED_BY_ANNOTATION;
 use homelab_mediaserver::build::names::SERVER_LABEL;
 use homelab_mediaserver::{CONTROLLER_NAME, Controller};
+use homelab_test_support::storage::nfs_claim;
 use homelab_test_support::{Cluster, TestNamespace, client, install_crds, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -96,41 +97,6 @@ fn start_controller(client: &Client, ns: &TestNamespace) -> Stop {
         }
     });
     Stop(Some(stop))
-}
-
-/// A claim bound to an NFS-backed ReadWriteOnce volume, as a user would make.
-async fn network_claim(client: &Client, ns: &TestNamespace, claim: &str) -> String {
-    let name = format!("{}-{claim}", ns.name());
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "capacity": {"storage": "10Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "nfs": {"server": "nas.home.arpa", "path": format!("/volume1/{claim}")},
-            "claimRef": {"namespace": ns.name(), "name": claim},
-        }
-    }))
-    .unwrap();
-    Api::<PersistentVolume>::all(client.clone())
-        .create(&PostParams::default(), &pv)
-        .await
-        .unwrap();
-    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
-        "metadata": {"name": claim},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "",
-            "resources": {"requests": {"storage": "10Gi"}},
-        }
-    }))
-    .unwrap();
-    ns.api::<PersistentVolumeClaim>()
-        .create(&PostParams::default(), &pvc)
-        .await
-        .unwrap();
-    name
 }
 
 async fn apply_server(ns: &TestNamespace, name: &str, spec: Value) {
@@ -252,8 +218,8 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     let ns = TestNamespace::new(&client, "failover").await.unwrap();
     let _controller = start_controller(&client, &ns);
     let volumes = vec![
-        network_claim(&client, &ns, "music-config").await,
-        network_claim(&client, &ns, "local-config").await,
+        nfs_claim(&ns, "music-config").await.unwrap(),
+        nfs_claim(&ns, "local-config").await.unwrap(),
     ];
     let _volumes = Volumes(client.clone(), volumes);
 

@@ -11,11 +11,12 @@ use homelab_api::{ConditionedStatus, MediaServer};
 use homelab_kit::{Context, Settings};
 use homelab_mediaserver::build::names::{KEEP_ANNOTATION, SERVER_LABEL};
 use homelab_mediaserver::{CONTROLLER_NAME, Controller, Metrics, State};
+use homelab_test_support::storage::{delete_volumes, nfs_claim, nfs_volume};
 use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -123,56 +124,6 @@ fn required_archs(pod: &Value) -> Value {
 async fn node_arch(client: &Client, node: &str) -> String {
     let node = Api::<Node>::all(client.clone()).get(node).await.unwrap();
     node.labels()["kubernetes.io/arch"].clone()
-}
-
-/// A network-backed volume (an NFS export, as a NAS would offer) bound in
-/// advance to `claim`, since the kwok cluster has no provisioner. Labelled
-/// with the test namespace so leftovers are easy to find.
-async fn network_volume(client: &Client, ns: &TestNamespace, claim: &str) -> String {
-    let name = format!("{}-{claim}", ns.name());
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"homelab.home.arpa/test": ns.name()}},
-        "spec": {
-            "capacity": {"storage": "100Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "nfs": {"server": "nas.home.arpa", "path": format!("/volume1/{claim}")},
-            "claimRef": {"namespace": ns.name(), "name": claim},
-        }
-    }))
-    .unwrap();
-    Api::<PersistentVolume>::all(client.clone())
-        .create(&PostParams::default(), &pv)
-        .await
-        .unwrap();
-    name
-}
-
-async fn delete_volumes(client: &Client, names: &[String]) {
-    let api = Api::<PersistentVolume>::all(client.clone());
-    for name in names {
-        let _ = api.delete(name, &DeleteParams::default()).await;
-    }
-}
-
-/// A claim the user made, bound to a network volume.
-async fn user_claim(client: &Client, ns: &TestNamespace, claim: &str) -> String {
-    let pv = network_volume(client, ns, claim).await;
-    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
-        "metadata": {"name": claim},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "",
-            "resources": {"requests": {"storage": "10Gi"}},
-        }
-    }))
-    .unwrap();
-    ns.api::<PersistentVolumeClaim>()
-        .create(&PostParams::default(), &pvc)
-        .await
-        .unwrap();
-    pv
 }
 
 /// The Warning Events the controller published about `name`.
@@ -414,8 +365,8 @@ async fn amd64_only_image_never_lands_on_a_pi_and_a_multi_arch_one_may() {
 
 #[tokio::test]
 async fn navidrome_with_node_local_music_stays_on_that_node() {
-    let (client, ns, _controller) = setup("ms-local").await;
-    let pv = user_claim(&client, &ns, "navidrome-data").await;
+    let (_client, ns, _controller) = setup("ms-local").await;
+    let pv = nfs_claim(&ns, "navidrome-data").await.unwrap();
     apply(
         &ns,
         "navidrome",
@@ -460,13 +411,13 @@ async fn navidrome_with_node_local_music_stays_on_that_node() {
         Some(message.as_str())
     );
     eprintln!("node-local: FailoverReady=False {reason}: {message}");
-    delete_volumes(&client, &[pv]).await;
+    delete_volumes(&ns, &[pv]).await;
 }
 
 #[tokio::test]
 async fn nfs_media_and_network_config_can_fail_over() {
-    let (client, ns, _controller) = setup("ms-net").await;
-    let pv = network_volume(&client, &ns, "jellyfin-config").await;
+    let (_client, ns, _controller) = setup("ms-net").await;
+    let pv = nfs_volume(&ns, "jellyfin-config").await.unwrap();
     apply(
         &ns,
         "jellyfin",
@@ -502,7 +453,7 @@ async fn nfs_media_and_network_config_can_fail_over() {
         .unwrap();
     assert_eq!(claim.owner_references()[0].name, "jellyfin");
     eprintln!("network: FailoverReady=True {reason}: {message}");
-    delete_volumes(&client, &[pv]).await;
+    delete_volumes(&ns, &[pv]).await;
 }
 
 #[tokio::test]
@@ -716,7 +667,7 @@ async fn deleting_collects_what_it_created_and_keeps_marked_claims() {
 
 #[tokio::test]
 async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
-    let (client, ns, _controller) = setup("ms-bad").await;
+    let (_client, ns, _controller) = setup("ms-bad").await;
 
     // An unknown preset: the API server refuses it, with the allowed values.
     let body = json!({
@@ -785,8 +736,8 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     }
 
     // The claim appears: the server goes ahead without anyone touching it.
-    let config = network_volume(&client, &ns, "navidrome-config").await;
-    let music = user_claim(&client, &ns, "music").await;
+    let config = nfs_volume(&ns, "navidrome-config").await.unwrap();
+    let music = nfs_claim(&ns, "music").await.unwrap();
     wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
     assert!(
         ns.api::<PersistentVolumeClaim>()
@@ -795,7 +746,7 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
             .unwrap()
             .is_some()
     );
-    delete_volumes(&client, &[config, music]).await;
+    delete_volumes(&ns, &[config, music]).await;
 }
 
 #[tokio::test]

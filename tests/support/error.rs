@@ -43,6 +43,8 @@ pub enum Error {
         waited: Duration,
         last_seen: String,
     },
+    #[error("could not build a test object")]
+    Json(#[source] serde_json::Error),
     #[error("the watch for {what} failed")]
     Watch {
         what: String,

@@ -7,6 +7,7 @@ mod cluster;
 mod crds;
 mod error;
 mod namespace;
+pub mod storage;
 mod wait;
 
 pub use cluster::{Cluster, client};
