@@ -415,6 +415,16 @@ pub struct GatewayRestart {
 
     /// Why, for a person.
     pub reason: String,
+
+    /// Node the restarted pod ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+
+    /// Restarts in a row on that node without the gateway coming back online. At
+    /// three the operator moves the gateway off that node (when it may run
+    /// elsewhere), and keeps it off until it is restarted on another node.
+    #[serde(default)]
+    pub count: i32,
 }
 
 impl_conditioned_status!(SensorGatewayStatus);

@@ -111,6 +111,42 @@ impl FieldManager {
         Ok(true)
     }
 
+    /// Applies `desired` unless `current` already is it, and returns the object
+    /// as it now is and whether it wrote.
+    ///
+    /// "Already is" needs two things. The object must carry the hash of the
+    /// last desired object applied ([`DESIRED_HASH_ANNOTATION`]): that sees a
+    /// field the controller stopped setting, which comparing fields alone
+    /// cannot. And every desired field must still have its value
+    /// ([`is_applied`]): that sees someone else's edit of a field the
+    /// controller owns. A steady state thus writes nothing at all.
+    ///
+    /// # Errors
+    /// As [`FieldManager::apply`].
+    pub async fn apply_unless_current<C>(
+        &self,
+        api: &Api<C>,
+        current: Option<&C>,
+        mut desired: C,
+    ) -> Result<(C, bool), Error>
+    where
+        C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+    {
+        let hash = fingerprint(&to_value(&desired)?);
+        desired
+            .meta_mut()
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(DESIRED_HASH_ANNOTATION.to_owned(), hash);
+        if let Some(current) = current
+            && is_applied(&to_value(current)?, &to_value(&desired)?)
+        {
+            return Ok((current.clone(), false));
+        }
+        let stored = self.apply(api, &desired).await?;
+        Ok((stored, true))
+    }
+
     /// Writes `desired` as the status of `obj` when it differs from
     /// `current` (see [`status_differs`]). Returns whether it wrote.
     ///
@@ -162,6 +198,22 @@ impl FieldManager {
         }
         Ok(true)
     }
+}
+
+/// Annotation holding the hash of the desired object last applied by
+/// [`FieldManager::apply_unless_current`].
+pub const DESIRED_HASH_ANNOTATION: &str = "homelab.home.arpa/desired-hash";
+
+/// FNV-1a of the object's JSON: stable across releases and platforms, unlike
+/// the standard library's hasher.
+fn fingerprint(v: &Value) -> String {
+    let hash = v
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
 }
 
 /// A controller owner reference to `owner` (`controller: true`,
@@ -315,6 +367,15 @@ fn describe<K: Resource>(obj: &K) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprint_changes_when_a_field_goes_away() {
+        let both = fingerprint(&serde_json::json!({"data": {"a": "1", "b": "2"}}));
+        let one = fingerprint(&serde_json::json!({"data": {"a": "1"}}));
+        assert_ne!(both, one);
+        assert_eq!(one, fingerprint(&serde_json::json!({"data": {"a": "1"}})));
+        assert_eq!(one.len(), 16);
+    }
     use crate::conditions::{Outcome, set_outcome};
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -5,6 +5,7 @@
 //! - [`fence`]: marking a lost node, force-removing a stuck pod, unmarking;
 //! - [`heartbeats`]: a trigger when a node falls silent or speaks again;
 //! - [`record`]: the `status.lastFailover` record;
+//! - [`tolerations`]: NoExecute tolerations for the policy's grace;
 //! - [`metrics`]: counts and durations with bounded labels.
 //!
 //! A consumer, in its reconcile: observe the node its pod runs on, say what the
@@ -17,7 +18,9 @@ pub mod heartbeats;
 pub mod metrics;
 pub mod observe;
 pub mod record;
+pub mod tolerations;
 
 pub use decide::{Decision, Holds, Observation, decide};
 pub use metrics::FailoverMetrics;
 pub use observe::{NodeView, Reachability, observe_node};
+pub use tolerations::tolerations;

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use homelab_api::MediaServer;
-use homelab_api::failover::FailoverMode;
 use homelab_api::mediaserver::{MediaVolume, TranscodingHardware};
 use homelab_kit::FieldManager;
 use homelab_kit::apply::owned_metadata;
@@ -16,7 +15,7 @@ use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, NFSVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
     PodTemplateSpec, PreferredSchedulingTerm, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, TCPSocketAction, Toleration, Volume, VolumeMount,
+    SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -66,7 +65,7 @@ pub fn deployment(
                 }),
                 spec: Some(PodSpec {
                     affinity: Some(affinity(ms, plan)),
-                    tolerations: tolerations(ms),
+                    tolerations: homelab_kit::failover::tolerations(&ms.spec.failover),
                     security_context: Some(pod_security(plan)),
                     // Service links put one variable per Service in the
                     // namespace into the environment, which Jellyfin and
@@ -155,30 +154,6 @@ fn name_is(node: String) -> NodeSelectorRequirement {
 /// The pod stays on an unreachable node only as long as the failover policy
 /// says, instead of Kubernetes' 300 s; with failover Disabled, Kubernetes'
 /// own defaults apply.
-fn tolerations(ms: &MediaServer) -> Option<Vec<Toleration>> {
-    let policy = &ms.spec.failover;
-    if policy.mode == FailoverMode::Disabled {
-        return None;
-    }
-    let seconds = policy.unreachable_after.to_std().ok()?.as_secs();
-    let seconds = i64::try_from(seconds).ok()?;
-    Some(
-        [
-            "node.kubernetes.io/not-ready",
-            "node.kubernetes.io/unreachable",
-        ]
-        .into_iter()
-        .map(|key| Toleration {
-            key: Some(key.to_owned()),
-            operator: Some("Exists".to_owned()),
-            effect: Some("NoExecute".to_owned()),
-            toleration_seconds: Some(seconds),
-            value: None,
-        })
-        .collect(),
-    )
-}
-
 fn pod_security(plan: &Plan) -> PodSecurityContext {
     let supplemental_groups = (!plan.render_groups.is_empty()).then(|| plan.render_groups.clone());
     let seccomp_profile = Some(runtime_default());

@@ -1,0 +1,160 @@
+//! The SensorGateway controller: zigbee2mqtt, zwave-js-ui, ESPHome-style hubs
+//! or any image as a one-replica `Recreate` Deployment, watched where it
+//! speaks: MQTT. Its availability topic (with the Last Will) says whether the
+//! gateway is online, its sensors' topics whether they still report, and a
+//! gateway offline while its pod looks healthy is restarted.
+//!
+//! A reconcile is a pipeline, one module each: [`validate`] (pure) →
+//! [`references`] (the Secrets and the UsbDevicePin) → [`mqtt`] (the shared
+//! broker connections: what was heard) → [`build`] (pure: the desired objects)
+//! → apply → [`liveness`] (pure: online, stale, restart) → [`status`] (pure).
+//! [`controller`] strings them together.
+
+pub mod build;
+pub mod controller;
+pub mod error;
+pub mod liveness;
+pub mod metrics;
+pub mod mqtt;
+pub mod preset;
+pub mod references;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use homelab_api::SensorGateway;
+use homelab_kit::{Runner, Settings};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+pub use controller::{State, reconcile};
+pub use error::Error;
+pub use metrics::Metrics;
+pub use mqtt::Hub;
+
+/// The controller's name: field manager, Event reporter, Lease and metric label.
+pub const CONTROLLER_NAME: &str = "sensorgateway-controller";
+
+/// How often connections of deleted gateways are closed.
+const FORGET_EVERY: Duration = Duration::from_secs(30);
+
+/// The controller, wired and ready to run.
+pub struct Controller {
+    runner: Runner<SensorGateway>,
+    state: State,
+    store: Store<SensorGateway>,
+}
+
+impl Controller {
+    /// Watches SensorGateways, what they own and their pods (readiness), and
+    /// is woken by its MQTT connections.
+    #[must_use]
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let pods: Api<Pod> = match &settings.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let client_prefix = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{CONTROLLER_NAME}-{}", std::process::id()));
+        let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel();
+        let hub = Hub::new(wake_tx, &client_prefix);
+        let woken = futures::stream::poll_fn(move |cx| wake_rx.poll_recv(cx))
+            .map(|id: mqtt::GatewayId| ObjectRef::new(&id.name).within(&id.namespace));
+        let mut runner = Runner::<SensorGateway>::new(client, settings)
+            .owns::<Deployment>()
+            .owns::<Service>()
+            .watches(
+                pods,
+                watcher::Config::default().labels(build::names::GATEWAY_LABEL),
+                |pod: Pod| {
+                    let gateway = pod.labels().get(build::names::GATEWAY_LABEL).cloned();
+                    let ns = pod.namespace().unwrap_or_default();
+                    gateway.map(|name| ObjectRef::<SensorGateway>::new(&name).within(&ns))
+                },
+            )
+            .reconcile_on(woken);
+        let metrics = Metrics::default();
+        let registry = runner.registry();
+        metrics.register(registry);
+        registry.register(
+            "sensorgateway_mqtt_reconnects",
+            "Reconnections to an MQTT broker after the first connection, by broker host:port",
+            hub.reconnects(),
+        );
+        let store = runner.store();
+        let state = State {
+            hub,
+            metrics,
+            resync: Duration::from_secs(300),
+            retry_refused: Duration::from_secs(30),
+        };
+        Self {
+            runner,
+            state,
+            store,
+        }
+    }
+
+    /// The controller's metrics (clones count into the same series).
+    #[must_use]
+    pub fn metrics(&self) -> Metrics {
+        self.state.metrics.clone()
+    }
+
+    /// The MQTT connections (for tests that count them).
+    #[must_use]
+    pub fn hub(&self) -> Hub {
+        self.state.hub.clone()
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    ///
+    /// # Errors
+    /// As [`Runner::run`].
+    pub async fn run(self) -> Result<(), homelab_kit::Error> {
+        let _forgetting = forget_deleted(self.state.hub.clone(), self.store);
+        self.runner.run(self.state, reconcile).await
+    }
+
+    /// Runs until `shutdown` completes (for running it inside a test).
+    ///
+    /// # Errors
+    /// As [`Runner::run_until`].
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), homelab_kit::Error> {
+        let forgetting = forget_deleted(self.state.hub.clone(), self.store);
+        let result = self.runner.run_until(self.state, reconcile, shutdown).await;
+        forgetting.abort();
+        result
+    }
+}
+
+/// Closes the subscriptions (and connections) of gateways that were deleted:
+/// a deleted object is never reconciled again to say so itself.
+fn forget_deleted(hub: Hub, store: Store<SensorGateway>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+        loop {
+            tokio::time::sleep(FORGET_EVERY).await;
+            hub.retain(|id| {
+                store
+                    .get(&ObjectRef::new(&id.name).within(&id.namespace))
+                    .is_some()
+            });
+        }
+    })
+}

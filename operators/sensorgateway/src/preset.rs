@@ -1,0 +1,180 @@
+//! What each preset means: image, web UI port, where it keeps its data, and
+//! where and how it says that it is online.
+
+use homelab_api::SensorGateway;
+use homelab_api::sensorgateway::GatewayPreset;
+use kube::ResourceExt;
+
+use crate::mqtt::payload::Payloads;
+
+/// The defaults of one preset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preset {
+    /// `app.kubernetes.io/name` of what it runs.
+    pub app: &'static str,
+    /// Default image; none for Generic.
+    pub image: Option<&'static str>,
+    /// Web UI port; none for Generic and external gateways.
+    pub port: Option<i32>,
+    /// Where the container keeps its state.
+    pub data_path: &'static str,
+    /// Base topic when `topicPrefix` is unset.
+    pub default_prefix: Option<&'static str>,
+}
+
+/// The preset's defaults.
+#[must_use]
+pub fn preset(p: GatewayPreset) -> Preset {
+    match p {
+        GatewayPreset::Zigbee2Mqtt => Preset {
+            app: "zigbee2mqtt",
+            image: Some("ghcr.io/koenkk/zigbee2mqtt:2.6.3"),
+            port: Some(8080),
+            data_path: "/app/data",
+            default_prefix: Some("zigbee2mqtt"),
+        },
+        GatewayPreset::ZwaveJsUi => Preset {
+            app: "zwave-js-ui",
+            image: Some("zwavejs/zwave-js-ui:11.5.2"),
+            port: Some(8091),
+            data_path: "/usr/src/app/store",
+            default_prefix: Some("zwave"),
+        },
+        GatewayPreset::Esphome => Preset {
+            app: "esphome",
+            image: Some("ghcr.io/esphome/esphome:2025.11.1"),
+            port: Some(6052),
+            data_path: "/config",
+            default_prefix: None,
+        },
+        GatewayPreset::Generic => Preset {
+            app: "sensor-gateway",
+            image: None,
+            port: None,
+            data_path: "/data",
+            default_prefix: None,
+        },
+    }
+}
+
+/// The gateway's base topic: `topicPrefix`, else the preset's.
+#[must_use]
+pub fn topic_prefix(sg: &SensorGateway) -> Option<String> {
+    sg.spec
+        .topic_prefix
+        .clone()
+        .or_else(|| preset(sg.spec.preset).default_prefix.map(str::to_owned))
+}
+
+/// Where the gateway announces its availability: `availability.topic`, else the
+/// preset's topic under the base topic (zwave-js-ui's carries its MQTT client
+/// name, which the operator takes to be the object's name).
+#[must_use]
+pub fn availability_topic(sg: &SensorGateway) -> Option<String> {
+    if let Some(topic) = &sg.spec.availability.topic {
+        return Some(topic.clone());
+    }
+    let prefix = topic_prefix(sg)?;
+    match sg.spec.preset {
+        GatewayPreset::Zigbee2Mqtt => Some(format!("{prefix}/bridge/state")),
+        GatewayPreset::ZwaveJsUi => Some(format!(
+            "{prefix}/_CLIENTS/ZWAVE_GATEWAY-{}/status",
+            sg.name_any()
+        )),
+        GatewayPreset::Esphome => Some(format!("{prefix}/status")),
+        GatewayPreset::Generic => None,
+    }
+}
+
+/// The payloads meaning online and offline.
+#[must_use]
+pub fn payloads(sg: &SensorGateway) -> Payloads {
+    let a = &sg.spec.availability;
+    Payloads {
+        online: a.online_payload.clone().unwrap_or_else(|| "online".into()),
+        offline: a
+            .offline_payload
+            .clone()
+            .unwrap_or_else(|| "offline".into()),
+    }
+}
+
+/// The image to run: `image`, else the preset's.
+#[must_use]
+pub fn image(sg: &SensorGateway) -> Option<String> {
+    sg.spec
+        .image
+        .clone()
+        .or_else(|| preset(sg.spec.preset).image.map(str::to_owned))
+}
+
+/// The Service port: `service.port`, else the preset's.
+#[must_use]
+pub fn port(sg: &SensorGateway) -> Option<i32> {
+    sg.spec.service.port.or(preset(sg.spec.preset).port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::gateway;
+    use serde_json::json;
+
+    #[test]
+    fn zigbee2mqtt_announces_on_bridge_state() {
+        let sg = gateway("z", json!({"preset": "Zigbee2MQTT"}));
+        assert_eq!(
+            availability_topic(&sg).as_deref(),
+            Some("zigbee2mqtt/bridge/state")
+        );
+        let sg = gateway(
+            "z",
+            json!({"preset": "Zigbee2MQTT", "topicPrefix": "z2m-attic"}),
+        );
+        assert_eq!(
+            availability_topic(&sg).as_deref(),
+            Some("z2m-attic/bridge/state")
+        );
+    }
+
+    #[test]
+    fn zwave_js_ui_announces_under_its_client_name() {
+        let sg = gateway("zwave", json!({"preset": "ZWaveJSUI"}));
+        assert_eq!(
+            availability_topic(&sg).as_deref(),
+            Some("zwave/_CLIENTS/ZWAVE_GATEWAY-zwave/status")
+        );
+    }
+
+    #[test]
+    fn esphome_and_explicit_topics() {
+        let sg = gateway(
+            "hub",
+            json!({"preset": "ESPHome", "topicPrefix": "garden-hub"}),
+        );
+        assert_eq!(
+            availability_topic(&sg).as_deref(),
+            Some("garden-hub/status")
+        );
+        let sg = gateway(
+            "g",
+            json!({"preset": "Generic", "image": "x", "availability": {"topic": "a/b", "onlinePayload": "UP"}}),
+        );
+        assert_eq!(availability_topic(&sg).as_deref(), Some("a/b"));
+        assert_eq!(payloads(&sg).online, "UP");
+        assert_eq!(payloads(&sg).offline, "offline");
+    }
+
+    #[test]
+    fn images_and_ports() {
+        let sg = gateway("z", json!({"preset": "Zigbee2MQTT"}));
+        assert!(image(&sg).is_some_and(|i| i.starts_with("ghcr.io/koenkk/zigbee2mqtt:")));
+        assert_eq!(port(&sg), Some(8080));
+        let sg = gateway(
+            "g",
+            json!({"preset": "Generic", "image": "me/gw:1", "availability": {"topic": "a"}}),
+        );
+        assert_eq!(image(&sg).as_deref(), Some("me/gw:1"));
+        assert_eq!(port(&sg), None);
+    }
+}

@@ -1,0 +1,413 @@
+//! The status, computed from what the reconcile saw: pure, and equal to the
+//! stored one when nothing changed (so nothing is written).
+
+use homelab_api::SensorGateway;
+use homelab_api::conditions::{reasons, types};
+use homelab_api::sensorgateway::{BrokerStatus, SensorGatewayStatus};
+use homelab_kit::conditions::{
+    Outcome, Status, new_condition, remove_condition, set_condition, set_outcome,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::liveness::{Assessment, Availability, PodView};
+use crate::mqtt::Connection;
+use crate::validate::{Plan, Problem};
+
+/// What the reconcile concluded.
+#[derive(Debug)]
+pub enum Verdict<'a> {
+    /// The spec cannot run: nothing was applied.
+    Refused(&'a Problem),
+    /// Something to wait for (a pin that could not be read yet).
+    Waiting(&'a Outcome),
+    /// The gateway is applied and watched.
+    Watched(Watched<'a>),
+}
+
+/// A gateway that is applied and watched.
+#[derive(Debug)]
+pub struct Watched<'a> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// The connection to its broker.
+    pub connection: &'a Connection,
+    /// The broker's `host:port`.
+    pub address: &'a str,
+    /// What liveness concluded.
+    pub assessment: &'a Assessment,
+    /// Its pod, if any.
+    pub pod: Option<&'a PodView>,
+}
+
+/// The status for `sg`.
+#[must_use]
+pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> SensorGatewayStatus {
+    let generation = sg.metadata.generation;
+    let previous = sg.status.clone().unwrap_or_default();
+    let mut status = SensorGatewayStatus {
+        observed_generation: generation,
+        conditions: previous.conditions.clone(),
+        last_restart: previous.last_restart.clone(),
+        last_failover: previous.last_failover.clone(),
+        ..SensorGatewayStatus::default()
+    };
+    let conditions = &mut status.conditions;
+    let outcome = match verdict {
+        Verdict::Refused(problem) => {
+            for t in [
+                types::BROKER_CONNECTED,
+                types::GATEWAY_ONLINE,
+                types::SENSORS_FRESH,
+            ] {
+                remove_condition(conditions, t);
+            }
+            Outcome::stalled(problem.reason, problem.message.clone())
+        }
+        Verdict::Waiting(outcome) => outcome.clone(),
+        Verdict::Watched(w) => {
+            let cond =
+                |t: &str, s: Status, r: &str, m: &str| new_condition(t, s, r, m, generation, now);
+            let (broker_status, broker_reason, broker_message) = if w.connection.connected {
+                (
+                    Status::True,
+                    reasons::CONNECTED,
+                    format!("connected to {}", w.address),
+                )
+            } else {
+                let m = w
+                    .connection
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("not connected to {}", w.address));
+                (Status::False, reasons::BROKER_UNREACHABLE, m)
+            };
+            set_condition(
+                conditions,
+                cond(
+                    types::BROKER_CONNECTED,
+                    broker_status,
+                    broker_reason,
+                    &broker_message,
+                ),
+            );
+            let topic = &w.plan.availability_topic;
+            let (s, r, m) = match &w.assessment.availability {
+                Availability::Unknown => (
+                    Status::Unknown,
+                    reasons::BROKER_UNREACHABLE,
+                    format!("cannot tell: {broker_message}"),
+                ),
+                Availability::Silent => (
+                    Status::Unknown,
+                    reasons::NO_AVAILABILITY_MESSAGE,
+                    format!("nothing on {topic} yet"),
+                ),
+                Availability::Unrecognized(p) => (
+                    Status::Unknown,
+                    reasons::NO_AVAILABILITY_MESSAGE,
+                    format!(
+                        "{topic} says {p:?}, which is neither {:?} nor {:?}: set availability.onlinePayload and offlinePayload",
+                        w.plan.payloads.online, w.plan.payloads.offline
+                    ),
+                ),
+                Availability::Said(true, _) => (
+                    Status::True,
+                    reasons::ONLINE,
+                    format!("{topic} says online"),
+                ),
+                Availability::Said(false, _) => (
+                    Status::False,
+                    reasons::OFFLINE,
+                    format!("{topic} says offline"),
+                ),
+            };
+            set_condition(conditions, cond(types::GATEWAY_ONLINE, s, r, &m));
+            if w.plan.sensors.is_empty() {
+                remove_condition(conditions, types::SENSORS_FRESH);
+            } else if !w.connection.connected {
+                set_condition(
+                    conditions,
+                    cond(
+                        types::SENSORS_FRESH,
+                        Status::Unknown,
+                        reasons::BROKER_UNREACHABLE,
+                        "cannot tell while the broker is unreachable",
+                    ),
+                );
+            } else if w.assessment.stale.is_empty() {
+                let m = format!("all {} sensors reported in time", w.plan.sensors.len());
+                set_condition(
+                    conditions,
+                    cond(
+                        types::SENSORS_FRESH,
+                        Status::True,
+                        reasons::ALL_SENSORS_REPORTING,
+                        &m,
+                    ),
+                );
+            } else {
+                let m = stale_message(&w.assessment.stale, w.plan);
+                set_condition(
+                    conditions,
+                    cond(
+                        types::SENSORS_FRESH,
+                        Status::False,
+                        reasons::SENSOR_STALE,
+                        &m,
+                    ),
+                );
+            }
+            status.online = match w.assessment.availability {
+                Availability::Said(online, _) => Some(online),
+                _ => None,
+            };
+            status.since = match w.assessment.availability {
+                Availability::Said(_, since) => Some(Time(since)),
+                _ => None,
+            };
+            status.node = w.pod.and_then(|p| p.node.clone());
+            status.pod = w.pod.map(|p| p.name.clone());
+            status.broker = Some(BrokerStatus {
+                connected: w.connection.connected,
+                since: Some(Time(truncate(w.connection.since))),
+                message: w.connection.message.clone(),
+            });
+            status.sensors = w
+                .assessment
+                .sensors
+                .iter()
+                .cloned()
+                .map(|mut s| {
+                    s.last_seen = s.last_seen.map(|t| Time(truncate(t.0)));
+                    s
+                })
+                .collect();
+            outcome(sg, &w, &broker_message)
+        }
+    };
+    set_outcome(conditions, &outcome, generation, now);
+    status
+}
+
+fn outcome(sg: &SensorGateway, w: &Watched<'_>, broker_message: &str) -> Outcome {
+    let external = sg.spec.external;
+    if !external {
+        match w.pod {
+            None => {
+                return Outcome::progressing(
+                    reasons::POD_NOT_READY,
+                    "waiting for the gateway's pod to be created",
+                );
+            }
+            Some(p) if p.ready_since.is_none() => {
+                return Outcome::progressing(
+                    reasons::POD_NOT_READY,
+                    format!("waiting for pod {} to become ready", p.name),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    let topic = &w.plan.availability_topic;
+    match &w.assessment.availability {
+        Availability::Unknown => Outcome::progressing(reasons::BROKER_UNREACHABLE, broker_message),
+        Availability::Silent | Availability::Unrecognized(_) => Outcome::progressing(
+            reasons::NO_AVAILABILITY_MESSAGE,
+            format!("waiting for the gateway to say online on {topic}"),
+        ),
+        Availability::Said(false, _) => {
+            let next = match (w.assessment.restart_due, external) {
+                (_, true) => "it runs outside the cluster: check the device".to_owned(),
+                (Some(due), false)
+                    if sg.spec.failover.mode == homelab_api::failover::FailoverMode::Automatic =>
+                {
+                    format!(
+                        "restarting its pod at {} unless it comes back",
+                        truncate(due)
+                    )
+                }
+                (_, false) => "failover mode is not Automatic: restart it by hand".to_owned(),
+            };
+            Outcome::progressing(reasons::OFFLINE, format!("{topic} says offline; {next}"))
+        }
+        Availability::Said(true, _) => {
+            let place = w.pod.and_then(|p| p.node.as_deref()).map_or_else(
+                || "outside the cluster".to_owned(),
+                |n| format!("on node {n}"),
+            );
+            Outcome::ready(reasons::ONLINE, format!("online {place}"))
+        }
+    }
+}
+
+/// "tomato-bed silent for 12m (staleAfter 10m); attic never heard (staleAfter 5m)"
+fn stale_message(stale: &[(String, Option<std::time::Duration>)], plan: &Plan) -> String {
+    stale
+        .iter()
+        .map(|(name, silent)| {
+            let after = plan
+                .sensors
+                .iter()
+                .find(|s| &s.name == name)
+                .map_or_else(String::new, |s| {
+                    format!(" (staleAfter {})", human(s.stale_after))
+                });
+            match silent {
+                Some(d) => format!("{name} silent for {}{after}", human(*d)),
+                None => format!("{name} never heard{after}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+/// Timestamps in status have second precision on the wire; truncating here
+/// makes what is written compare equal to what is read back.
+fn truncate(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::gateway;
+    use crate::liveness::{Inputs, assess};
+    use crate::mqtt::{Observation, Seen};
+    use crate::validate::validate;
+    use homelab_api::ConditionedStatus;
+    use serde_json::json;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn watched(
+        payload: &str,
+        connected: bool,
+        sensor_at: Option<i64>,
+        now: i64,
+    ) -> SensorGatewayStatus {
+        let sg = gateway(
+            "z",
+            json!({"preset": "Zigbee2MQTT", "sensors": [{"name": "tomato-bed", "topic": "zigbee2mqtt/moisture", "staleAfter": "10m"}]}),
+        );
+        let plan = validate(&sg).unwrap();
+        let connection = Connection {
+            connected,
+            since: ts(0),
+            message: (!connected).then(|| "cannot reach the broker at b:1883: refused".into()),
+        };
+        let observed = Observation {
+            connection: connection.clone(),
+            availability: Some(Seen {
+                at: ts(1),
+                payload: payload.into(),
+                changed_at: ts(1),
+            }),
+            sensors: vec![sensor_at.map(ts)],
+        };
+        let pod = PodView {
+            name: "z-1".into(),
+            uid: "u".into(),
+            node: Some("pi4-2".into()),
+            ready_since: Some(ts(0)),
+        };
+        let assessment = assess(Inputs {
+            plan: &plan,
+            observed: &observed,
+            previous: None,
+            pod: Some(&pod),
+            may_restart: true,
+            now: ts(now),
+        });
+        compute(
+            &sg,
+            Verdict::Watched(Watched {
+                plan: &plan,
+                connection: &connection,
+                address: "b:1883",
+                assessment: &assessment,
+                pod: Some(&pod),
+            }),
+            ts(now),
+        )
+    }
+
+    #[test]
+    fn online_and_fresh_is_ready() {
+        let s = watched("online", true, Some(5), 10);
+        assert!(s.is_condition_true(types::READY));
+        assert!(s.is_condition_true(types::GATEWAY_ONLINE));
+        assert!(s.is_condition_true(types::SENSORS_FRESH));
+        assert!(s.is_condition_true(types::BROKER_CONNECTED));
+        assert_eq!(s.online, Some(true));
+        assert_eq!(s.node.as_deref(), Some("pi4-2"));
+        assert_eq!(s.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn a_stale_sensor_is_named_but_the_gateway_stays_ready() {
+        let s = watched("online", true, Some(5), 900);
+        let c = s.condition(types::SENSORS_FRESH).unwrap();
+        assert_eq!(c.status, "False");
+        assert_eq!(c.message, "tomato-bed silent for 14m (staleAfter 10m)");
+        assert!(s.is_condition_true(types::READY));
+    }
+
+    #[test]
+    fn offline_is_not_ready_and_says_when_it_restarts() {
+        let s = watched("offline", true, None, 10);
+        let ready = s.condition(types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reasons::OFFLINE)
+        );
+        assert!(
+            ready.message.contains("restarting its pod at"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(s.online, Some(false));
+    }
+
+    #[test]
+    fn broker_away_is_unknown_not_offline() {
+        let s = watched("offline", false, None, 10);
+        assert_eq!(
+            s.condition(types::BROKER_CONNECTED).unwrap().status,
+            "False"
+        );
+        assert_eq!(
+            s.condition(types::GATEWAY_ONLINE).unwrap().status,
+            "Unknown"
+        );
+        assert_eq!(s.condition(types::SENSORS_FRESH).unwrap().status, "Unknown");
+        assert_eq!(s.online, None);
+        assert_eq!(
+            s.condition(types::READY).unwrap().reason,
+            reasons::BROKER_UNREACHABLE
+        );
+    }
+
+    #[test]
+    fn refused_is_stalled_and_drops_the_watch_conditions() {
+        let sg = gateway("z", json!({"preset": "Zigbee2MQTT"}));
+        let problem = Problem {
+            reason: "SecretNotFound",
+            message: "Secret mqtt not found".into(),
+        };
+        let s = compute(&sg, Verdict::Refused(&problem), ts(0));
+        assert!(s.is_condition_true(types::STALLED));
+        assert!(s.condition(types::GATEWAY_ONLINE).is_none());
+    }
+}
