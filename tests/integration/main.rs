@@ -11,5 +11,6 @@ mod chart;
 mod garbage_collection;
 mod mediaserver;
 mod scheduling;
+mod sensorgateway;
 mod usb_stick_moves;
 mod usbdevicepin;

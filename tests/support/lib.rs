@@ -6,6 +6,7 @@
 mod cluster;
 mod crds;
 mod error;
+pub mod mosquitto;
 mod namespace;
 pub mod storage;
 mod wait;

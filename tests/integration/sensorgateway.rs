@@ -1,0 +1,686 @@
+//! The SensorGateway controller against a real mosquitto and the real API
+//! server: availability with zigbee2mqtt's retained state and Last Will, a
+//! restart of a gateway that stays offline, sensors going stale and fresh, a
+//! broker taken away and brought back, credentials kept out of logs and
+//! status, and bad input refused without touching the other gateways.
+
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use homelab_api::conditions::{reasons, types};
+use homelab_api::{ConditionedStatus, SensorGateway};
+use homelab_kit::Settings;
+use homelab_sensorgateway::build::names::GATEWAY_LABEL;
+use homelab_sensorgateway::references::{SECRET_KEY_NOT_FOUND, SECRET_NOT_FOUND};
+use homelab_sensorgateway::{CONTROLLER_NAME, Controller, Hub, Metrics};
+use homelab_test_support::mosquitto::Mosquitto;
+use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+const TEST_MANAGER: &str = "homelab-tests";
+const USER: &str = "homelab";
+/// Looked for in every log line, Event and status: it must never appear.
+const PASSWORD: &str = "s3cret-Zigbee-Pa55word";
+
+/// Everything the controllers in this binary log, to look for secrets in.
+fn captured_logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut logs) = captured_logs().lock() {
+            logs.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
+        .with_writer(|| Capture)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// The controller, running in this test's runtime until dropped.
+struct Running {
+    metrics: Metrics,
+    hub: Hub,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
+    capture_logs();
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, prefix).await.unwrap();
+    let mut settings = Settings::new(CONTROLLER_NAME);
+    settings.namespace = Some(ns.name().to_owned());
+    settings.http_addr = "127.0.0.1:0".parse().unwrap();
+    settings.leader_election = false;
+    let controller = Controller::new(client.clone(), settings);
+    let (metrics, hub) = (controller.metrics(), controller.hub());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(controller.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let running = Running {
+        metrics,
+        hub,
+        stop: Some(stop),
+    };
+    (client, ns, running)
+}
+
+async fn credentials_secret(ns: &TestNamespace) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "mqtt"},
+        "stringData": {"username": USER, "password": PASSWORD},
+    }))
+    .unwrap();
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+async fn apply(ns: &TestNamespace, name: &str, spec: Value) -> Result<SensorGateway, kube::Error> {
+    let body = json!({
+        "apiVersion": "homelab.home.arpa/v1alpha1",
+        "kind": "SensorGateway",
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    ns.api::<SensorGateway>()
+        .patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+}
+
+async fn wait_condition(
+    ns: &TestNamespace,
+    name: &str,
+    type_: &'static str,
+    status: &'static str,
+) -> SensorGateway {
+    wait_for(
+        &ns.api::<SensorGateway>(),
+        name,
+        WAIT,
+        move |sg: &SensorGateway| {
+            sg.status.as_ref().is_some_and(|s| {
+                s.observed_generation == sg.metadata.generation
+                    && s.condition(type_).is_some_and(|c| c.status == status)
+            })
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn condition(sg: &SensorGateway, type_: &str) -> (String, String) {
+    let c = sg.status.as_ref().unwrap().condition(type_).unwrap();
+    (c.reason.clone(), c.message.clone())
+}
+
+fn options(broker: &Mosquitto, id: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", broker.port());
+    o.set_credentials(USER, PASSWORD);
+    o.set_keep_alive(Duration::from_secs(5));
+    o
+}
+
+/// A stand-in for zigbee2mqtt's MQTT side: connects with a retained Last Will
+/// of `offline` on its state topic and says `online` (retained) on every
+/// connect, as zigbee2mqtt 2.x does.
+struct FakeGateway {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeGateway {
+    fn start(broker: &Mosquitto, id: &str, state_topic: &str) -> Self {
+        let mut o = options(broker, id);
+        o.set_last_will(LastWill::new(
+            state_topic,
+            r#"{"state":"offline"}"#,
+            QoS::AtLeastOnce,
+            true,
+        ));
+        let (client, mut eventloop) = AsyncClient::new(o, 16);
+        let topic = state_topic.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.try_publish(
+                            &topic,
+                            QoS::AtLeastOnce,
+                            true,
+                            r#"{"state":"online"}"#,
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        Self { task }
+    }
+
+    /// Drops the TCP connection without a DISCONNECT, as a crashed gateway
+    /// would: the broker publishes the Last Will.
+    fn crash(self) {
+        self.task.abort();
+    }
+}
+
+/// Publishes one message and waits for the broker's acknowledgement.
+async fn publish(broker: &Mosquitto, topic: &str, payload: &str, retain: bool) {
+    let id = format!("test-pub-{}", rand_suffix());
+    let (client, mut eventloop) = AsyncClient::new(options(broker, &id), 16);
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
+        .await
+        .unwrap();
+    let acked = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::PubAck(_))) => return,
+                Ok(_) => {}
+                Err(e) => panic!("publishing to {topic}: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), acked)
+        .await
+        .unwrap();
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Inline NFS for the gateway's data: the kwok cluster has no provisioner.
+fn nfs_data() -> Value {
+    json!({"nfs": {"server": "nas.home.arpa", "path": "/export/zigbee2mqtt"}})
+}
+
+async fn events_of(ns: &TestNamespace, name: &str) -> Vec<Event> {
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+async fn gateway_pods(ns: &TestNamespace, name: &str) -> Vec<Pod> {
+    ns.api::<Pod>()
+        .list(&ListParams::default().labels(&format!("{GATEWAY_LABEL}={name}")))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test]
+async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
+    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
+    let (_client, ns, running) = setup("sgw-lastwill").await;
+    credentials_secret(&ns).await;
+    let gateway = FakeGateway::start(&broker, "z2m-attic", "zigbee2mqtt/bridge/state");
+    apply(
+        &ns,
+        "attic",
+        json!({
+            "preset": "Zigbee2MQTT",
+            "mqtt": {
+                "url": broker.url(),
+                "usernameSecretRef": {"name": "mqtt", "key": "username"},
+                "passwordSecretRef": {"name": "mqtt", "key": "password"},
+            },
+            "radio": {"networkAddress": "tcp://192.168.1.40:6638"},
+            "data": nfs_data(),
+            "availability": {"restartAfter": "10s"},
+        }),
+    )
+    .await
+    .unwrap();
+
+    let sg = wait_condition(&ns, "attic", types::READY, "True").await;
+    let status = sg.status.as_ref().unwrap();
+    assert_eq!(status.online, Some(true));
+    assert!(status.is_condition_true(types::BROKER_CONNECTED));
+    let first_pod = status.pod.clone().unwrap();
+
+    // The Secret reaches the pod as a reference, never as a value.
+    let deployment = ns.api::<Deployment>().get("attic").await.unwrap();
+    let env = serde_json::to_value(
+        &deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env,
+    )
+    .unwrap();
+    let password_var = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "ZIGBEE2MQTT_CONFIG_MQTT_PASSWORD")
+        .unwrap();
+    assert_eq!(
+        password_var["valueFrom"]["secretKeyRef"],
+        json!({"name": "mqtt", "key": "password", "optional": false})
+    );
+    assert!(
+        !serde_json::to_string(&deployment)
+            .unwrap()
+            .contains(PASSWORD)
+    );
+
+    // The gateway crashes: the broker sends its Last Will.
+    let crashed = Instant::now();
+    gateway.crash();
+    let sg = wait_condition(&ns, "attic", types::GATEWAY_ONLINE, "False").await;
+    let offline_seen = crashed.elapsed();
+    assert_eq!(sg.status.as_ref().unwrap().online, Some(false));
+    assert_eq!(condition(&sg, types::READY).0, reasons::OFFLINE);
+
+    // Offline for restartAfter with a ready pod: the operator restarts it.
+    let sg = wait_for(
+        &ns.api::<SensorGateway>(),
+        "attic",
+        WAIT,
+        |sg: &SensorGateway| sg.status.as_ref().is_some_and(|s| s.last_restart.is_some()),
+    )
+    .await
+    .unwrap();
+    let restarted = crashed.elapsed();
+    let record = sg.status.as_ref().unwrap().last_restart.clone().unwrap();
+    assert_eq!(record.count, 1);
+    assert!(
+        record.reason.contains("offline over MQTT"),
+        "{}",
+        record.reason
+    );
+    let pods = wait_for_list(
+        &ns.api::<Pod>(),
+        &ListParams::default().labels(&format!("{GATEWAY_LABEL}=attic")),
+        WAIT,
+        move |pods: &[Pod]| {
+            pods.iter()
+                .any(|p| p.name_any() != first_pod && p.metadata.deletion_timestamp.is_none())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!pods.is_empty());
+    assert_eq!(running.metrics.restarts(), 1);
+    assert!(
+        events_of(&ns, "attic")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RestartedOffline"))
+    );
+    println!(
+        "figure: Last Will -> GatewayOnline=False {:.1}s; Last Will -> pod restarted {:.1}s (restartAfter 10s)",
+        offline_seen.as_secs_f64(),
+        restarted.as_secs_f64()
+    );
+
+    // The password appears in no status, Event or log line.
+    let all =
+        serde_json::to_string(&ns.api::<SensorGateway>().get("attic").await.unwrap()).unwrap();
+    assert!(!all.contains(PASSWORD));
+    for e in events_of(&ns, "attic").await {
+        assert!(!serde_json::to_string(&e).unwrap().contains(PASSWORD));
+    }
+    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("connected to the MQTT broker"),
+        "the log capture works"
+    );
+    assert!(!logs.contains(PASSWORD), "the password is in a log line");
+    drop(running);
+}
+
+#[tokio::test]
+async fn a_silent_sensor_goes_stale_and_fresh_again() {
+    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
+    let (_client, ns, _running) = setup("sgw-stale").await;
+    credentials_secret(&ns).await;
+    publish(&broker, "garden-hub/status", "online", true).await;
+    apply(
+        &ns,
+        "garden-hub",
+        json!({
+            "preset": "ESPHome",
+            "external": true,
+            "topicPrefix": "garden-hub",
+            "mqtt": {
+                "url": broker.url(),
+                "usernameSecretRef": {"name": "mqtt", "key": "username"},
+                "passwordSecretRef": {"name": "mqtt", "key": "password"},
+            },
+            "sensors": [
+                {"name": "tomato-bed", "topic": "garden-hub/sensor/+/moisture", "staleAfter": "6s"},
+            ],
+        }),
+    )
+    .await
+    .unwrap();
+    wait_condition(&ns, "garden-hub", types::READY, "True").await;
+    publish(
+        &broker,
+        "garden-hub/sensor/tomato-bed/moisture",
+        "41",
+        false,
+    )
+    .await;
+    let last_message = Instant::now();
+    let sg = wait_for(
+        &ns.api::<SensorGateway>(),
+        "garden-hub",
+        WAIT,
+        |sg: &SensorGateway| {
+            sg.status.as_ref().is_some_and(|s| {
+                s.is_condition_true(types::SENSORS_FRESH)
+                    && s.sensors.first().is_some_and(|x| x.last_seen.is_some())
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let sensor = &sg.status.as_ref().unwrap().sensors[0];
+    assert_eq!(sensor.name, "tomato-bed");
+    assert!(sensor.last_seen.is_some());
+
+    // No more messages: stale after 6 s, named in the condition.
+    let sg = wait_condition(&ns, "garden-hub", types::SENSORS_FRESH, "False").await;
+    let deadline_to_condition = last_message
+        .elapsed()
+        .saturating_sub(Duration::from_secs(6));
+    let (reason, message) = condition(&sg, types::SENSORS_FRESH);
+    assert_eq!(reason, reasons::SENSOR_STALE);
+    assert!(message.contains("tomato-bed"), "{message}");
+    assert!(sg.status.as_ref().unwrap().sensors[0].stale);
+    assert!(
+        sg.status.as_ref().unwrap().is_condition_true(types::READY),
+        "a stale sensor does not make the gateway unready"
+    );
+    println!(
+        "figure: stale sensor deadline -> SensorsFresh=False {:.1}s",
+        deadline_to_condition.as_secs_f64()
+    );
+
+    // It reports again: fresh.
+    publish(
+        &broker,
+        "garden-hub/sensor/tomato-bed/moisture",
+        "38",
+        false,
+    )
+    .await;
+    let sg = wait_condition(&ns, "garden-hub", types::SENSORS_FRESH, "True").await;
+    assert!(!sg.status.as_ref().unwrap().sensors[0].stale);
+    let reasons: Vec<String> = events_of(&ns, "garden-hub")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "SensorStale"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "SensorsFresh"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
+    let mut broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
+    let (_client, ns, running) = setup("sgw-broker").await;
+    credentials_secret(&ns).await;
+    let _gateway = FakeGateway::start(&broker, "z2m-shed", "shed/bridge/state");
+    apply(
+        &ns,
+        "shed",
+        json!({
+            "preset": "Zigbee2MQTT",
+            "topicPrefix": "shed",
+            "mqtt": {
+                "url": broker.url(),
+                "usernameSecretRef": {"name": "mqtt", "key": "username"},
+                "passwordSecretRef": {"name": "mqtt", "key": "password"},
+            },
+            "data": nfs_data(),
+            "availability": {"restartAfter": "5s"},
+        }),
+    )
+    .await
+    .unwrap();
+    let sg = wait_condition(&ns, "shed", types::READY, "True").await;
+    let pod = sg.status.as_ref().unwrap().pod.clone().unwrap();
+
+    broker.stop();
+    let sg = wait_condition(&ns, "shed", types::BROKER_CONNECTED, "False").await;
+    let (reason, message) = condition(&sg, types::BROKER_CONNECTED);
+    assert_eq!(reason, reasons::BROKER_UNREACHABLE);
+    assert!(message.contains(&broker.port().to_string()), "{message}");
+    assert_eq!(
+        sg.status
+            .as_ref()
+            .unwrap()
+            .condition(types::GATEWAY_ONLINE)
+            .unwrap()
+            .status,
+        "Unknown"
+    );
+    // Longer than restartAfter (5 s) with the broker away must not count as the
+    // gateway being offline: no restart within 8 s.
+    let restarted = wait_for(
+        &ns.api::<SensorGateway>(),
+        "shed",
+        Duration::from_secs(8),
+        |sg: &SensorGateway| sg.status.as_ref().is_some_and(|s| s.last_restart.is_some()),
+    )
+    .await;
+    assert!(
+        restarted.is_err(),
+        "restarted while the broker was away: {restarted:?}"
+    );
+    let down = Instant::now();
+    broker.resume().unwrap();
+    let sg = wait_condition(&ns, "shed", types::READY, "True").await;
+    println!(
+        "figure: broker back -> Ready again {:.1}s",
+        down.elapsed().as_secs_f64()
+    );
+    let status = sg.status.as_ref().unwrap();
+    assert!(status.is_condition_true(types::BROKER_CONNECTED));
+    assert!(status.last_restart.is_none(), "{:?}", status.last_restart);
+    assert_eq!(status.pod.as_deref(), Some(pod.as_str()));
+    assert_eq!(running.metrics.restarts(), 0);
+    let names: Vec<String> = gateway_pods(&ns, "shed")
+        .await
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(names, vec![pod]);
+    let reasons: Vec<String> = events_of(&ns, "shed")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "BrokerUnreachable"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "BrokerConnected"),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_other_gateways_carry_on() {
+    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
+    let (_client, ns, running) = setup("sgw-bad").await;
+    credentials_secret(&ns).await;
+    publish(&broker, "porch/status", "online", true).await;
+    publish(&broker, "hall/status", "online", true).await;
+    let mqtt = json!({
+        "url": broker.url(),
+        "usernameSecretRef": {"name": "mqtt", "key": "username"},
+        "passwordSecretRef": {"name": "mqtt", "key": "password"},
+    });
+    for name in ["porch", "hall"] {
+        apply(
+            &ns,
+            name,
+            json!({"preset": "ESPHome", "external": true, "topicPrefix": name, "mqtt": mqtt}),
+        )
+        .await
+        .unwrap();
+    }
+    wait_condition(&ns, "porch", types::READY, "True").await;
+    wait_condition(&ns, "hall", types::READY, "True").await;
+    assert_eq!(
+        running.hub.connections(),
+        1,
+        "gateways on one broker share one connection"
+    );
+
+    // A Secret that does not exist.
+    apply(
+        &ns,
+        "no-secret",
+        json!({"preset": "ESPHome", "external": true, "topicPrefix": "x", "mqtt": {
+            "url": broker.url(),
+            "usernameSecretRef": {"name": "mqtt-typo", "key": "username"},
+        }}),
+    )
+    .await
+    .unwrap();
+    let sg = wait_condition(&ns, "no-secret", types::STALLED, "True").await;
+    let (reason, message) = condition(&sg, types::STALLED);
+    assert_eq!(reason, SECRET_NOT_FOUND);
+    assert!(
+        message.contains("mqtt-typo") && message.contains("mqtt.usernameSecretRef"),
+        "{message}"
+    );
+
+    // A key the Secret lacks.
+    apply(
+        &ns,
+        "no-key",
+        json!({"preset": "ESPHome", "external": true, "topicPrefix": "y", "mqtt": {
+            "url": broker.url(),
+            "usernameSecretRef": {"name": "mqtt", "key": "user"},
+        }}),
+    )
+    .await
+    .unwrap();
+    let sg = wait_condition(&ns, "no-key", types::STALLED, "True").await;
+    assert_eq!(condition(&sg, types::STALLED).0, SECRET_KEY_NOT_FOUND);
+    assert!(
+        events_of(&ns, "no-key")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(SECRET_KEY_NOT_FOUND))
+    );
+
+    // An unknown preset and an invalid topic filter never get past the API server.
+    let err = apply(
+        &ns,
+        "bad-preset",
+        json!({"preset": "Zigbee3MQTT", "mqtt": {"url": broker.url()}}),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("Zigbee2MQTT") && text.contains("supported values"),
+        "{text}"
+    );
+    let err = apply(
+        &ns,
+        "bad-topic",
+        json!({"preset": "ESPHome", "external": true, "topicPrefix": "z", "mqtt": {"url": broker.url()},
+               "sensors": [{"name": "attic", "topic": "attic/#/temp", "staleAfter": "5m"}]}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("must be an MQTT topic filter"),
+        "{err}"
+    );
+
+    // The good gateways never noticed.
+    for name in ["porch", "hall"] {
+        let sg = ns.api::<SensorGateway>().get(name).await.unwrap();
+        let status = sg.status.as_ref().unwrap();
+        assert!(status.is_condition_true(types::READY), "{name}: {status:?}");
+        assert!(status.condition(types::STALLED).is_none());
+    }
+    assert_eq!(running.hub.connections(), 1);
+    // And the stalled ones are not retried in a hot loop: the Secret is
+    // looked up again every 30 s, so fixing it heals without a restart.
+    let secret = json!({"stringData": {"user": USER}});
+    ns.api::<Secret>()
+        .patch("mqtt", &PatchParams::default(), &Patch::Merge(&secret))
+        .await
+        .unwrap();
+    let sg = wait_for(
+        &ns.api::<SensorGateway>(),
+        "no-key",
+        WAIT,
+        |sg: &SensorGateway| {
+            sg.status.as_ref().is_some_and(|s| {
+                s.condition(types::STALLED).is_none()
+                    && s.condition(types::BROKER_CONNECTED)
+                        .is_some_and(|c| c.status == "False" && c.message.contains("refused"))
+            })
+        },
+    )
+    .await
+    .unwrap();
+    // A user name without the password the broker wants: said plainly.
+    let (reason, message) = condition(&sg, types::BROKER_CONNECTED);
+    assert_eq!(reason, reasons::BROKER_UNREACHABLE);
+    assert!(message.contains("refused the connection"), "{message}");
+}

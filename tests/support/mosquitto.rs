@@ -1,0 +1,169 @@
+//! A real MQTT broker for the tests: Debian's mosquitto, on a free loopback
+//! port, with a password file when credentials are given, and persistence (so
+//! retained messages survive a restart, as on a real home broker). Stopped on
+//! drop; `stop` and `start` let a test take the broker away and bring it back on
+//! the same port.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A mosquitto process and its directory.
+pub struct Mosquitto {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// Why the broker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum MosquittoError {
+    /// The binary is missing or failed to start.
+    #[error("could not run {what} (install Debian's mosquitto and mosquitto-clients): {source}")]
+    Spawn {
+        /// What was run.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker did not listen in time, or a step failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn binary(name: &str) -> String {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .map_or_else(|| name.to_owned(), |p| p.display().to_string())
+}
+
+impl Mosquitto {
+    /// Starts a broker; with `credentials` it refuses anonymous clients.
+    ///
+    /// # Errors
+    /// [`MosquittoError`] when mosquitto is missing or does not come up.
+    pub fn start(credentials: Option<(&str, &str)>) -> Result<Self, MosquittoError> {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| MosquittoError::Failed(format!("no free port: {e}")))?;
+        let dir =
+            std::env::temp_dir().join(format!("homelab-mosquitto-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| MosquittoError::Failed(format!("{}: {e}", dir.display())))?;
+        let mut config = format!(
+            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\nlog_dest file {}/mosquitto.log\nlog_type all\n# Started as root it would switch to the mosquitto user, which cannot read this directory.\nuser root\n",
+            dir.display(),
+            dir.display()
+        );
+        match credentials {
+            Some((user, password)) => {
+                let file = dir.join("passwd");
+                let what = binary("mosquitto_passwd");
+                let status = Command::new(&what)
+                    .args(["-b", "-c"])
+                    .arg(&file)
+                    .args([user, password])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .map_err(|source| MosquittoError::Spawn {
+                        what: what.clone(),
+                        source,
+                    })?;
+                if !status.success() {
+                    return Err(MosquittoError::Failed(format!("{what} failed: {status}")));
+                }
+                config.push_str(&format!(
+                    "allow_anonymous false\npassword_file {}\n",
+                    file.display()
+                ));
+            }
+            None => config.push_str("allow_anonymous true\n"),
+        }
+        std::fs::write(dir.join("mosquitto.conf"), config)
+            .map_err(|e| MosquittoError::Failed(format!("write config: {e}")))?;
+        let mut broker = Self {
+            port,
+            dir,
+            child: None,
+        };
+        broker.resume()?;
+        Ok(broker)
+    }
+
+    /// `mqtt://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the broker (SIGTERM: it saves its retained messages) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port.
+    ///
+    /// # Errors
+    /// [`MosquittoError`] when it does not listen within 10 s.
+    pub fn resume(&mut self) -> Result<(), MosquittoError> {
+        let what = binary("mosquitto");
+        let child = Command::new(&what)
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| MosquittoError::Spawn { what, source })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                let log =
+                    std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
+                return Err(MosquittoError::Failed(format!(
+                    "mosquitto exited ({status}): {log}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(MosquittoError::Failed(format!(
+            "mosquitto did not listen on {} within 10s",
+            self.port
+        )))
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
