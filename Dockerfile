@@ -36,15 +36,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       *) echo "unsupported TARGETARCH $TARGETARCH" >&2; exit 1 ;; \
     esac; \
     cargo zigbuild --locked --release --target "$target" \
-      -p homelab-mediaserver -p homelab-usbdevicepin -p homelab-node-agent; \
+      -p homelab-mediaserver -p homelab-usbdevicepin -p homelab-node-agent \
+      -p homelab-sensorgateway; \
     mkdir -p /out; \
-    for bin in mediaserver-controller usbdevicepin-controller node-agent; do \
+    for bin in mediaserver-controller usbdevicepin-controller node-agent \
+               sensorgateway-controller; do \
       cp "target/$target/release/$bin" /out/; \
     done
 
 FROM scratch
-# No shell, no libc, no CA bundle: the operators talk only to the API server,
-# whose CA comes with the ServiceAccount token.
+# No shell, no libc, no CA bundle: the operators talk to the API server, whose
+# CA comes with the ServiceAccount token, and to MQTT brokers over TLS only with
+# the CA a SensorGateway names (mqtt.tls.caSecretRef).
 COPY --from=build /out/ /usr/local/bin/
 USER 65532:65532
 LABEL org.opencontainers.image.title="homelab-operators" \

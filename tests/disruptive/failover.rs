@@ -31,7 +31,7 @@ const SETTLE: Duration = Duration::from_secs(120);
 
 /// Brings the node back when the test ends, pass or fail, and takes off what a
 /// controller stopped mid-way may have left on it.
-struct RecoverOnDrop(&'static str);
+pub(crate) struct RecoverOnDrop(pub(crate) &'static str);
 
 impl Drop for RecoverOnDrop {
     fn drop(&mut self) {
@@ -40,9 +40,11 @@ impl Drop for RecoverOnDrop {
             eprintln!("could not recover node {}: {e}", self.0);
         }
         let untaint = format!("{SILENT_TAINT}-");
+        let unfence = format!("{}-", homelab_api::failover::OUT_OF_SERVICE_TAINT);
         let unannotate = format!("{FENCED_BY_ANNOTATION}-");
         for args in [
             ["kubectl", "taint", "node", self.0, untaint.as_str()],
+            ["kubectl", "taint", "node", self.0, unfence.as_str()],
             ["kubectl", "annotate", "node", self.0, unannotate.as_str()],
         ] {
             // Absent is the usual case: the controller released the node itself.

@@ -8,6 +8,7 @@
 mod apiserver_restart;
 mod failover;
 mod node_failure;
+mod sensorgateway_failover;
 
 use tokio::sync::{Mutex, MutexGuard};
 

@@ -39,6 +39,7 @@ const BASE_ARGS: &[&str] = &[
 const BASE_HEADER_LINES: usize = 3;
 const MEDIASERVER: &str = "mediaserver-controller";
 const USBDEVICEPIN: &str = "usbdevicepin-controller";
+const SENSORGATEWAY: &str = "sensorgateway-controller";
 const NODE_AGENT: &str = "node-agent";
 const CRD_MARKER: &str = "CHART-UPGRADE-TEST";
 
@@ -258,6 +259,7 @@ fn chart_lints_renders_and_generated_files_are_in_step() {
     for (component_name, crate_dir) in [
         (MEDIASERVER, "mediaserver"),
         (USBDEVICEPIN, "usbdevicepin"),
+        (SENSORGATEWAY, "sensorgateway"),
         (NODE_AGENT, "node-agent"),
     ] {
         let wanted = documents(&read(
@@ -804,6 +806,79 @@ async fn chart_service_accounts_have_least_privilege() {
     )
     .await;
 
+    // SensorGateway: the one controller that reads Secrets, and only by name.
+    let sensorgateway_needs = [
+        ask("watch", g, "sensorgateways"),
+        ask("patch", g, "sensorgateways/status").ns(home),
+        ask("get", g, "usbdevicepins").ns(home),
+        ask("get", "", "secrets").ns(home),
+        ask("patch", "apps", "deployments").ns(home),
+        ask("create", "", "persistentvolumeclaims").ns(home),
+        ask("delete", "", "pods").ns(home),
+        ask("patch", "", "nodes"),
+        ask("watch", coordination, "leases").ns("kube-node-lease"),
+        ask("create", "events.k8s.io", "events").ns(home),
+        ask("update", coordination, "leases")
+            .ns(ns)
+            .named(SENSORGATEWAY),
+    ];
+    let mut sensorgateway_not: Vec<Ask<'_>> = nobody()
+        .into_iter()
+        // By default it may get Secrets by name wherever a gateway may be (the
+        // restriction to sensorGateway.secretNamespaces is checked below).
+        .filter(|a| !(a.verb == "get" && a.resource == "secrets"))
+        .collect();
+    sensorgateway_not.extend([
+        ask("patch", g, "sensorgateways").ns(home),
+        ask("list", g, "usbdevicepins"),
+        ask("patch", g, "usbdevicepins/status").ns(home),
+        ask("list", g, "mediaservers"),
+        ask("delete", "apps", "deployments").ns(home),
+        ask("create", "", "secrets").ns(home),
+        ask("update", "", "secrets").ns(home),
+        ask("watch", "", "nodes"),
+        ask("get", coordination, "leases").ns(ns).named(MEDIASERVER),
+    ]);
+    assert_access(
+        &client,
+        ns,
+        &account(SENSORGATEWAY),
+        &sensorgateway_needs,
+        &sensorgateway_not,
+    )
+    .await;
+
+    // sensorGateway.secretNamespaces: Secrets only there.
+    let restricted = TestNamespace::new(&client, "chart-secrets").await.unwrap();
+    release.install(
+        &chart_dir(),
+        &[
+            "--reuse-values",
+            "--set",
+            &format!("sensorGateway.secretNamespaces={{{}}}", restricted.name()),
+        ],
+    );
+    assert_access(
+        &client,
+        ns,
+        &account(SENSORGATEWAY),
+        &[ask("get", "", "secrets").ns(restricted.name())],
+        &[
+            ask("get", "", "secrets").ns(ns),
+            ask("get", "", "secrets").ns(home),
+            ask("list", "", "secrets").ns(restricted.name()),
+        ],
+    )
+    .await;
+    release.install(
+        &chart_dir(),
+        &[
+            "--reuse-values",
+            "--set-json",
+            "sensorGateway.secretNamespaces=[]",
+        ],
+    );
+
     // The node agent (in the release namespace here: see Release::install).
     let agent_needs = [
         ask("watch", g, "usbdevicepins"),
@@ -824,7 +899,7 @@ async fn chart_service_accounts_have_least_privilege() {
     // The issue's own question, through the real kubectl.
     let kubectl = tool("kubernetes", "kubectl");
     let kubeconfig = release.kubeconfig.clone();
-    for component_name in [MEDIASERVER, USBDEVICEPIN, NODE_AGENT] {
+    for component_name in [MEDIASERVER, USBDEVICEPIN, SENSORGATEWAY, NODE_AGENT] {
         let as_user = format!(
             "--as=system:serviceaccount:{ns}:{}",
             account(component_name)

@@ -15,13 +15,13 @@ use homelab_sensorgateway::build::names::GATEWAY_LABEL;
 use homelab_sensorgateway::references::{SECRET_KEY_NOT_FOUND, SECRET_NOT_FOUND};
 use homelab_sensorgateway::{CONTROLLER_NAME, Controller, Hub, Metrics};
 use homelab_test_support::mosquitto::Mosquitto;
+use homelab_test_support::mqtt::{FakeGateway, publish};
 use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -150,87 +150,6 @@ fn condition(sg: &SensorGateway, type_: &str) -> (String, String) {
     (c.reason.clone(), c.message.clone())
 }
 
-fn options(broker: &Mosquitto, id: &str) -> MqttOptions {
-    let mut o = MqttOptions::new(id, "127.0.0.1", broker.port());
-    o.set_credentials(USER, PASSWORD);
-    o.set_keep_alive(Duration::from_secs(5));
-    o
-}
-
-/// A stand-in for zigbee2mqtt's MQTT side: connects with a retained Last Will
-/// of `offline` on its state topic and says `online` (retained) on every
-/// connect, as zigbee2mqtt 2.x does.
-struct FakeGateway {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FakeGateway {
-    fn start(broker: &Mosquitto, id: &str, state_topic: &str) -> Self {
-        let mut o = options(broker, id);
-        o.set_last_will(LastWill::new(
-            state_topic,
-            r#"{"state":"offline"}"#,
-            QoS::AtLeastOnce,
-            true,
-        ));
-        let (client, mut eventloop) = AsyncClient::new(o, 16);
-        let topic = state_topic.to_owned();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_publish(
-                            &topic,
-                            QoS::AtLeastOnce,
-                            true,
-                            r#"{"state":"online"}"#,
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
-        });
-        Self { task }
-    }
-
-    /// Drops the TCP connection without a DISCONNECT, as a crashed gateway
-    /// would: the broker publishes the Last Will.
-    fn crash(self) {
-        self.task.abort();
-    }
-}
-
-/// Publishes one message and waits for the broker's acknowledgement.
-async fn publish(broker: &Mosquitto, topic: &str, payload: &str, retain: bool) {
-    let id = format!("test-pub-{}", rand_suffix());
-    let (client, mut eventloop) = AsyncClient::new(options(broker, &id), 16);
-    client
-        .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
-        .await
-        .unwrap();
-    let acked = async {
-        loop {
-            match eventloop.poll().await {
-                Ok(MqttEvent::Incoming(Packet::PubAck(_))) => return,
-                Ok(_) => {}
-                Err(e) => panic!("publishing to {topic}: {e}"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), acked)
-        .await
-        .unwrap();
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
-
 /// Inline NFS for the gateway's data: the kwok cluster has no provisioner.
 fn nfs_data() -> Value {
     json!({"nfs": {"server": "nas.home.arpa", "path": "/export/zigbee2mqtt"}})
@@ -260,7 +179,12 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
     let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
     let (_client, ns, running) = setup("sgw-lastwill").await;
     credentials_secret(&ns).await;
-    let gateway = FakeGateway::start(&broker, "z2m-attic", "zigbee2mqtt/bridge/state");
+    let gateway = FakeGateway::start(
+        &broker,
+        (USER, PASSWORD),
+        "z2m-attic",
+        "zigbee2mqtt/bridge/state",
+    );
     apply(
         &ns,
         "attic",
@@ -387,7 +311,14 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
     let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
     let (_client, ns, _running) = setup("sgw-stale").await;
     credentials_secret(&ns).await;
-    publish(&broker, "garden-hub/status", "online", true).await;
+    publish(
+        &broker,
+        (USER, PASSWORD),
+        "garden-hub/status",
+        "online",
+        true,
+    )
+    .await;
     apply(
         &ns,
         "garden-hub",
@@ -410,6 +341,7 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
     wait_condition(&ns, "garden-hub", types::READY, "True").await;
     publish(
         &broker,
+        (USER, PASSWORD),
         "garden-hub/sensor/tomato-bed/moisture",
         "41",
         false,
@@ -454,6 +386,7 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
     // It reports again: fresh.
     publish(
         &broker,
+        (USER, PASSWORD),
         "garden-hub/sensor/tomato-bed/moisture",
         "38",
         false,
@@ -475,7 +408,7 @@ async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
     let mut broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
     let (_client, ns, running) = setup("sgw-broker").await;
     credentials_secret(&ns).await;
-    let _gateway = FakeGateway::start(&broker, "z2m-shed", "shed/bridge/state");
+    let _gateway = FakeGateway::start(&broker, (USER, PASSWORD), "z2m-shed", "shed/bridge/state");
     apply(
         &ns,
         "shed",
@@ -561,8 +494,8 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
     let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
     let (_client, ns, running) = setup("sgw-bad").await;
     credentials_secret(&ns).await;
-    publish(&broker, "porch/status", "online", true).await;
-    publish(&broker, "hall/status", "online", true).await;
+    publish(&broker, (USER, PASSWORD), "porch/status", "online", true).await;
+    publish(&broker, (USER, PASSWORD), "hall/status", "online", true).await;
     let mqtt = json!({
         "url": broker.url(),
         "usernameSecretRef": {"name": "mqtt", "key": "username"},

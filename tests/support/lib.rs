@@ -7,6 +7,7 @@ mod cluster;
 mod crds;
 mod error;
 pub mod mosquitto;
+pub mod mqtt;
 mod namespace;
 pub mod storage;
 mod wait;

@@ -20,7 +20,7 @@ pub struct Mosquitto {
 #[derive(Debug, thiserror::Error)]
 pub enum MosquittoError {
     /// The binary is missing or failed to start.
-    #[error("could not run {what} (install Debian's mosquitto and mosquitto-clients): {source}")]
+    #[error("could not run {what} (install Debian's mosquitto package): {source}")]
     Spawn {
         /// What was run.
         what: String,

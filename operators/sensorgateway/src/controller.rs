@@ -10,9 +10,10 @@ use homelab_api::SensorGateway;
 use homelab_api::conditions::types;
 use homelab_api::failover::FailoverMode;
 use homelab_api::sensorgateway::SensorGatewayStatus;
+use homelab_kit::failover::FailoverMetrics;
 use homelab_kit::{Action, Context, StatusPatch};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Preconditions};
 use kube::{Api, ResourceExt};
@@ -22,6 +23,7 @@ use crate::error::Error;
 use crate::liveness::{self, PodView};
 use crate::metrics::Metrics;
 use crate::mqtt::{GatewayId, Hub, Interest};
+use crate::node_loss;
 use crate::references::{self, Unresolved};
 use crate::status::{self, Verdict, Watched};
 use crate::validate::{Problem, validate};
@@ -36,6 +38,8 @@ pub struct State {
     pub hub: Hub,
     /// The controller's metrics.
     pub metrics: Metrics,
+    /// Failovers started, blocked and how long they took.
+    pub failover: FailoverMetrics,
     /// How long to wait before looking again at a gateway that is fine (the
     /// hub wakes it sooner when MQTT says something new).
     pub resync: Duration,
@@ -117,8 +121,8 @@ pub async fn reconcile(
         && resolved.pin.is_none()
         && sg.spec.failover.mode == FailoverMode::Automatic;
     let avoid = liveness::node_to_avoid(sg.status.as_ref(), movable);
-    let pod = if sg.spec.external {
-        None
+    let pods = if sg.spec.external {
+        Vec::new()
     } else {
         let inputs = Inputs {
             pin: resolved.pin.as_ref(),
@@ -126,7 +130,18 @@ pub async fn reconcile(
         };
         let desired = build::desired(&sg, &plan, inputs, &ctx.manager).map_err(Error::Apply)?;
         apply_all(&sg, &ns, &ctx, desired).await?;
-        current_pod(&ctx, &ns, &name).await?
+        pods(&ctx, &ns, &name).await?
+    };
+    let pod = current_pod(&pods);
+    let lost = if node_loss::applies(&sg) && !pods.is_empty() {
+        let nodes = Api::<Node>::all(ctx.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| Error::Read(homelab_kit::Error::kube("list nodes", e)))?
+            .items;
+        node_loss::handle(&sg, &ctx, &pods, &nodes).await?
+    } else {
+        homelab_kit::failover::workload::Outcome::default()
     };
 
     let may_restart = !sg.spec.external && sg.spec.failover.mode == FailoverMode::Automatic;
@@ -150,6 +165,15 @@ pub async fn reconcile(
         }),
         now,
     );
+    if let Some(record) = lost.record {
+        status.last_failover = Some(record);
+    }
+    status::failover_blocked(
+        &mut status,
+        lost.blocked.as_ref(),
+        sg.metadata.generation,
+        now,
+    );
     if let Some(restart) = &assessment.restart {
         restart_pod(&sg, &ns, &ctx, restart).await?;
         status.last_restart = Some(restart.record.clone());
@@ -166,6 +190,7 @@ pub async fn reconcile(
             wait + Duration::from_secs(1)
         })
         .map_or(ctx.state.resync, |d| d.min(ctx.state.resync));
+    let next = lost.requeue.map_or(next, |soon| soon.min(next));
     let next = if assessment.restart.is_some() {
         Duration::from_secs(5)
     } else {
@@ -282,8 +307,8 @@ async fn apply_all(
     Ok(())
 }
 
-/// The gateway's live pod: the newest one not being deleted.
-async fn current_pod(ctx: &Context<State>, ns: &str, name: &str) -> Result<Option<PodView>, Error> {
+/// The gateway's pods, Terminating ones included.
+async fn pods(ctx: &Context<State>, ns: &str, name: &str) -> Result<Vec<Pod>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let list = pods
         .list(&ListParams::default().labels(&format!("{}={name}", names::GATEWAY_LABEL)))
@@ -294,12 +319,15 @@ async fn current_pod(ctx: &Context<State>, ns: &str, name: &str) -> Result<Optio
                 e,
             ))
         })?;
-    Ok(list
-        .items
-        .into_iter()
+    Ok(list.items)
+}
+
+/// The gateway's live pod: the newest one not being deleted.
+fn current_pod(pods: &[Pod]) -> Option<PodView> {
+    pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
-        .map(|p| pod_view(&p)))
+        .map(pod_view)
 }
 
 fn pod_view(pod: &Pod) -> PodView {

@@ -19,6 +19,9 @@ pub enum Error {
     /// Restarting the gateway's pod failed.
     #[error("could not restart the gateway's pod")]
     Restart(#[source] homelab_kit::Error),
+    /// Marking a lost node or force-deleting its pod failed.
+    #[error("could not fail the gateway over")]
+    Failover(#[source] homelab_kit::Error),
     /// Writing the status failed.
     #[error("could not write the SensorGateway's status")]
     Status(#[source] homelab_kit::Error),
@@ -28,7 +31,11 @@ impl ReconcileError for Error {
     fn metric_label(&self) -> &'static str {
         match self {
             Self::NoNamespace => "no_namespace",
-            Self::Read(e) | Self::Apply(e) | Self::Restart(e) | Self::Status(e) => e.metric_label(),
+            Self::Read(e)
+            | Self::Apply(e)
+            | Self::Restart(e)
+            | Self::Failover(e)
+            | Self::Status(e) => e.metric_label(),
         }
     }
 
@@ -38,6 +45,7 @@ impl ReconcileError for Error {
             Self::Read(_) => "ReadFailed",
             Self::Apply(_) => "ApplyFailed",
             Self::Restart(_) => "RestartFailed",
+            Self::Failover(_) => "FailoverFailed",
             Self::Status(_) => "StatusWriteFailed",
         }
     }

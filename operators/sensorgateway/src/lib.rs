@@ -16,6 +16,7 @@ pub mod error;
 pub mod liveness;
 pub mod metrics;
 pub mod mqtt;
+pub mod node_loss;
 pub mod preset;
 pub mod references;
 pub mod status;
@@ -83,6 +84,12 @@ impl Controller {
                 },
             )
             .reconcile_on(woken);
+        // A node falling silent changes no object: the kit's heartbeat watch says so.
+        let (_leases, silence) = homelab_kit::failover::heartbeats::watch(runner.client().clone());
+        let by_node = runner.store();
+        runner = runner.reconcile_on(
+            silence.flat_map(move |node| futures::stream::iter(on_node(&by_node, &node))),
+        );
         let metrics = Metrics::default();
         let registry = runner.registry();
         metrics.register(registry);
@@ -92,9 +99,12 @@ impl Controller {
             hub.reconnects(),
         );
         let store = runner.store();
+        let failover = homelab_kit::failover::FailoverMetrics::default();
+        failover.register(runner.registry());
         let state = State {
             hub,
             metrics,
+            failover,
             resync: Duration::from_secs(300),
             retry_refused: Duration::from_secs(30),
         };
@@ -157,4 +167,15 @@ fn forget_deleted(hub: Hub, store: Store<SensorGateway>) -> tokio::task::JoinHan
             });
         }
     })
+}
+
+/// The gateways a node falling silent (or speaking again) may concern: all of
+/// them. Such transitions are rare, gateways few, and a node that a killed
+/// controller marked without writing any status is released only by a look.
+fn on_node(store: &Store<SensorGateway>, _node: &str) -> Vec<ObjectRef<SensorGateway>> {
+    store
+        .state()
+        .into_iter()
+        .map(|sg| ObjectRef::from_obj(&*sg))
+        .collect()
 }

@@ -21,6 +21,8 @@ use crate::validate::{Plan, Problem};
 
 /// Reason of a Secret that does not exist.
 pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+/// Reason of a Secret the controller's RBAC does not let it read.
+pub const SECRET_FORBIDDEN: &str = "SecretForbidden";
 /// Reason of a key missing from a Secret, or unusable.
 pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
 
@@ -139,12 +141,23 @@ impl Secrets<'_> {
     async fn value(&mut self, r: &SecretKeyRef, field: &str) -> Result<Secret, Unresolved> {
         let ns = self.namespace;
         if !self.read.contains_key(&r.name) {
-            let got = self.api.get_opt(&r.name).await.map_err(|e| {
-                Unresolved::Error(Error::Read(homelab_kit::Error::kube(
-                    format!("get Secret {ns}/{} ({field})", r.name),
-                    e,
-                )))
-            })?;
+            let got = match self.api.get_opt(&r.name).await {
+                Ok(got) => got,
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    return Err(Unresolved::Problem(Problem {
+                        reason: SECRET_FORBIDDEN,
+                        message: format!(
+                            "the controller may not read Secrets in namespace {ns} ({field}): add {ns} to the chart's sensorGateway.secretNamespaces"
+                        ),
+                    }));
+                }
+                Err(e) => {
+                    return Err(Unresolved::Error(Error::Read(homelab_kit::Error::kube(
+                        format!("get Secret {ns}/{} ({field})", r.name),
+                        e,
+                    ))));
+                }
+            };
             self.read
                 .insert(r.name.clone(), got.map(|s| s.data.unwrap_or_default()));
         }

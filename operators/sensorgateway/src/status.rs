@@ -190,6 +190,34 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
     status
 }
 
+/// `FailoverReady=False` while a lost node blocks moving the gateway (or
+/// Manual mode only reports it); no such condition otherwise.
+pub fn failover_blocked(
+    status: &mut SensorGatewayStatus,
+    blocked: Option<&homelab_kit::failover::workload::Block>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    match blocked {
+        Some(b) => {
+            set_condition(
+                &mut status.conditions,
+                new_condition(
+                    types::FAILOVER_READY,
+                    Status::False,
+                    b.reason,
+                    &b.message,
+                    generation,
+                    now,
+                ),
+            );
+        }
+        None => {
+            remove_condition(&mut status.conditions, types::FAILOVER_READY);
+        }
+    }
+}
+
 fn outcome(sg: &SensorGateway, w: &Watched<'_>, broker_message: &str) -> Outcome {
     let external = sg.spec.external;
     if !external {

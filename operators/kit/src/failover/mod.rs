@@ -6,6 +6,7 @@
 //! - [`heartbeats`]: a trigger when a node falls silent or speaks again;
 //! - [`record`]: the `status.lastFailover` record;
 //! - [`tolerations`]: NoExecute tolerations for the policy's grace;
+//! - [`workload`]: all of it for one workload, in a reconcile;
 //! - [`metrics`]: counts and durations with bounded labels.
 //!
 //! A consumer, in its reconcile: observe the node its pod runs on, say what the
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod observe;
 pub mod record;
 pub mod tolerations;
+pub mod workload;
 
 pub use decide::{Decision, Holds, Observation, decide};
 pub use metrics::FailoverMetrics;

@@ -1,0 +1,174 @@
+//! A SensorGateway on a network coordinator loses its node, and the controller
+//! is killed in the middle of failing it over: a second controller finishes
+//! the job, with one gateway pod in the end, Ready on another node, and the
+//! lost node's fence taken off when it comes back.
+
+use std::time::{Duration, Instant};
+
+use homelab_api::conditions::types;
+use homelab_api::failover::OUT_OF_SERVICE_TAINT;
+use homelab_api::{ConditionedStatus, SensorGateway};
+use homelab_kit::Settings;
+use homelab_kit::failover::fence::SILENT_TAINT;
+use homelab_sensorgateway::build::names::GATEWAY_LABEL;
+use homelab_sensorgateway::{CONTROLLER_NAME, Controller};
+use homelab_test_support::mosquitto::Mosquitto;
+use homelab_test_support::mqtt::FakeGateway;
+use homelab_test_support::{Cluster, TestNamespace, client, install_crds, wait_for};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::failover::RecoverOnDrop;
+
+const LOST: &str = "pi4-1";
+const CREDENTIALS: (&str, &str) = ("homelab", "failover-Pa55");
+
+fn start_controller(client: &Client, ns: &TestNamespace) -> tokio::task::JoinHandle<()> {
+    let mut settings = Settings::new(CONTROLLER_NAME);
+    settings.namespace = Some(ns.name().to_owned());
+    settings.http_addr = "127.0.0.1:0".parse().unwrap();
+    settings.leader_election = false;
+    let controller = Controller::new(client.clone(), settings);
+    tokio::spawn(async move {
+        if let Err(e) = controller.run_until(std::future::pending()).await {
+            eprintln!("the SensorGateway controller stopped: {e:?}");
+        }
+    })
+}
+
+fn ready_on(sg: &SensorGateway) -> Option<&str> {
+    let s = sg.status.as_ref()?;
+    (s.observed_generation == sg.metadata.generation && s.is_condition_true(types::READY))
+        .then_some(s.node.as_deref())
+        .flatten()
+}
+
+fn taints(node: &Node) -> Vec<String> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|t| t.iter().map(|t| t.key.clone()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_gateway_fails_over_even_when_its_controller_is_killed_mid_way() {
+    let _exclusive = crate::exclusive().await;
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "sgw-failover").await.unwrap();
+    let broker = Mosquitto::start(Some(CREDENTIALS)).unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "mqtt"},
+        "stringData": {"username": CREDENTIALS.0, "password": CREDENTIALS.1},
+    }))
+    .unwrap();
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let _gateway = FakeGateway::start(&broker, CREDENTIALS, "z2m-garage", "garage/bridge/state");
+    let first = start_controller(&client, &ns);
+    let body = json!({
+        "apiVersion": "homelab.home.arpa/v1alpha1",
+        "kind": "SensorGateway",
+        "metadata": {"name": "garage"},
+        "spec": {
+            "preset": "Zigbee2MQTT",
+            "topicPrefix": "garage",
+            "mqtt": {
+                "url": broker.url(),
+                "usernameSecretRef": {"name": "mqtt", "key": "username"},
+                "passwordSecretRef": {"name": "mqtt", "key": "password"},
+            },
+            "radio": {"networkAddress": "tcp://192.168.1.40:6638"},
+            "data": {"nfs": {"server": "nas.home.arpa", "path": "/export/garage"}},
+            // Data on NFS: two copies could both write it, so the lost node is
+            // fenced (out-of-service) before the pod is removed from it.
+            "failover": {"preferredNodes": [LOST], "fenceNode": true},
+        },
+    });
+    let gateways = ns.api::<SensorGateway>();
+    gateways
+        .patch(
+            "garage",
+            &PatchParams::apply("homelab-tests"),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap();
+    let sg = wait_for(&gateways, "garage", Duration::from_secs(120), |sg| {
+        ready_on(sg).is_some()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ready_on(&sg),
+        Some(LOST),
+        "the gateway should start on {LOST}"
+    );
+
+    let cluster = Cluster::default();
+    let _recover = RecoverOnDrop(LOST);
+    let failed_at = Instant::now();
+    cluster.node_fail(LOST).unwrap();
+
+    // The controller marks the node when it acts; kill it right then, as a
+    // SIGKILL would: no cleanup, no status written after.
+    let nodes: Api<Node> = Api::all(client.clone());
+    wait_for(&nodes, LOST, Duration::from_secs(180), |n: &Node| {
+        taints(n).iter().any(|t| t == SILENT_TAINT)
+    })
+    .await
+    .unwrap();
+    first.abort();
+    let killed_at = failed_at.elapsed();
+    let _second = start_controller(&client, &ns);
+
+    let moved = wait_for(&gateways, "garage", Duration::from_secs(180), |sg| {
+        ready_on(sg).is_some_and(|n| n != LOST)
+    })
+    .await
+    .unwrap();
+    let elapsed = failed_at.elapsed();
+    let node = taints(&nodes.get(LOST).await.unwrap());
+    assert!(
+        node.iter().any(|t| t == OUT_OF_SERVICE_TAINT),
+        "{LOST} should be fenced: {node:?}"
+    );
+    // One gateway in the end: every pod but the one Ready elsewhere is gone.
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("{GATEWAY_LABEL}=garage")))
+        .await
+        .unwrap()
+        .items;
+    let live: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    assert_eq!(live.len(), 1, "one live gateway pod: {pods:?}");
+    let record = moved.status.as_ref().and_then(|s| s.last_failover.clone());
+    eprintln!(
+        "figure: SensorGateway on a network coordinator Ready on {} {:.1}s after node-fail; first controller killed at {:.1}s; lastFailover {:?}",
+        ready_on(&moved).unwrap_or("?"),
+        elapsed.as_secs_f64(),
+        killed_at.as_secs_f64(),
+        record
+            .as_ref()
+            .map(|r| (&r.from_node, &r.to_node, r.fenced, r.duration_millis))
+    );
+
+    // The node comes back: the second controller takes off the first one's marks.
+    cluster.node_recover(LOST).unwrap();
+    wait_for(&nodes, LOST, Duration::from_secs(120), |n: &Node| {
+        !taints(n)
+            .iter()
+            .any(|t| t == SILENT_TAINT || t == OUT_OF_SERVICE_TAINT)
+    })
+    .await
+    .unwrap();
+    eprintln!("release: {LOST} heartbeats again; the fence came off");
+}
