@@ -617,3 +617,170 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
     assert_eq!(reason, reasons::BROKER_UNREACHABLE);
     assert!(message.contains("refused the connection"), "{message}");
 }
+
+#[tokio::test]
+async fn a_gateway_that_keeps_failing_on_one_node_is_moved_off_it() {
+    const PREFERRED: &str = "pi4-3";
+    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
+    let (_client, ns, running) = setup("sgw-move").await;
+    credentials_secret(&ns).await;
+    // Its coordinator is unreachable from that node, say: it never comes online.
+    publish(
+        &broker,
+        (USER, PASSWORD),
+        "cellar/bridge/state",
+        r#"{"state":"offline"}"#,
+        true,
+    )
+    .await;
+    apply(
+        &ns,
+        "cellar",
+        json!({
+            "preset": "Zigbee2MQTT",
+            "topicPrefix": "cellar",
+            "mqtt": {
+                "url": broker.url(),
+                "usernameSecretRef": {"name": "mqtt", "key": "username"},
+                "passwordSecretRef": {"name": "mqtt", "key": "password"},
+            },
+            "radio": {"networkAddress": "tcp://192.168.1.41:6638"},
+            "data": nfs_data(),
+            "availability": {"restartAfter": "5s"},
+            "failover": {"preferredNodes": [PREFERRED]},
+        }),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let sg = wait_for(
+        &ns.api::<SensorGateway>(),
+        "cellar",
+        Duration::from_secs(150),
+        |sg: &SensorGateway| {
+            sg.status
+                .as_ref()
+                .and_then(|s| s.last_restart.as_ref())
+                .is_some_and(|r| r.avoided_node.is_some())
+        },
+    )
+    .await
+    .unwrap();
+    let record = sg.status.as_ref().unwrap().last_restart.clone().unwrap();
+    assert_eq!(record.count, 3);
+    assert_eq!(record.avoided_node.as_deref(), Some(PREFERRED));
+    // The next pod runs elsewhere, and the Deployment keeps it off that node.
+    let pods = wait_for_list(
+        &ns.api::<Pod>(),
+        &ListParams::default().labels(&format!("{GATEWAY_LABEL}=cellar")),
+        WAIT,
+        |pods: &[Pod]| {
+            pods.iter().any(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_deref())
+                        .is_some_and(|n| n != PREFERRED)
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let moved_to = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .find_map(|p| p.spec.as_ref()?.node_name.clone())
+        .unwrap();
+    let deployment = ns.api::<Deployment>().get("cellar").await.unwrap();
+    let affinity =
+        serde_json::to_value(&deployment.spec.unwrap().template.spec.unwrap().affinity).unwrap();
+    assert_eq!(
+        affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchFields"][0],
+        json!({"key": "metadata.name", "operator": "NotIn", "values": [PREFERRED]})
+    );
+    assert!(running.metrics.restarts() >= 3);
+    println!(
+        "figure: 3 restarts on {PREFERRED} then moved to {moved_to} in {:.1}s (restartAfter 5s)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_tls_broker_is_trusted_through_the_ca_in_a_secret_only() {
+    let broker = Mosquitto::start_tls(Some((USER, PASSWORD))).unwrap();
+    let (tls_url, ca) = broker.tls().unwrap();
+    let (_client, ns, _running) = setup("sgw-tls").await;
+    credentials_secret(&ns).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "broker-ca"},
+        "stringData": {"ca.crt": ca},
+    }))
+    .unwrap();
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    publish(
+        &broker,
+        (USER, PASSWORD),
+        "attic-hub/status",
+        "online",
+        true,
+    )
+    .await;
+    let spec = |ca_ref: Value| {
+        json!({
+            "preset": "ESPHome",
+            "external": true,
+            "topicPrefix": "attic-hub",
+            "mqtt": {
+                "url": tls_url,
+                "usernameSecretRef": {"name": "mqtt", "key": "username"},
+                "passwordSecretRef": {"name": "mqtt", "key": "password"},
+                "tls": ca_ref,
+            },
+        })
+    };
+    apply(
+        &ns,
+        "attic-hub",
+        spec(json!({"caSecretRef": {"name": "broker-ca", "key": "ca.crt"}})),
+    )
+    .await
+    .unwrap();
+    let sg = wait_condition(&ns, "attic-hub", types::READY, "True").await;
+    assert!(
+        condition(&sg, types::BROKER_CONNECTED)
+            .1
+            .contains("connected to 127.0.0.1")
+    );
+
+    // Without the CA the system's trust store applies, which does not know it.
+    apply(
+        &ns,
+        "untrusted",
+        json!({
+            "preset": "ESPHome", "external": true, "topicPrefix": "attic-hub",
+            "mqtt": {"url": tls_url, "tls": {}},
+        }),
+    )
+    .await
+    .unwrap();
+    let sg = wait_for(
+        &ns.api::<SensorGateway>(),
+        "untrusted",
+        WAIT,
+        |sg: &SensorGateway| {
+            sg.status
+                .as_ref()
+                .and_then(|s| s.condition(types::BROKER_CONNECTED))
+                .is_some_and(|c| c.message.contains("TLS"))
+        },
+    )
+    .await
+    .unwrap();
+    let (reason, message) = condition(&sg, types::BROKER_CONNECTED);
+    assert_eq!(reason, reasons::BROKER_UNREACHABLE);
+    println!("untrusted broker: {message}");
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 /// A mosquitto process and its directory.
 pub struct Mosquitto {
     port: u16,
+    tls: Option<(u16, String)>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -47,10 +48,20 @@ impl Mosquitto {
     /// # Errors
     /// [`MosquittoError`] when mosquitto is missing or does not come up.
     pub fn start(credentials: Option<(&str, &str)>) -> Result<Self, MosquittoError> {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| MosquittoError::Failed(format!("no free port: {e}")))?;
+        Self::start_with(credentials, false)
+    }
+
+    /// As [`Mosquitto::start`], with a second listener speaking TLS, its server
+    /// certificate (for 127.0.0.1) signed by a CA made for this broker.
+    ///
+    /// # Errors
+    /// As [`Mosquitto::start`], or when openssl fails.
+    pub fn start_tls(credentials: Option<(&str, &str)>) -> Result<Self, MosquittoError> {
+        Self::start_with(credentials, true)
+    }
+
+    fn start_with(credentials: Option<(&str, &str)>, tls: bool) -> Result<Self, MosquittoError> {
+        let port = free_port()?;
         let dir =
             std::env::temp_dir().join(format!("homelab-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)
@@ -60,6 +71,19 @@ impl Mosquitto {
             dir.display(),
             dir.display()
         );
+        let tls = if tls {
+            let tls_port = free_port()?;
+            let ca = make_certificates(&dir)?;
+            config.push_str(&format!(
+                "listener {tls_port} 127.0.0.1\ncafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n",
+                d = dir.display()
+            ));
+            Some((tls_port, ca))
+        } else {
+            None
+        };
+        // Settings from here on apply to every listener.
+        config.insert_str(0, "per_listener_settings false\n");
         match credentials {
             Some((user, password)) => {
                 let file = dir.join("passwd");
@@ -89,6 +113,7 @@ impl Mosquitto {
             .map_err(|e| MosquittoError::Failed(format!("write config: {e}")))?;
         let mut broker = Self {
             port,
+            tls,
             dir,
             child: None,
         };
@@ -100,6 +125,14 @@ impl Mosquitto {
     #[must_use]
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// `mqtts://127.0.0.1:<port>` and the CA's PEM, with [`Mosquitto::start_tls`].
+    #[must_use]
+    pub fn tls(&self) -> Option<(String, String)> {
+        self.tls
+            .as_ref()
+            .map(|(port, ca)| (format!("mqtts://127.0.0.1:{port}"), ca.clone()))
     }
 
     /// The broker's port.
@@ -166,4 +199,100 @@ impl Drop for Mosquitto {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn free_port() -> Result<u16, MosquittoError> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| MosquittoError::Failed(format!("no free port: {e}")))
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`; returns
+/// the CA's PEM.
+fn make_certificates(dir: &Path) -> Result<String, MosquittoError> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let d = |f: &str| dir.join(f).display().to_string();
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n")
+        .map_err(|e| MosquittoError::Failed(format!("write server.ext: {e}")))?;
+    let steps: Vec<Vec<String>> = vec![
+        ["req", "-x509"]
+            .iter()
+            .chain(ec.iter())
+            .map(|s| (*s).to_owned())
+            .chain(
+                [
+                    "-keyout",
+                    &d("ca.key"),
+                    "-out",
+                    &d("ca.crt"),
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=homelab test CA",
+                ]
+                .map(str::to_owned),
+            )
+            .collect(),
+        ["req"]
+            .iter()
+            .chain(ec.iter())
+            .map(|s| (*s).to_owned())
+            .chain(
+                [
+                    "-keyout",
+                    &d("server.key"),
+                    "-out",
+                    &d("server.csr"),
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ]
+                .map(str::to_owned),
+            )
+            .collect(),
+        [
+            "x509",
+            "-req",
+            "-in",
+            &d("server.csr"),
+            "-CA",
+            &d("ca.crt"),
+            "-CAkey",
+            &d("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &d("server.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &d("server.ext"),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .output()
+            .map_err(|source| MosquittoError::Spawn {
+                what: "openssl".to_owned(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(MosquittoError::Failed(format!(
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+    }
+    // mosquitto reads the key as the user it runs as.
+    std::fs::read_to_string(dir.join("ca.crt"))
+        .map_err(|e| MosquittoError::Failed(format!("read ca.crt: {e}")))
 }

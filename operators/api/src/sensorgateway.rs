@@ -420,11 +420,15 @@ pub struct GatewayRestart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
 
-    /// Restarts in a row on that node without the gateway coming back online. At
-    /// three the operator moves the gateway off that node (when it may run
-    /// elsewhere), and keeps it off until it is restarted on another node.
+    /// Restarts in a row on that node without the gateway coming back online.
     #[serde(default)]
     pub count: i32,
+
+    /// The node the gateway is kept off: where it was restarted three times in a
+    /// row (when it may run elsewhere). It stays avoided until three restarts in a
+    /// row on another node replace it, so the gateway never moves back and forth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avoided_node: Option<String>,
 }
 
 impl_conditioned_status!(SensorGatewayStatus);

@@ -230,6 +230,11 @@ fn restart(i: Inputs<'_>, availability: &Availability) -> (Option<Restart>, Opti
         ),
         node: pod.node.clone(),
         count,
+        avoided_node: if count >= MOVE_AFTER_RESTARTS {
+            pod.node.clone()
+        } else {
+            last.and_then(|r| r.avoided_node.clone())
+        },
     };
     (
         Some(Restart {
@@ -244,14 +249,12 @@ fn signed(d: Duration) -> k8s_openapi::jiff::SignedDuration {
     k8s_openapi::jiff::SignedDuration::try_from(d).unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
 }
 
-/// The node to keep the gateway off: where it was restarted
+/// The node to keep the gateway off: where it was last restarted
 /// [`MOVE_AFTER_RESTARTS`] times in a row, if it may run elsewhere.
 #[must_use]
 pub fn node_to_avoid(previous: Option<&SensorGatewayStatus>, movable: bool) -> Option<String> {
     let last = previous?.last_restart.as_ref()?;
-    (movable && last.count >= MOVE_AFTER_RESTARTS)
-        .then(|| last.node.clone())
-        .flatten()
+    movable.then(|| last.avoided_node.clone()).flatten()
 }
 
 #[cfg(test)]
@@ -392,6 +395,7 @@ mod tests {
                 reason: String::new(),
                 node: Some("pi4-1".into()),
                 count: 2,
+                avoided_node: None,
             }),
             ..SensorGatewayStatus::default()
         };
@@ -399,14 +403,25 @@ mod tests {
         let a = run(&obs, Some(&previous), Some(&pod(Some(170))), 200);
         assert_eq!(a.restart_due, Some(ts(230)));
         let a = run(&obs, Some(&previous), Some(&pod(Some(170))), 230);
-        assert_eq!(a.restart.unwrap().record.count, 3);
+        let third = a.restart.unwrap().record;
+        assert_eq!(third.count, 3);
+        assert_eq!(third.avoided_node.as_deref(), Some("pi4-1"));
         assert_eq!(node_to_avoid(Some(&previous), true), None);
-        let mut third = previous.clone();
-        if let Some(r) = third.last_restart.as_mut() {
-            r.count = 3;
-        }
-        assert_eq!(node_to_avoid(Some(&third), true).as_deref(), Some("pi4-1"));
-        assert_eq!(node_to_avoid(Some(&third), false), None);
+        let after = SensorGatewayStatus {
+            last_restart: Some(third.clone()),
+            ..previous.clone()
+        };
+        assert_eq!(node_to_avoid(Some(&after), true).as_deref(), Some("pi4-1"));
+        assert_eq!(node_to_avoid(Some(&after), false), None);
+        // Restarted on the new node: the old one stays avoided (no moving back).
+        let elsewhere = PodView {
+            node: Some("pi4-2".into()),
+            ..pod(Some(300))
+        };
+        let a = run(&obs, Some(&after), Some(&elsewhere), 400);
+        let fourth = a.restart.unwrap().record;
+        assert_eq!(fourth.count, 1);
+        assert_eq!(fourth.avoided_node.as_deref(), Some("pi4-1"));
     }
 
     #[test]
