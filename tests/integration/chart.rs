@@ -43,7 +43,7 @@ const SENSORGATEWAY: &str = "sensorgateway-controller";
 const NODE_AGENT: &str = "node-agent";
 const CRD_MARKER: &str = "CHART-UPGRADE-TEST";
 
-fn chart_dir() -> PathBuf {
+pub(crate) fn chart_dir() -> PathBuf {
     workspace_root().join("charts").join("homelab-operators")
 }
 
@@ -396,10 +396,10 @@ fn chart_lints_renders_and_generated_files_are_in_step() {
 }
 
 /// A release in its own namespace, uninstalled when dropped (before the namespace).
-struct Release {
+pub(crate) struct Release {
     helm: PathBuf,
     kubeconfig: String,
-    name: String,
+    pub(crate) name: String,
 }
 
 impl Release {
@@ -411,7 +411,7 @@ impl Release {
 
     /// `helm upgrade --install`. The node agent goes into the release's own
     /// namespace: its default namespace is one per cluster, and tests run in parallel.
-    fn install(&self, chart: &Path, extra: &[&str]) -> String {
+    pub(crate) fn install(&self, chart: &Path, extra: &[&str]) -> String {
         let agent_namespace = format!("nodeAgent.namespace.name={}", self.name);
         let mut args = vec![
             "upgrade",
@@ -451,7 +451,7 @@ impl Drop for Release {
     }
 }
 
-async fn release(client: &Client, prefix: &str) -> (TestNamespace, Release) {
+pub(crate) async fn release(client: &Client, prefix: &str) -> (TestNamespace, Release) {
     let namespace = TestNamespace::new(client, prefix).await.unwrap();
     let kubeconfig = Cluster::default().kubeconfig_path().unwrap();
     let release = Release {

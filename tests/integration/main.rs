@@ -8,6 +8,7 @@
 mod api_contract;
 mod argocd_health;
 mod chart;
+mod chart_tokens;
 mod garbage_collection;
 mod mediaserver;
 mod scheduling;

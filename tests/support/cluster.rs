@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use kube::Api;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::OnceCell;
@@ -93,6 +94,11 @@ impl Cluster {
     }
 
     pub(crate) async fn connect(&self) -> Result<Client, Error> {
+        let config = self.config().await?;
+        Client::try_from(config).map_err(Error::Client)
+    }
+
+    async fn config(&self) -> Result<kube::Config, Error> {
         let path = self.kubeconfig_path()?;
         let kubeconfig = Kubeconfig::read_from(&path).map_err(|source| Error::Kubeconfig {
             path: path.display().to_string(),
@@ -105,8 +111,39 @@ impl Cluster {
                     path: path.display().to_string(),
                     source,
                 })?;
-        Client::try_from(config).map_err(Error::Client)
+        Ok(config)
     }
+}
+
+/// A client for the test cluster that authenticates with a ServiceAccount's token
+/// from the TokenRequest API (made by `admin`), and with nothing else: what it may
+/// do is what that account's RBAC grants.
+///
+/// # Errors
+/// When the token cannot be requested or the client built.
+pub async fn client_as(admin: &Client, namespace: &str, account: &str) -> Result<Client, Error> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let issued = accounts
+        .create_token_request(account, &kube::api::PostParams::default(), &request)
+        .await
+        .map_err(|source| Error::Api {
+            doing: format!("requesting a token for {namespace}/{account}"),
+            source,
+        })?;
+    let token = issued.status.map(|s| s.token).unwrap_or_default();
+    let mut config = Cluster::default().config().await?;
+    config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))
+        .map_err(|e| Error::Client(kube::Error::Service(Box::new(e))))?;
+    Client::try_from(config).map_err(Error::Client)
 }
 
 /// Points the tests at another cluster instead of starting `e2e/cluster`.
