@@ -11,6 +11,7 @@ mod chart;
 mod chart_tokens;
 mod garbage_collection;
 mod mediaserver;
+mod node_agent_policy;
 mod scheduling;
 mod sensorgateway;
 mod usb_stick_moves;

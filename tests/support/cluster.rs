@@ -122,12 +122,43 @@ impl Cluster {
 /// # Errors
 /// When the token cannot be requested or the client built.
 pub async fn client_as(admin: &Client, namespace: &str, account: &str) -> Result<Client, Error> {
+    client_with_token(admin, namespace, account, None).await
+}
+
+/// As [`client_as`], with the token bound to `pod` (as a pod's projected token is):
+/// the API server then knows, and tells admission, the node the pod runs on.
+///
+/// # Errors
+/// As [`client_as`].
+pub async fn client_as_pod(
+    admin: &Client,
+    account: &str,
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> Result<Client, Error> {
+    use k8s_openapi::api::authentication::v1::BoundObjectReference;
+    let bound = BoundObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Pod".to_owned()),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+    };
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    client_with_token(admin, &namespace, account, Some(bound)).await
+}
+
+async fn client_with_token(
+    admin: &Client,
+    namespace: &str,
+    account: &str,
+    bound: Option<k8s_openapi::api::authentication::v1::BoundObjectReference>,
+) -> Result<Client, Error> {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             expiration_seconds: Some(3600),
+            bound_object_ref: bound,
             ..TokenRequestSpec::default()
         }),
         ..TokenRequest::default()

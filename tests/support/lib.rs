@@ -12,7 +12,7 @@ mod namespace;
 pub mod storage;
 mod wait;
 
-pub use cluster::{Cluster, client, client_as};
+pub use cluster::{Cluster, client, client_as, client_as_pod};
 pub use crds::{install_crds, read_crds};
 pub use error::Error;
 pub use namespace::TestNamespace;
