@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use homelab_api::conditions::types;
 use homelab_api::failover::OUT_OF_SERVICE_TAINT;
 use homelab_api::{ConditionedStatus, SensorGateway};
-use homelab_kit::Settings;
 use homelab_kit::failover::fence::SILENT_TAINT;
 use homelab_sensorgateway::build::names::GATEWAY_LABEL;
 use homelab_sensorgateway::{CONTROLLER_NAME, Controller};
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::FakeGateway;
-use homelab_test_support::{Cluster, TestNamespace, client, install_crds, wait_for};
+use homelab_test_support::{Cluster, TestNamespace, client, controller, install_crds, wait_for};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -25,17 +24,12 @@ use crate::failover::RecoverOnDrop;
 const LOST: &str = "pi4-1";
 const CREDENTIALS: (&str, &str) = ("homelab", "failover-Pa55");
 
-fn start_controller(client: &Client, ns: &TestNamespace) -> tokio::task::JoinHandle<()> {
-    let mut settings = Settings::new(CONTROLLER_NAME);
-    settings.namespace = Some(ns.name().to_owned());
-    settings.http_addr = "127.0.0.1:0".parse().unwrap();
-    settings.leader_election = false;
-    let controller = Controller::new(client.clone(), settings);
-    tokio::spawn(async move {
-        if let Err(e) = controller.run_until(std::future::pending()).await {
-            eprintln!("the SensorGateway controller stopped: {e:?}");
-        }
-    })
+fn start_controller(client: &Client, ns: &TestNamespace) -> controller::Running {
+    let running = Controller::new(
+        client.clone(),
+        controller::settings(CONTROLLER_NAME, ns.name()),
+    );
+    controller::spawn(|shutdown| running.run_until(shutdown))
 }
 
 fn ready_on(sg: &SensorGateway) -> Option<&str> {
@@ -123,7 +117,7 @@ async fn a_gateway_fails_over_even_when_its_controller_is_killed_mid_way() {
     })
     .await
     .unwrap();
-    first.abort();
+    first.kill();
     let killed_at = failed_at.elapsed();
     let _second = start_controller(&client, &ns);
 

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use homelab_api::conditions::types;
 use homelab_api::{ConditionedStatus, MediaServer, SensorGateway};
-use homelab_kit::Settings;
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::FakeGateway;
 use homelab_test_support::storage::{delete_volumes, nfs_claim};
-use homelab_test_support::{TestNamespace, client, client_as, install_crds, wait_for};
+use homelab_test_support::{TestNamespace, client, client_as, controller, install_crds, wait_for};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
@@ -21,25 +20,6 @@ use crate::chart::{chart_dir, release};
 
 const WAIT: Duration = Duration::from_secs(120);
 const CREDENTIALS: (&str, &str) = ("homelab", "tokens-Pa55");
-
-/// Stops an in-process controller when dropped.
-struct Stop(Option<tokio::sync::oneshot::Sender<()>>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        if let Some(stop) = self.0.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-fn settings(name: &str, home: &str) -> Settings {
-    let mut s = Settings::new(name);
-    s.namespace = Some(home.to_owned());
-    s.http_addr = "127.0.0.1:0".parse().unwrap();
-    s.leader_election = false;
-    s
-}
 
 async fn apply<K>(home: &TestNamespace, name: &str, body: serde_json::Value)
 where
@@ -103,21 +83,16 @@ async fn controllers_do_their_work_under_the_charts_service_account_tokens() {
 
     let mediaserver = homelab_mediaserver::Controller::new(
         as_mediaserver,
-        settings(homelab_mediaserver::CONTROLLER_NAME, home.name()),
+        controller::settings(homelab_mediaserver::CONTROLLER_NAME, home.name()),
     );
     let sensorgateway = homelab_sensorgateway::Controller::new(
         as_sensorgateway,
-        settings(homelab_sensorgateway::CONTROLLER_NAME, home.name()),
+        controller::settings(homelab_sensorgateway::CONTROLLER_NAME, home.name()),
     );
-    let (stop_ms, stopped_ms) = tokio::sync::oneshot::channel::<()>();
-    let (stop_sg, stopped_sg) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(mediaserver.run_until(async move {
-        let _ = stopped_ms.await;
-    }));
-    tokio::spawn(sensorgateway.run_until(async move {
-        let _ = stopped_sg.await;
-    }));
-    let stops = [Stop(Some(stop_ms)), Stop(Some(stop_sg))];
+    let running = [
+        controller::spawn(|shutdown| mediaserver.run_until(shutdown)),
+        controller::spawn(|shutdown| sensorgateway.run_until(shutdown)),
+    ];
 
     // A MediaServer: Deployment, Service, pods and nodes read.
     let volume = nfs_claim(&home, "navidrome-data").await.unwrap();
@@ -203,6 +178,6 @@ async fn controllers_do_their_work_under_the_charts_service_account_tokens() {
     )
     .await
     .unwrap();
-    drop(stops);
+    drop(running);
     delete_volumes(&home, &[volume]).await;
 }

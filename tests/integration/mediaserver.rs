@@ -12,7 +12,9 @@ use homelab_kit::{Context, Settings};
 use homelab_mediaserver::build::names::{KEEP_ANNOTATION, SERVER_LABEL};
 use homelab_mediaserver::{CONTROLLER_NAME, Controller, Metrics, State};
 use homelab_test_support::storage::{delete_volumes, nfs_claim, nfs_volume};
-use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
+use homelab_test_support::{
+    TestNamespace, client, controller, install_crds, wait_for, wait_for_list,
+};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
@@ -31,35 +33,20 @@ const TEST_MANAGER: &str = "homelab-tests";
 struct Running {
     metrics: Metrics,
     settings: Settings,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    _task: controller::Running,
 }
 
 async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
     let client = client().await.unwrap();
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, prefix).await.unwrap();
-    let mut settings = Settings::new(CONTROLLER_NAME);
-    settings.namespace = Some(ns.name().to_owned());
-    settings.http_addr = "127.0.0.1:0".parse().unwrap();
-    settings.leader_election = false;
-    let controller = Controller::new(client.clone(), settings.clone());
-    let metrics = controller.metrics();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(controller.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let settings = controller::settings(CONTROLLER_NAME, ns.name());
+    let running = Controller::new(client.clone(), settings.clone());
+    let metrics = running.metrics();
     let running = Running {
         metrics,
         settings,
-        stop: Some(stop),
+        _task: controller::spawn(|shutdown| running.run_until(shutdown)),
     };
     (client, ns, running)
 }

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use homelab_api::conditions::{reasons, types};
 use homelab_api::{ConditionedStatus, SensorGateway};
-use homelab_kit::Settings;
 use homelab_sensorgateway::build::names::GATEWAY_LABEL;
 use homelab_sensorgateway::references::{SECRET_KEY_NOT_FOUND, SECRET_NOT_FOUND};
 use homelab_sensorgateway::{CONTROLLER_NAME, Controller, Hub, Metrics};
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::{FakeGateway, publish};
-use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
+use homelab_test_support::{
+    TestNamespace, client, controller, install_crds, wait_for, wait_for_list,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -62,15 +63,7 @@ fn capture_logs() {
 struct Running {
     metrics: Metrics,
     hub: Hub,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    _task: controller::Running,
 }
 
 async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
@@ -78,20 +71,15 @@ async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
     let client = client().await.unwrap();
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, prefix).await.unwrap();
-    let mut settings = Settings::new(CONTROLLER_NAME);
-    settings.namespace = Some(ns.name().to_owned());
-    settings.http_addr = "127.0.0.1:0".parse().unwrap();
-    settings.leader_election = false;
-    let controller = Controller::new(client.clone(), settings);
-    let (metrics, hub) = (controller.metrics(), controller.hub());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(controller.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = Controller::new(
+        client.clone(),
+        controller::settings(CONTROLLER_NAME, ns.name()),
+    );
+    let (metrics, hub) = (running.metrics(), running.hub());
     let running = Running {
         metrics,
         hub,
-        stop: Some(stop),
+        _task: controller::spawn(|shutdown| running.run_until(shutdown)),
     };
     (client, ns, running)
 }

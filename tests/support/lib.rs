@@ -4,6 +4,7 @@
 //! once, and waiting for a condition with a deadline instead of sleeping.
 
 mod cluster;
+pub mod controller;
 mod crds;
 mod error;
 pub mod mosquitto;
