@@ -397,8 +397,8 @@ async fn restart_pod(
 }
 
 /// Events for the transitions a person cares about: a condition turning
-/// False (Warning) or back to True (Normal). The first look says nothing good:
-/// a new gateway coming online is no news.
+/// False (Warning) or from False back to True (Normal). A new gateway coming
+/// online, or a broker connecting for the first time, is no news.
 async fn announce(sg: &SensorGateway, ctx: &Context<State>, new: &SensorGatewayStatus) {
     let old = sg.status.as_ref();
     for (t, bad, good) in [
@@ -423,7 +423,7 @@ async fn announce(sg: &SensorGateway, ctx: &Context<State>, new: &SensorGatewayS
                     .warning(sg, bad, "Watch", after.message.clone())
                     .await
             }
-            "True" if before.is_some() => {
+            "True" if before == Some("False") => {
                 ctx.events
                     .normal(sg, good, "Watch", after.message.clone())
                     .await;

@@ -14,6 +14,9 @@ use crate::liveness::{Assessment, Availability, PodView};
 use crate::mqtt::Connection;
 use crate::validate::{Plan, Problem};
 
+/// Reason while the first connection to the broker is under way.
+pub const CONNECTING: &str = "Connecting";
+
 /// What the reconcile concluded.
 #[derive(Debug)]
 pub enum Verdict<'a> {
@@ -68,20 +71,20 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
         Verdict::Watched(w) => {
             let cond =
                 |t: &str, s: Status, r: &str, m: &str| new_condition(t, s, r, m, generation, now);
-            let (broker_status, broker_reason, broker_message) = if w.connection.connected {
-                (
-                    Status::True,
-                    reasons::CONNECTED,
-                    format!("connected to {}", w.address),
-                )
-            } else {
-                let m = w
-                    .connection
-                    .message
-                    .clone()
-                    .unwrap_or_else(|| format!("not connected to {}", w.address));
-                (Status::False, reasons::BROKER_UNREACHABLE, m)
-            };
+            let (broker_status, broker_reason, broker_message) =
+                match (w.connection.connected, &w.connection.message) {
+                    (true, _) => (
+                        Status::True,
+                        reasons::CONNECTED,
+                        format!("connected to {}", w.address),
+                    ),
+                    (false, None) => (
+                        Status::Unknown,
+                        CONNECTING,
+                        format!("connecting to {}", w.address),
+                    ),
+                    (false, Some(m)) => (Status::False, reasons::BROKER_UNREACHABLE, m.clone()),
+                };
             set_condition(
                 conditions,
                 cond(
@@ -95,7 +98,7 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
             let (s, r, m) = match &w.assessment.availability {
                 Availability::Unknown => (
                     Status::Unknown,
-                    reasons::BROKER_UNREACHABLE,
+                    broker_reason,
                     format!("cannot tell: {broker_message}"),
                 ),
                 Availability::Silent => (
@@ -131,8 +134,8 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
                     cond(
                         types::SENSORS_FRESH,
                         Status::Unknown,
-                        reasons::BROKER_UNREACHABLE,
-                        "cannot tell while the broker is unreachable",
+                        broker_reason,
+                        &format!("cannot tell: {broker_message}"),
                     ),
                 );
             } else if w.assessment.stale.is_empty() {
@@ -239,6 +242,9 @@ fn outcome(sg: &SensorGateway, w: &Watched<'_>, broker_message: &str) -> Outcome
     }
     let topic = &w.plan.availability_topic;
     match &w.assessment.availability {
+        Availability::Unknown if w.connection.message.is_none() => {
+            Outcome::progressing(CONNECTING, broker_message)
+        }
         Availability::Unknown => Outcome::progressing(reasons::BROKER_UNREACHABLE, broker_message),
         Availability::Silent | Availability::Unrecognized(_) => Outcome::progressing(
             reasons::NO_AVAILABILITY_MESSAGE,
@@ -425,6 +431,47 @@ mod tests {
             s.condition(types::READY).unwrap().reason,
             reasons::BROKER_UNREACHABLE
         );
+    }
+
+    #[test]
+    fn connecting_is_unknown_not_unreachable() {
+        let sg = gateway("z", json!({"preset": "Zigbee2MQTT"}));
+        let plan = validate(&sg).unwrap();
+        let connection = Connection {
+            connected: false,
+            since: ts(0),
+            message: None,
+        };
+        let observed = Observation {
+            connection: connection.clone(),
+            availability: None,
+            sensors: vec![],
+        };
+        let assessment = assess(Inputs {
+            plan: &plan,
+            observed: &observed,
+            previous: None,
+            pod: None,
+            may_restart: true,
+            now: ts(1),
+        });
+        let s = compute(
+            &sg,
+            Verdict::Watched(Watched {
+                plan: &plan,
+                connection: &connection,
+                address: "b:1883",
+                assessment: &assessment,
+                pod: None,
+            }),
+            ts(1),
+        );
+        let c = s.condition(types::BROKER_CONNECTED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", CONNECTING)
+        );
+        assert_eq!(c.message, "connecting to b:1883");
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub struct Connection {
     pub connected: bool,
     /// Since when `connected` holds.
     pub since: Timestamp,
-    /// Why it is not connected, for a person.
+    /// Why it is not connected, for a person; none while the first attempt is
+    /// under way.
     pub message: Option<String>,
 }
 
@@ -233,10 +234,11 @@ impl Hub {
         let options = broker.options(&client_id)?;
         let (client, eventloop) = AsyncClient::new(options, 64);
         let shared = Arc::new(Mutex::new(Shared {
+            // Not connected and no message: the first attempt is under way.
             connection: Connection {
                 connected: false,
                 since: Timestamp::now(),
-                message: Some(format!("connecting to {}", broker.address())),
+                message: None,
             },
             interests: HashMap::new(),
             seen: HashMap::new(),
