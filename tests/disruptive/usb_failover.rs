@@ -60,6 +60,11 @@ async fn a_controller_killed_when_it_acts_is_finished_by_the_next_one() {
 
 async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
     let _exclusive = crate::exclusive().await;
+    // The controllers' logs, shown when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_test_writer()
+        .try_init();
     let client = client().await.unwrap();
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, prefix).await.unwrap();
@@ -142,15 +147,26 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
     let stop = Arc::new(AtomicBool::new(false));
     let most_holding = Arc::new(AtomicUsize::new(0));
     let samples = Arc::new(AtomicUsize::new(0));
+    // When the first pod was seen gone, or being deleted: the controller acted.
+    let acted: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let sampler = tokio::spawn({
         let (pods, selector) = (pods.clone(), selector.clone());
         let (stop, most_holding, samples) = (stop.clone(), most_holding.clone(), samples.clone());
+        let (acted, first) = (acted.clone(), first.clone());
         async move {
-            while !stop.load(Ordering::SeqCst) {
+            // One last sample after the stop, so the end state is seen too.
+            loop {
+                let stopping = stop.load(Ordering::SeqCst);
                 let list = pods.list(&selector).await.unwrap().items;
+                if !list.iter().any(|p| p.name_any() == first && holding(p)) {
+                    acted.lock().unwrap().get_or_insert_with(Instant::now);
+                }
                 let holding = list.iter().filter(|p| holding(p)).count();
                 most_holding.fetch_max(holding, Ordering::SeqCst);
                 samples.fetch_add(1, Ordering::SeqCst);
+                if stopping {
+                    return;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -247,8 +263,12 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
         );
     }
     eprintln!(
-        "failover: UsbDevicePin consumer Running and Ready on the backup stick's node {BACKUP} {:.1}s after node-fail {LOST}{} ({} samples, at most {} consumer pod(s) Running at once; lastFailover {:?})",
+        "failover: UsbDevicePin consumer Running and Ready on the backup stick's node {BACKUP} {:.1}s after node-fail {LOST} (old pod seen gone at {:.1}s){} ({} samples, at most {} consumer pod(s) Running at once; lastFailover {:?})",
         elapsed.as_secs_f64(),
+        acted
+            .lock()
+            .unwrap()
+            .map_or(f64::NAN, |t| t.duration_since(failed_at).as_secs_f64()),
         killed_at.map_or(String::new(), |k| format!(
             "; first controller killed at {:.1}s",
             k.as_secs_f64()

@@ -64,8 +64,11 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
         .map_err(|e| Error::kube(format!("list pods in {namespace}"), e))?
         .items;
     let others = ctx.state.pins.state();
+    // Leases are read against the real clock: the seconds-truncated `now` of
+    // conditions could see a node the silence trigger just found silent as still
+    // heard from, and then nothing would look again until the resync.
+    let views = observe(pin, &pod_list, ctx, Timestamp::now()).await?;
     let now = homelab_kit::conditions::now();
-    let views = observe(pin, &pod_list, ctx, now).await?;
     let decision = decide(pin, &others, &pod_list, &views, now);
     release(ctx, &views).await?;
     act(pin, ctx, &pods, &decision).await?;

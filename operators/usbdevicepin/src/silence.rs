@@ -31,9 +31,9 @@ fn nodes_of(pin: &UsbDevicePin) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Pins to reconcile whenever one of their nodes falls silent or heartbeats again.
-/// A node already silent when this starts counts as flipped on the first tick, so a
-/// controller restarted mid-failover finishes it. Ends when the stream is dropped.
+/// Pins to reconcile whenever one of their nodes falls silent or heartbeats again,
+/// and once for each node when it is first looked at. Ends when the stream is
+/// dropped.
 pub fn watch(
     client: Client,
     pins: Store<UsbDevicePin>,
@@ -57,8 +57,11 @@ pub fn watch(
                         continue;
                     }
                 };
+                // A first look counts as a change: a controller (re)started while a
+                // node is silent finishes the failover, and one started while a node
+                // it marked is back takes the mark off, without waiting for a resync.
                 let was = silent.insert(name.to_owned(), is_silent);
-                if was.map_or(is_silent, |was| was != is_silent) {
+                if was != Some(is_silent) {
                     tracing::info!(node = name, silent = is_silent, "node heartbeat changed");
                     for pin in all.iter().filter(|p| nodes_of(p).any(|n| n == name)) {
                         let _ = tx.unbounded_send(ObjectRef::from_obj(&**pin));
