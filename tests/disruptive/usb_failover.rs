@@ -242,7 +242,7 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .map(ResourceExt::name_any)
         .collect();
-    assert_eq!(live, [second.clone()], "one live consumer pod");
+    assert_eq!(live, std::slice::from_ref(&second), "one live consumer pod");
     let last_move = status.last_move.unwrap();
     assert_eq!(
         (last_move.from_node.as_deref(), last_move.to_node.as_str()),
