@@ -152,10 +152,21 @@ async fn observe(
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
     let mut views = Vec::with_capacity(names.len());
     for name in names {
-        let lease = leases
-            .get_opt(&name)
-            .await
-            .map_err(|e| Error::kube(format!("get Lease {NODE_LEASE_NAMESPACE}/{name}"), e))?;
+        // Without read access to kube-node-lease (an install that grants none),
+        // the node-lifecycle controller's Ready=Unknown is what is left to go by.
+        let lease = match leases.get_opt(&name).await {
+            Ok(lease) => lease,
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                tracing::debug!(node = %name, "may not read its heartbeat Lease");
+                None
+            }
+            Err(e) => {
+                return Err(Error::kube(
+                    format!("get Lease {NODE_LEASE_NAMESPACE}/{name}"),
+                    e,
+                ));
+            }
+        };
         let node = all.iter().find(|n| n.name_any() == name);
         views.push(observe_node(&name, node, lease.as_ref(), now));
     }
