@@ -9,6 +9,9 @@ mod apiserver_restart;
 mod failover;
 mod node_failure;
 mod sensorgateway_failover;
+#[path = "../shared/usb.rs"]
+mod usb;
+mod usb_failover;
 
 use tokio::sync::{Mutex, MutexGuard};
 

@@ -14,5 +14,7 @@ mod mediaserver;
 mod node_agent_policy;
 mod scheduling;
 mod sensorgateway;
+#[path = "../shared/usb.rs"]
+mod usb;
 mod usb_stick_moves;
 mod usbdevicepin;

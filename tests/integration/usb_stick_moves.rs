@@ -12,85 +12,19 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use homelab_api::UsbDevicePin;
-use homelab_kit::device_pin::PodAdditions;
 use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
 use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
 use serde_json::json;
-use tokio::task::JoinHandle;
 
-use crate::usbdevicepin::{
-    ClusterCleanup, ControllerTask, FakeNode, WAIT, condition_is, create_pin,
-    delete_pin_and_wait_for_labels, event_reasons, pin_name,
+use crate::usb::{
+    APP, ClusterCleanup, ControllerTask, FakeNode, WAIT, condition_is, consumer, create_pin,
+    follow_plugin, pin_name, ready, running_on,
 };
-
-const APP: &str = "zigbee2mqtt";
-
-/// Copies the healthy device count the node's plugin advertises into the Node's
-/// capacity and allocatable, on every change, as the kubelet does.
-fn follow_plugin(client: &Client, node: &FakeNode, pin: &str) -> JoinHandle<()> {
-    let mut advertised = node.advertised(pin);
-    let nodes = Api::<Node>::all(client.clone());
-    let name = node.name.clone();
-    let key = format!("devices.homelab.home.arpa/{pin}");
-    tokio::spawn(async move {
-        loop {
-            let count = advertised.borrow_and_update().healthy().to_string();
-            let patch =
-                json!({"status": {"capacity": {&key: &count}, "allocatable": {&key: &count}}});
-            nodes
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .unwrap();
-            if advertised.changed().await.is_err() {
-                return;
-            }
-        }
-    })
-}
-
-fn running_on(pod: &Pod) -> Option<String> {
-    let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-    running.then(|| {
-        pod.spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_default()
-    })
-}
-
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-async fn consumer(pin: &UsbDevicePin) -> Deployment {
-    let mut deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": APP},
-        "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": {"app": APP}},
-            "template": {
-                "metadata": {"labels": {"app": APP}},
-                "spec": {"containers": [{"name": APP, "image": "koenkk/zigbee2mqtt:2.1.1"}]}
-            }
-        }
-    }))
-    .unwrap();
-    let spec = deployment
-        .spec
-        .as_mut()
-        .and_then(|s| s.template.spec.as_mut())
-        .unwrap();
-    PodAdditions::for_pin(pin).apply(spec, APP);
-    deployment
-}
+use crate::usbdevicepin::{delete_pin_and_wait_for_labels, event_reasons};
 
 #[tokio::test]
 async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {

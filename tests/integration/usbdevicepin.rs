@@ -3,175 +3,26 @@
 //! stand-in on real device-plugin sockets) report presence with per-node field
 //! managers; the controller turns it into status, conditions, node labels and Events.
 //!
-//! Pin names carry the test namespace's suffix: the pin's extended resource and node
-//! label are cluster-wide, and tests run side by side.
+//! The fakes themselves are in `tests/shared/usb.rs`, shared with the disruptive
+//! tests.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use homelab_api::UsbDevicePin;
 use homelab_api::UsbDevicePinRef;
 use homelab_kit::conditions::Outcome;
-use homelab_kit::{Settings, device_pin};
-use homelab_node_agent::fake_kubelet::{Advertised, FakeKubelet};
-use homelab_node_agent::fixtures::{AEOTEC_ZSTICK_7, SONOFF_ZIGBEE, Stick, Tree, temp_root};
+use homelab_kit::device_pin;
+use homelab_node_agent::fixtures::{AEOTEC_ZSTICK_7, SONOFF_ZIGBEE};
 use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 
-pub const WAIT: Duration = Duration::from_secs(60);
-
-/// A pin name unique to this test's namespace.
-pub fn pin_name(ns: &TestNamespace, base: &str) -> String {
-    let suffix = ns.name().rsplit('-').next().unwrap_or("x");
-    format!("{base}-{suffix}")
-}
-
-pub async fn create_pin(
-    ns: &TestNamespace,
-    name: &str,
-    stick: &Stick,
-    extra: serde_json::Value,
-) -> UsbDevicePin {
-    let mut spec = json!({ "vendorId": stick.vendor_id, "productId": stick.product_id });
-    if let (Some(map), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        map.extend(extra.clone());
-    }
-    let pin: UsbDevicePin = serde_json::from_value(json!({
-        "apiVersion": homelab_api::API_VERSION, "kind": "UsbDevicePin",
-        "metadata": { "name": name }, "spec": spec,
-    }))
-    .unwrap();
-    ns.api::<UsbDevicePin>()
-        .create(&PostParams::default(), &pin)
-        .await
-        .unwrap()
-}
-
-/// One fake node: its sysfs/dev tree, its kubelet stand-in, its agent task.
-pub struct FakeNode {
-    pub name: String,
-    pub tree: Tree,
-    pub kubelet: FakeKubelet,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-    dir: PathBuf,
-}
-
-impl FakeNode {
-    /// Starts the agent of `node` watching `namespace`.
-    pub async fn start(client: &Client, namespace: &str, node: &str) -> FakeNode {
-        let dir = temp_root(&format!("{namespace}-{node}"));
-        let tree = Tree::raspberry_pi4(&dir.join("host")).unwrap();
-        let plugins = dir.join("device-plugins");
-        let kubelet = FakeKubelet::start(&plugins).unwrap();
-        let mut settings = homelab_node_agent::Settings::new(node);
-        settings.roots = tree.roots();
-        settings.device_plugin_dir = plugins;
-        settings.namespace = Some(namespace.to_owned());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let client = client.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(err) = homelab_node_agent::agent::run(client, settings, shutdown).await {
-                panic!("agent failed: {}", homelab_kit::error::report(&err));
-            }
-        });
-        FakeNode {
-            name: node.to_owned(),
-            tree,
-            kubelet,
-            stop: Some(stop),
-            task: Some(task),
-            dir,
-        }
-    }
-
-    pub fn advertised(&self, pin: &str) -> watch::Receiver<Advertised> {
-        self.kubelet
-            .watch(&format!("devices.homelab.home.arpa/{pin}"))
-    }
-
-    /// Stops the agent (its plugins remove their sockets), then the kubelet.
-    pub async fn stop(self) {
-        let FakeNode {
-            stop,
-            task,
-            kubelet,
-            dir,
-            ..
-        } = self;
-        if let Some(stop) = stop {
-            let _ = stop.send(());
-        }
-        if let Some(task) = task {
-            task.await.unwrap();
-        }
-        kubelet.stop().await;
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-/// The controller, watching only the test's namespace, without leader election.
-pub struct ControllerTask {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl ControllerTask {
-    pub fn start(client: &Client, namespace: &str) -> ControllerTask {
-        let mut settings = Settings::new(homelab_usbdevicepin::NAME);
-        settings.namespace = Some(namespace.to_owned());
-        settings.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        settings.error_backoff_base = Duration::from_secs(1);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let client = client.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(err) = homelab_usbdevicepin::run_until(client, settings, shutdown).await {
-                panic!("controller failed: {}", homelab_kit::error::report(&err));
-            }
-        });
-        ControllerTask {
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
-    }
-}
-
-pub fn condition<'a>(
-    pin: &'a UsbDevicePin,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    pin.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
-pub fn condition_is(pin: &UsbDevicePin, type_: &str, status: &str, reason: &str) -> bool {
-    condition(pin, type_).is_some_and(|c| c.status == status && c.reason == reason)
-}
+use crate::usb::{
+    ClusterCleanup, ControllerTask, FakeNode, WAIT, condition, condition_is, create_pin, pin_name,
+};
 
 pub fn presence_nodes(pin: &UsbDevicePin) -> Vec<String> {
     let mut nodes: Vec<String> = pin
@@ -434,47 +285,5 @@ async fn a_consumer_naming_a_missing_pin_is_stalled_naming_it() {
             assert!(message.contains(ns.name()), "{message}");
         }
         other => panic!("expected Stalled, got {other:?}"),
-    }
-}
-
-/// Puts back what a test changed outside its namespace, pass or fail: the pins'
-/// extended resource in the nodes' status and their labels. It also drops the pins'
-/// finalizers, so a test that failed with its controller stopped still lets its
-/// namespace go.
-pub struct ClusterCleanup {
-    pub namespace: String,
-    pub pins: Vec<String>,
-    pub nodes: Vec<String>,
-}
-
-impl Drop for ClusterCleanup {
-    fn drop(&mut self) {
-        let namespace = self.namespace.clone();
-        let pins = self.pins.clone();
-        let nodes = self.nodes.clone();
-        let done = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let client = client().await.unwrap();
-                let node_api = Api::<Node>::all(client.clone());
-                let pin_api = Api::<UsbDevicePin>::namespaced(client, &namespace);
-                let merge = kube::api::PatchParams::default();
-                for pin in &pins {
-                    let key = format!("devices.homelab.home.arpa/{pin}");
-                    for node in &nodes {
-                        let status = json!({"status": {"capacity": {&key: null}, "allocatable": {&key: null}}});
-                        let _ = node_api.patch_status(node, &merge, &kube::api::Patch::Merge(&status)).await;
-                        let label = json!({"metadata": {"labels": {&key: null}}});
-                        let _ = node_api.patch(node, &merge, &kube::api::Patch::Merge(&label)).await;
-                    }
-                    let finalizers = json!({"metadata": {"finalizers": null}});
-                    let _ = pin_api.patch(pin, &merge, &kube::api::Patch::Merge(&finalizers)).await;
-                }
-            });
-        })
-        .join();
-        if done.is_err() {
-            eprintln!("cleanup of nodes {:?} failed", self.nodes);
-        }
     }
 }

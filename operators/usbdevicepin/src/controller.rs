@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use homelab_api::UsbDevicePin;
+use homelab_kit::failover::observe::{FENCED_BY_ANNOTATION, NODE_LEASE_NAMESPACE};
+use homelab_kit::failover::{NodeView, fence, observe_node};
 use homelab_kit::{Action, Context, StatusPatch};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams};
 use kube::runtime::finalizer::{self, Event as Finalize, finalizer};
 use kube::runtime::reflector::Store;
@@ -15,7 +19,7 @@ use kube::{Api, ResourceExt};
 
 use crate::decide::{Decision, decide};
 use crate::status::OwnedStatus;
-use crate::{Error, labels};
+use crate::{Error, consumers, labels, nodes};
 
 /// Removes the pin's node labels before the pin goes: nodes are cluster-scoped, so
 /// owner references cannot clean them up.
@@ -60,7 +64,13 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
         .map_err(|e| Error::kube(format!("list pods in {namespace}"), e))?
         .items;
     let others = ctx.state.pins.state();
-    let decision = decide(pin, &others, &pod_list, homelab_kit::conditions::now());
+    // Leases are read against the real clock: the seconds-truncated `now` of
+    // conditions could see a node the silence trigger just found silent as still
+    // heard from, and then nothing would look again until the resync.
+    let views = observe(pin, &pod_list, ctx, Timestamp::now()).await?;
+    let now = homelab_kit::conditions::now();
+    let decision = decide(pin, &others, &pod_list, &views, now);
+    release(ctx, &views).await?;
     act(pin, ctx, &pods, &decision).await?;
     let api: Api<UsbDevicePin> = Api::namespaced(ctx.client.clone(), namespace);
     let current = pin.status.as_ref().map(OwnedStatus::from);
@@ -94,11 +104,84 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
             .conditions
             .iter()
             .any(|c| c.type_ == homelab_api::conditions::types::RECONCILING);
-    Ok(Action::requeue(if moving {
+    let next = if moving {
         WHILE_MOVING
     } else {
         ctx.state.resync
-    }))
+    };
+    Ok(Action::requeue(
+        decision.recheck.map_or(next, |r| r.min(next)),
+    ))
+}
+
+/// What is known of the nodes that matter to the pin: those reporting its device,
+/// those running its consumers, and those this controller marked lost (to unmark
+/// them once they heartbeat again). One list of Nodes, one Lease GET per node.
+async fn observe(
+    pin: &UsbDevicePin,
+    pods: &[Pod],
+    ctx: &Context<State>,
+    now: Timestamp,
+) -> Result<Vec<NodeView>, Error> {
+    let resource = pin.resource_name();
+    let mut names: std::collections::BTreeSet<String> = pin
+        .status
+        .iter()
+        .flat_map(|s| s.presence.iter().map(|p| p.node.clone()))
+        .chain(
+            pods.iter()
+                .filter(|p| consumers::requests(p, &resource))
+                .filter_map(|p| consumers::node(p).map(str::to_owned)),
+        )
+        .collect();
+    let all = Api::<Node>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube("list nodes", e))?
+        .items;
+    names.extend(
+        all.iter()
+            .filter(|n| {
+                n.annotations()
+                    .get(FENCED_BY_ANNOTATION)
+                    .map(String::as_str)
+                    == Some(ctx.manager.name())
+            })
+            .map(ResourceExt::name_any),
+    );
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
+    let mut views = Vec::with_capacity(names.len());
+    for name in names {
+        // Without read access to kube-node-lease (an install that grants none),
+        // the node-lifecycle controller's Ready=Unknown is what is left to go by.
+        let lease = match leases.get_opt(&name).await {
+            Ok(lease) => lease,
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                tracing::debug!(node = %name, "may not read its heartbeat Lease");
+                None
+            }
+            Err(e) => {
+                return Err(Error::kube(
+                    format!("get Lease {NODE_LEASE_NAMESPACE}/{name}"),
+                    e,
+                ));
+            }
+        };
+        let node = all.iter().find(|n| n.name_any() == name);
+        views.push(observe_node(&name, node, lease.as_ref(), now));
+    }
+    Ok(views)
+}
+
+/// Takes this controller's lost-node marks off nodes that heartbeat again.
+async fn release(ctx: &Context<State>, views: &[NodeView]) -> Result<(), Error> {
+    let api = Api::<Node>::all(ctx.client.clone());
+    for node in nodes::releasable(views, ctx.manager.name()) {
+        if fence::release(&api, &node).await.map_err(Error::Fence)? {
+            tracing::info!(node, "node heartbeats again: removed the lost-node mark");
+        }
+    }
+    Ok(())
 }
 
 /// Labels nodes and removes consumers as decided.
@@ -117,6 +200,15 @@ async fn act(
     .await?;
     if !added.is_empty() || !removed.is_empty() {
         tracing::info!(?added, ?removed, "node labels changed");
+    }
+    // Mark first: once the pod is gone its replacement is scheduled, and a lost
+    // node's dead kubelet still advertises the device.
+    let node_api = Api::<Node>::all(ctx.client.clone());
+    for node in &decision.mark_lost {
+        fence::mark_lost(&node_api, node, ctx.manager.name(), false)
+            .await
+            .map_err(Error::Fence)?;
+        tracing::info!(node, "marked the lost node so nothing is scheduled there");
     }
     for removal in &decision.removals {
         let params = if removal.force {

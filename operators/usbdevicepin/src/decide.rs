@@ -1,9 +1,17 @@
 //! The whole decision of one reconcile, as a pure function of the pin, the other
-//! pins, its consumer pods and the clock: the status to write, the node labels, the
-//! pods to remove, the Events to publish.
+//! pins, its consumer pods, what is known of the nodes involved and the clock: the
+//! status to write, the node labels, the pods to remove, the nodes to mark lost, the
+//! Events to publish.
+//!
+//! A node silent past `failover.unreachableAfter` is lost: its presence entry (its
+//! dead agent cannot withdraw it) is disregarded, so the device counts as being only
+//! where a live agent reports it (a backup stick on another node), and a consumer
+//! left on the lost node is force-removed at once, since the stick it held stays
+//! with that node and the one its replacement gets is another.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use homelab_api::conditions::{reasons, types};
 use homelab_api::failover::{FailoverMode, FailoverRecord};
@@ -11,12 +19,14 @@ use homelab_api::usbdevicepin::{DeviceMove, DevicePresence};
 use homelab_api::{ConditionedStatus, UsbDevicePin};
 use homelab_kit::conditions::{Outcome, Status, new_condition, set_condition, set_outcome};
 use homelab_kit::device_pin::claim_order;
+use homelab_kit::failover::NodeView;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use crate::consumers;
+use crate::nodes::{Health, health};
 use crate::status::OwnedStatus;
 
 /// `Conflict` reason when there is none.
@@ -66,6 +76,11 @@ pub struct Decision {
     pub removals: Vec<Removal>,
     /// Events, published once the status is written.
     pub notes: Vec<Note>,
+    /// Lost nodes a consumer is force-removed from: marked so that its replacement
+    /// is not scheduled back there (their dead kubelets still advertise the device).
+    pub mark_lost: BTreeSet<String>,
+    /// Look again this soon: a node the pin depends on is silent, its grace running.
+    pub recheck: Option<Duration>,
 }
 
 /// A conflict found.
@@ -75,11 +90,13 @@ struct Conflict {
 }
 
 /// Decides everything for `pin`; `others` are the other pins the controller sees,
-/// `pods` the pods of the pin's namespace.
+/// `pods` the pods of the pin's namespace, `nodes` what is known of the nodes that
+/// report the device or run a consumer (a node not among them counts as heard from).
 pub fn decide(
     pin: &UsbDevicePin,
     others: &[Arc<UsbDevicePin>],
     pods: &[Pod],
+    nodes: &[NodeView],
     now: Timestamp,
 ) -> Decision {
     let previous = pin
@@ -87,8 +104,26 @@ pub fn decide(
         .as_ref()
         .map(OwnedStatus::from)
         .unwrap_or_default();
-    let presence: Vec<&DevicePresence> =
-        pin.status.iter().flat_map(|s| s.presence.iter()).collect();
+    let grace = pin
+        .spec
+        .failover
+        .unreachable_after
+        .to_std()
+        .ok()
+        .and_then(|d| SignedDuration::try_from(d).ok())
+        .unwrap_or(SignedDuration::from_secs(30));
+    let health_of = |node: &str| health(nodes, node, grace, now);
+    // Entries of lost nodes are stale: their agents cannot take them back.
+    let (presence, stale): (Vec<&DevicePresence>, Vec<&DevicePresence>) = pin
+        .status
+        .iter()
+        .flat_map(|s| s.presence.iter())
+        .partition(|p| !health_of(&p.node).is_lost());
+    let lost_reporters = stale
+        .iter()
+        .map(|p| p.node.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let generation = pin.metadata.generation;
     let resource = pin.resource_name();
     let describe = describe_device(pin);
@@ -130,7 +165,13 @@ pub fn decide(
         (None, true) => notes.push(Note {
             warning: true,
             reason: DEVICE_DISAPPEARED,
-            message: format!("{describe} is no longer reported by any node"),
+            message: if stale.is_empty() {
+                format!("{describe} is no longer reported by any node")
+            } else {
+                format!(
+                    "{describe} is only reported by node {lost_reporters}, which stopped heartbeating"
+                )
+            },
         }),
         _ => {}
     }
@@ -166,14 +207,16 @@ pub fn decide(
     });
     status.holder_pod = holder.map(|p| p.name_any());
     let mode = pin.spec.failover.mode;
-    let grace = pin
-        .spec
-        .failover
-        .unreachable_after
-        .to_std()
-        .ok()
-        .and_then(|d| SignedDuration::try_from(d).ok())
-        .unwrap_or(SignedDuration::from_secs(30));
+    let recheck = pin
+        .status
+        .iter()
+        .flat_map(|s| s.presence.iter().map(|p| p.node.as_str()))
+        .chain(consumers.iter().filter_map(|p| consumers::node(p)))
+        .filter_map(|n| match health_of(n) {
+            Health::Silent { remaining } => Some(remaining + Duration::from_secs(1)),
+            _ => None,
+        })
+        .min();
     let mut removals = Vec::new();
     if let (Some(to), None) = (current.as_deref(), &conflict) {
         for pod in &consumers {
@@ -183,23 +226,26 @@ pub fn decide(
             if nodes_with_device.contains(at) {
                 continue;
             }
-            let stuck =
-                consumers::deleting_since(pod).is_some_and(|t| now.duration_since(t) >= grace);
+            let node_lost = health_of(at).is_lost();
+            let stuck = node_lost
+                || consumers::deleting_since(pod).is_some_and(|t| now.duration_since(t) >= grace);
             if pod.metadata.deletion_timestamp.is_some() && !stuck {
                 continue;
             }
+            let how = if node_lost {
+                "its node stopped heartbeating and can never confirm the deletion, removing it at once (the stick it held stays with that node)"
+            } else if stuck {
+                "its node does not confirm the deletion, removing it at once"
+            } else {
+                "removing it so it is recreated there"
+            };
             removals.push(Removal {
                 pod: pod.name_any(),
                 force: stuck,
                 reason: reasons::FAILED_OVER,
                 message: format!(
-                    "pod {} on node {at} lost {describe}, now on node {to}: {}",
+                    "pod {} on node {at} lost {describe}, now on node {to}: {how}",
                     pod.name_any(),
-                    if stuck {
-                        "its node does not confirm the deletion, removing it at once"
-                    } else {
-                        "removing it so it is recreated there"
-                    }
                 ),
             });
         }
@@ -237,17 +283,31 @@ pub fn decide(
         .iter()
         .filter(|r| r.reason == reasons::FAILED_OVER)
         .collect();
-    if let (Some(first), Some(to)) = (moving.first(), current.as_deref()) {
-        let from = consumers
+    let node_of_removal = |r: &Removal| {
+        consumers
             .iter()
-            .find(|p| p.name_any() == first.pod)
+            .find(|p| p.name_any() == r.pod)
             .and_then(|p| consumers::node(p))
-            .map(str::to_owned);
+    };
+    let mark_lost: BTreeSet<String> = removals
+        .iter()
+        .filter(|r| r.force)
+        .filter_map(node_of_removal)
+        .filter(|n| health_of(n).is_lost())
+        .map(str::to_owned)
+        .collect();
+    if let (Some(first), Some(to)) = (moving.first(), current.as_deref()) {
+        let from = node_of_removal(first).map(str::to_owned);
+        let reason = if from.as_deref().is_some_and(|n| health_of(n).is_lost()) {
+            reasons::NODE_UNREACHABLE
+        } else {
+            reasons::DEVICE_MOVED
+        };
         status.last_failover = Some(FailoverRecord {
             from_node: from,
             to_node: Some(to.to_owned()),
             time: Time(now),
-            reason: reasons::DEVICE_MOVED.to_owned(),
+            reason: reason.to_owned(),
             message: Some(first.message.clone()),
             fenced: false,
             duration_millis: None,
@@ -282,7 +342,13 @@ pub fn decide(
             types::DEVICE_PRESENT,
             Status::False,
             reasons::DEVICE_NOT_FOUND,
-            &format!("no node agent reports {describe}"),
+            &if stale.is_empty() {
+                format!("no node agent reports {describe}")
+            } else {
+                format!(
+                    "only node {lost_reporters} reports {describe}, and it stopped heartbeating"
+                )
+            },
             generation,
             now,
         ),
@@ -320,6 +386,13 @@ pub fn decide(
     set_condition(&mut status.conditions, conflict_condition);
     let outcome = if let Some(c) = &conflict {
         Outcome::stalled(c.reason, c.message.clone())
+    } else if !present && !stale.is_empty() {
+        Outcome::stalled(
+            reasons::NODE_UNREACHABLE,
+            format!(
+                "{describe} is only reported by node {lost_reporters}, which stopped heartbeating: consumers stay until it is back, or until the device (or a backup stick) is plugged into another node"
+            ),
+        )
     } else if !present {
         Outcome::stalled(
             reasons::DEVICE_NOT_FOUND,
@@ -368,6 +441,8 @@ pub fn decide(
         labelled_nodes,
         removals,
         notes,
+        mark_lost,
+        recheck,
     }
 }
 

@@ -23,6 +23,10 @@ pub enum Error {
     #[error("could not write the status")]
     Status(#[source] homelab_kit::Error),
 
+    /// Marking a lost node, or taking the mark off a node that is back, failed.
+    #[error("could not mark or unmark a lost node")]
+    Fence(#[source] homelab_kit::Error),
+
     /// Adding or removing the finalizer failed.
     #[error("could not manage the finalizer")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -43,7 +47,7 @@ impl ReconcileError for Error {
         match self {
             Self::NoNamespace => "no_namespace",
             Self::Kube { source, .. } => homelab_kit::error::kube_error_label(source),
-            Self::Status(e) => e.metric_label(),
+            Self::Status(e) | Self::Fence(e) => e.metric_label(),
             Self::Finalizer(_) => "finalizer",
         }
     }

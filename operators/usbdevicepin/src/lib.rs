@@ -11,15 +11,23 @@
 //! controller recreates it where the device's extended resource is; a consumer
 //! started before its device last re-enumerated is restarted.
 //!
+//! Node loss: a node whose kubelet Lease goes unrenewed past the pin's
+//! `failover.unreachableAfter` is lost ([`nodes`], triggered by [`silence`]); its
+//! agent's presence entry is disregarded, so consumers follow a backup stick on
+//! another node, and a consumer left on the lost node is force-removed at once after
+//! the lost node is marked so that its replacement is not scheduled back there.
+//!
 //! Modules: [`controller`] (the reconcile), [`decide`] (pure decisions),
-//! [`consumers`] (reading pods), [`labels`] (node labels), [`status`] (the owned
-//! status fields), [`error`].
+//! [`consumers`] (reading pods), [`labels`] (node labels), [`nodes`] and
+//! [`silence`] (lost nodes), [`status`] (the owned status fields), [`error`].
 
 pub mod consumers;
 pub mod controller;
 pub mod decide;
 pub mod error;
 pub mod labels;
+pub mod nodes;
+pub mod silence;
 pub mod status;
 
 use std::future::Future;
@@ -45,7 +53,7 @@ pub fn runner(client: Client, settings: Settings) -> (Runner<UsbDevicePin>, Stat
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let runner = Runner::<UsbDevicePin>::new(client, settings).watches(
+    let mut runner = Runner::<UsbDevicePin>::new(client, settings).watches(
         pods,
         watcher::Config::default(),
         |pod: Pod| {
@@ -56,6 +64,8 @@ pub fn runner(client: Client, settings: Settings) -> (Runner<UsbDevicePin>, Stat
                 .collect::<Vec<_>>()
         },
     );
+    let silence = silence::watch(runner.client().clone(), runner.store());
+    runner = runner.reconcile_on(silence);
     let state = State {
         pins: runner.store(),
         resync: Duration::from_secs(300),

@@ -1,0 +1,302 @@
+//! A Zigbee coordinator's consumer whose node loses power, with an identical backup
+//! stick on another node (`exclusive: false`, as the pin's documentation says for
+//! intentional spares): the consumer is Running on the backup's node without a
+//! manual step, and at no sampled moment do two consumer pods run.
+//!
+//! The lost node's agent dies with it (its task is aborted, so it withdraws nothing:
+//! its presence entry stays, as a dead node's would), and so does its kubelet
+//! stand-in (the node keeps advertising the device it can no longer hand out). The
+//! controller must see through both. A second test kills the controller (as
+//! SIGKILL would) when it acts, and a fresh one finishes the job.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use homelab_api::UsbDevicePin;
+use homelab_api::conditions::reasons;
+use homelab_kit::failover::fence::SILENT_TAINT;
+use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
+use homelab_test_support::{Cluster, TestNamespace, client, install_crds, wait_for, wait_for_list};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::failover::RecoverOnDrop;
+use crate::usb::{
+    APP, ClusterCleanup, ControllerTask, FakeNode, WAIT, condition_is, consumer, create_pin,
+    follow_plugin, pin_name, ready, running_on,
+};
+
+/// Where the stick and the consumer are, until it loses power.
+const LOST: &str = "pi4-2";
+/// Where the backup stick is.
+const BACKUP: &str = "pi4-3";
+
+fn taints(node: &Node) -> Vec<String> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|t| t.iter().map(|t| t.key.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// A consumer pod that holds the device: Running, and not being deleted.
+fn holding(pod: &Pod) -> bool {
+    running_on(pod).is_some() && pod.metadata.deletion_timestamp.is_none()
+}
+
+#[tokio::test]
+async fn a_consumer_follows_the_backup_stick_when_its_node_dies() {
+    node_loss_with_a_backup_stick("usb-failover", false).await;
+}
+
+#[tokio::test]
+async fn a_controller_killed_when_it_acts_is_finished_by_the_next_one() {
+    node_loss_with_a_backup_stick("usb-failover-kill", true).await;
+}
+
+async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
+    let _exclusive = crate::exclusive().await;
+    // The controllers' logs, shown when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_test_writer()
+        .try_init();
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, prefix).await.unwrap();
+    let name = pin_name(&ns, "zigbee");
+    let _cleanup = ClusterCleanup {
+        namespace: ns.name().to_owned(),
+        pins: vec![name.clone()],
+        nodes: vec![LOST.into(), BACKUP.into()],
+    };
+    let pins = ns.api::<UsbDevicePin>();
+    let pods = ns.api::<Pod>();
+    let nodes = Api::<Node>::all(client.clone());
+
+    let mut lost = FakeNode::start(&client, ns.name(), LOST).await;
+    let mut backup = FakeNode::start(&client, ns.name(), BACKUP).await;
+    let mut controller = ControllerTask::start(&client, ns.name());
+    let lost_kubelet = follow_plugin(&client, &lost, &name);
+    let backup_kubelet = follow_plugin(&client, &backup, &name);
+
+    // The coordinator stick on pi4-2; the consumer starts there.
+    lost.tree.plug("1-1.2", &SONOFF_ZIGBEE, "ttyUSB0").unwrap();
+    let pin = create_pin(
+        &ns,
+        &name,
+        &SONOFF_ZIGBEE,
+        json!({"containerPath": "/dev/zigbee", "exclusive": false,
+               "failover": {"preferredNodes": [LOST]}}),
+    )
+    .await;
+    wait_for(&pins, &name, WAIT, |p| {
+        condition_is(p, "Ready", "True", "DeviceFound")
+    })
+    .await
+    .unwrap();
+    ns.api::<Deployment>()
+        .create(&PostParams::default(), &consumer(&pin).await)
+        .await
+        .unwrap();
+    let selector = ListParams::default().labels(&format!("app={APP}"));
+    let first = wait_for_list(&pods, &selector, WAIT, |pods| {
+        pods.len() == 1
+            && pods
+                .iter()
+                .all(|p| running_on(p).as_deref() == Some(LOST) && ready(p))
+    })
+    .await
+    .unwrap()[0]
+        .name_any();
+
+    // The backup stick (an identical one, restored from the coordinator's backup) is
+    // plugged into pi4-3: reported and advertised there, and nothing moves.
+    backup
+        .tree
+        .plug("1-1.3", &SONOFF_ZIGBEE, "ttyUSB0")
+        .unwrap();
+    let resource = format!("devices.homelab.home.arpa/{name}");
+    wait_for(&nodes, BACKUP, WAIT, move |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(&resource))
+            .is_some_and(|q| q.0 == "1")
+    })
+    .await
+    .unwrap();
+    wait_for(&pins, &name, WAIT, {
+        let first = first.clone();
+        move |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.presence.len() == 2
+                    && s.current_node.as_deref() == Some(LOST)
+                    && s.holder_pod.as_deref() == Some(first.as_str())
+            }) && condition_is(p, "Ready", "True", "DeviceFound")
+        }
+    })
+    .await
+    .unwrap();
+
+    // Sample the consumers every 100 ms from here on.
+    let stop = Arc::new(AtomicBool::new(false));
+    let most_holding = Arc::new(AtomicUsize::new(0));
+    let samples = Arc::new(AtomicUsize::new(0));
+    // When the first pod was seen gone, or being deleted: the controller acted.
+    let acted: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let sampler = tokio::spawn({
+        let (pods, selector) = (pods.clone(), selector.clone());
+        let (stop, most_holding, samples) = (stop.clone(), most_holding.clone(), samples.clone());
+        let (acted, first) = (acted.clone(), first.clone());
+        async move {
+            // One last sample after the stop, so the end state is seen too.
+            loop {
+                let stopping = stop.load(Ordering::SeqCst);
+                let list = pods.list(&selector).await.unwrap().items;
+                if !list.iter().any(|p| p.name_any() == first && holding(p)) {
+                    acted.lock().unwrap().get_or_insert_with(Instant::now);
+                }
+                let holding = list.iter().filter(|p| holding(p)).count();
+                most_holding.fetch_max(holding, Ordering::SeqCst);
+                samples.fetch_add(1, Ordering::SeqCst);
+                if stopping {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+
+    // pi4-2 loses power: its kubelet falls silent, its agent dies with it.
+    let cluster = Cluster::default();
+    let _recover = RecoverOnDrop(LOST);
+    let failed_at = Instant::now();
+    cluster.node_fail(LOST).unwrap();
+    lost_kubelet.abort();
+    lost.kill().await;
+
+    let mut killed_at = None;
+    if kill_mid_way {
+        // The controller marks the node first, then removes the pod: kill it right
+        // when the mark shows, so the removal is lost with it (or only just made).
+        wait_for(&nodes, LOST, Duration::from_secs(180), |n: &Node| {
+            taints(n).iter().any(|t| t == SILENT_TAINT)
+        })
+        .await
+        .unwrap();
+        controller.kill().await;
+        killed_at = Some(failed_at.elapsed());
+        controller = ControllerTask::start(&client, ns.name());
+    }
+
+    let moved = wait_for_list(&pods, &selector, Duration::from_secs(180), |pods| {
+        pods.iter()
+            .any(|p| running_on(p).as_deref() == Some(BACKUP) && ready(p))
+    })
+    .await
+    .unwrap();
+    let elapsed = failed_at.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    sampler.await.unwrap();
+    let second = moved
+        .iter()
+        .find(|p| running_on(p).as_deref() == Some(BACKUP))
+        .map(ResourceExt::name_any)
+        .unwrap();
+    assert_ne!(second, first);
+    assert!(
+        most_holding.load(Ordering::SeqCst) <= 1,
+        "two consumer pods were Running with the pin at once"
+    );
+    assert!(
+        taints(&nodes.get(LOST).await.unwrap())
+            .iter()
+            .any(|t| t == SILENT_TAINT),
+        "{LOST} should be marked so the replacement is not placed back there"
+    );
+
+    // The pin tells the story; one live consumer in the end.
+    let pin = wait_for(&pins, &name, WAIT, {
+        let second = second.clone();
+        move |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.current_node.as_deref() == Some(BACKUP)
+                    && s.holder_pod.as_deref() == Some(second.as_str())
+            }) && condition_is(p, "Ready", "True", "DeviceFound")
+        }
+    })
+    .await
+    .unwrap();
+    let status = pin.status.unwrap();
+    let live: Vec<String> = pods
+        .list(&selector)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(live, std::slice::from_ref(&second), "one live consumer pod");
+    let last_move = status.last_move.unwrap();
+    assert_eq!(
+        (last_move.from_node.as_deref(), last_move.to_node.as_str()),
+        (Some(LOST), BACKUP)
+    );
+    // A controller killed after removing the pod but before writing its record
+    // leaves the next one nothing to remove: the record is then the only loss.
+    let record = status.last_failover;
+    if !kill_mid_way {
+        let record = record.as_ref().unwrap();
+        assert_eq!(
+            (
+                record.from_node.as_deref(),
+                record.to_node.as_deref(),
+                record.reason.as_str()
+            ),
+            (Some(LOST), Some(BACKUP), reasons::NODE_UNREACHABLE)
+        );
+    }
+    eprintln!(
+        "failover: UsbDevicePin consumer Running and Ready on the backup stick's node {BACKUP} {:.1}s after node-fail {LOST} (old pod seen gone at {:.1}s){} ({} samples, at most {} consumer pod(s) Running at once; lastFailover {:?})",
+        elapsed.as_secs_f64(),
+        acted
+            .lock()
+            .unwrap()
+            .map_or(f64::NAN, |t| t.duration_since(failed_at).as_secs_f64()),
+        killed_at.map_or(String::new(), |k| format!(
+            "; first controller killed at {:.1}s",
+            k.as_secs_f64()
+        )),
+        samples.load(Ordering::SeqCst),
+        most_holding.load(Ordering::SeqCst),
+        record
+            .as_ref()
+            .map(|r| (&r.from_node, &r.to_node, &r.reason, r.duration_millis)),
+    );
+
+    // pi4-2 comes back: its mark comes off, and the consumer stays on pi4-3.
+    cluster.node_recover(LOST).unwrap();
+    wait_for(&nodes, LOST, Duration::from_secs(120), |n: &Node| {
+        !taints(n).iter().any(|t| t == SILENT_TAINT)
+    })
+    .await
+    .unwrap();
+    let pin = pins.get(&name).await.unwrap();
+    assert_eq!(
+        pin.status.as_ref().and_then(|s| s.current_node.as_deref()),
+        Some(BACKUP)
+    );
+    eprintln!(
+        "release: {LOST} heartbeats again and lost {SILENT_TAINT}; the consumer stays on {BACKUP}"
+    );
+
+    controller.stop().await;
+    backup_kubelet.abort();
+    backup.stop().await;
+}
