@@ -8,6 +8,7 @@
 mod api_contract;
 mod argocd_health;
 mod chart;
+mod etcdbackup;
 mod garbage_collection;
 mod mediaserver;
 mod scheduling;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use rusqlite::backup::StepResult;
 use rusqlite::{Connection, OpenFlags};
 
 /// Why SQLite failed.
@@ -38,12 +39,27 @@ pub fn backup(source: &Path, copy: &Path) -> Result<(), SqliteError> {
     let mut dst = Connection::open(copy).map_err(fail(format!("create {}", copy.display())))?;
     let backup = rusqlite::backup::Backup::new(&src, &mut dst)
         .map_err(fail(format!("start the backup of {}", source.display())))?;
-    // All pages in one step: one read transaction, so writes by k3s during the copy
-    // cannot restart it over and over.
-    backup
-        .run_to_completion(-1, std::time::Duration::ZERO, None)
-        .map_err(fail(format!("copy {}", source.display())))?;
-    Ok(())
+    // All pages in one step (-1): one read transaction, so writes by k3s during the
+    // copy cannot restart it over and over (rusqlite's run_to_completion refuses -1).
+    for _ in 0..600 {
+        match backup
+            .step(-1)
+            .map_err(fail(format!("copy {}", source.display())))?
+        {
+            StepResult::Done => return Ok(()),
+            StepResult::More | StepResult::Busy | StepResult::Locked => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            _ => {}
+        }
+    }
+    Err(SqliteError {
+        what: format!("copy {}", source.display()),
+        source: rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("the database stayed locked for a minute".into()),
+        ),
+    })
 }
 
 /// Opens the copy and runs `PRAGMA integrity_check`; returns its answer.
