@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Every binary of homelab-operators in one small image: static musl builds on top
 # of `scratch`, running as a non-root user (the node agent alone is run as root by
-# the chart, with every capability dropped; see charts/homelab-operators).
+# the chart, with every capability dropped, and etcd-backup's CronJob pods as root
+# to read the etcd certificates; see charts/homelab-operators).
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 -t IMAGE .
 #
@@ -36,15 +37,17 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       *) echo "unsupported TARGETARCH $TARGETARCH" >&2; exit 1 ;; \
     esac; \
     cargo zigbuild --locked --release --target "$target" \
-      -p homelab-mediaserver -p homelab-usbdevicepin -p homelab-node-agent; \
+      -p homelab-mediaserver -p homelab-usbdevicepin -p homelab-node-agent -p homelab-etcdbackup; \
     mkdir -p /out; \
-    for bin in mediaserver-controller usbdevicepin-controller node-agent; do \
+    for bin in mediaserver-controller usbdevicepin-controller node-agent etcd-backup; do \
       cp "target/$target/release/$bin" /out/; \
     done
 
 FROM scratch
 # No shell, no libc, no CA bundle: the operators talk only to the API server,
-# whose CA comes with the ServiceAccount token.
+# whose CA comes with the ServiceAccount token (etcd-backup's S3 client carries
+# the Mozilla roots itself; etcd's CA is mounted). No etcdutl either: an
+# EtcdBackup with verification.trialRestore needs an image that adds it.
 COPY --from=build /out/ /usr/local/bin/
 USER 65532:65532
 LABEL org.opencontainers.image.title="homelab-operators" \
