@@ -834,7 +834,9 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("list", "", "pods"),
         ask("get", "", "secrets").ns(home),
         ask("create", "events.k8s.io", "events").ns(home),
-        ask("update", coordination, "leases").ns(ns).named(ETCDBACKUP),
+        ask("update", coordination, "leases")
+            .ns(ns)
+            .named(ETCDBACKUP),
     ];
     let mut etcdbackup_not: Vec<Ask> = nobody()
         .into_iter()
@@ -850,7 +852,14 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("list", g, "mediaservers"),
         ask("list", "", "nodes"),
     ]);
-    assert_access(&client, ns, &account(ETCDBACKUP), &etcdbackup_needs, &etcdbackup_not).await;
+    assert_access(
+        &client,
+        ns,
+        &account(ETCDBACKUP),
+        &etcdbackup_needs,
+        &etcdbackup_not,
+    )
+    .await;
 
     // The issue's own question, through the real kubectl.
     let kubectl = tool("kubernetes", "kubectl");

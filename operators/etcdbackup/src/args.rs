@@ -55,10 +55,7 @@ pub struct ArgsError(String);
 ///
 /// # Errors
 /// On unknown, missing or malformed flags.
-pub fn parse(
-    args: &[String],
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Config, ArgsError> {
+pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Config, ArgsError> {
     const SWITCHES: [&str; 2] = ["--trial-restore", "--s3-path-style"];
     let mut flags: BTreeMap<&str, &str> = BTreeMap::new();
     let mut switches = Vec::new();
@@ -119,7 +116,11 @@ pub fn parse(
             secret_access_key: env(ENV_SECRET_ACCESS_KEY)
                 .ok_or_else(|| ArgsError(format!("{ENV_SECRET_ACCESS_KEY} is not set")))?,
         }),
-        _ => return Err(ArgsError("set exactly one of --dest-dir or --s3-bucket".into())),
+        _ => {
+            return Err(ArgsError(
+                "set exactly one of --dest-dir or --s3-bucket".into(),
+            ));
+        }
     };
     let compression = match take("--compression").as_deref() {
         None | Some("zstd") => Compression::Zstd,
@@ -138,7 +139,9 @@ pub fn parse(
         keep_weekly: count("--keep-weekly", 0)?,
     };
     let scratch_dir = take("--scratch-dir").map_or_else(std::env::temp_dir, PathBuf::from);
-    let report_file = take("--report-file").unwrap_or_else(|| DEFAULT_REPORT_FILE.into()).into();
+    let report_file = take("--report-file")
+        .unwrap_or_else(|| DEFAULT_REPORT_FILE.into())
+        .into();
     if let Some(flag) = flags.keys().next() {
         return Err(ArgsError(format!("unknown flag {flag}")));
     }
@@ -182,7 +185,12 @@ mod tests {
     #[test]
     fn s3_needs_credentials() {
         let a = args("--name b --endpoints http://a:2379 --s3-bucket x --s3-path-style");
-        assert!(parse(&a, |_| None).unwrap_err().0.contains(ENV_ACCESS_KEY_ID));
+        assert!(
+            parse(&a, |_| None)
+                .unwrap_err()
+                .0
+                .contains(ENV_ACCESS_KEY_ID)
+        );
         let c = parse(&a, |k| Some(format!("v-{k}"))).unwrap();
         let Target::S3(s3) = c.target else { panic!() };
         assert!(s3.path_style);
@@ -191,11 +199,17 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let e = parse(&args("--name b --endpoints x --dest-dir /d --bogus 1"), |_| None);
+        let e = parse(
+            &args("--name b --endpoints x --dest-dir /d --bogus 1"),
+            |_| None,
+        );
         assert_eq!(e.unwrap_err().0, "unknown flag --bogus");
         let e = parse(&args("--name b --datastore sqlite --dest-dir /d"), |_| None);
         assert!(e.unwrap_err().0.contains("--sqlite-path"));
-        let e = parse(&args("--name b --endpoints x --cacert /a --dest-dir /d"), |_| None);
+        let e = parse(
+            &args("--name b --endpoints x --cacert /a --dest-dir /d"),
+            |_| None,
+        );
         assert!(e.unwrap_err().0.contains("go together"));
     }
 }

@@ -108,12 +108,16 @@ pub fn check(path: &Path) -> Result<SnapshotInfo, IntegrityError> {
         }
     }
     let db = Db::open(file, db_len)?;
-    let key_bucket = db.bucket_root(db.root, b"key")?.ok_or_else(|| damaged("no `key` bucket"))?;
+    let key_bucket = db
+        .bucket_root(db.root, b"key")?
+        .ok_or_else(|| damaged("no `key` bucket"))?;
     let mut walk = Walk::default();
     db.walk(&key_bucket, 0, &mut walk)?;
     let revision = match &walk.last_key {
         Some(key) if key.len() >= 8 => {
-            let main: [u8; 8] = key[..8].try_into().map_err(|_| damaged("short revision key"))?;
+            let main: [u8; 8] = key[..8]
+                .try_into()
+                .map_err(|_| damaged("short revision key"))?;
             i64::try_from(u64::from_be_bytes(main)).map_err(|_| damaged("revision out of range"))?
         }
         Some(_) => return Err(damaged("a revision key is shorter than 8 bytes")),
@@ -126,6 +130,9 @@ pub fn check(path: &Path) -> Result<SnapshotInfo, IntegrityError> {
         hash_checked,
     })
 }
+
+/// Called with each leaf element's flags, key and value.
+type Visitor<'a> = dyn FnMut(u32, &[u8], &[u8]) -> Result<(), IntegrityError> + 'a;
 
 /// A page, or a bucket's inline page.
 enum Node {
@@ -158,10 +165,10 @@ impl Db {
         for id in 0..2u64 {
             let mut page = vec![0u8; 80];
             file.read_exact_at(&mut page, id * page_size)?;
-            if let Ok((txid, root)) = meta(&page) {
-                if best.is_none_or(|(t, _)| txid > t) {
-                    best = Some((txid, root));
-                }
+            if let Ok((txid, root)) = meta(&page)
+                && best.is_none_or(|(t, _)| txid > t)
+            {
+                best = Some((txid, root));
             }
         }
         let (_, root) = best.ok_or_else(|| damaged("neither meta page is valid"))?;
@@ -225,7 +232,7 @@ impl Db {
         &self,
         node: &Node,
         depth: usize,
-        visit: &mut dyn FnMut(u32, &[u8], &[u8]) -> Result<(), IntegrityError>,
+        visit: &mut Visitor<'_>,
     ) -> Result<(), IntegrityError> {
         if depth > MAX_DEPTH {
             return Err(damaged("the tree is deeper than any real one (a cycle?)"));

@@ -120,13 +120,11 @@ fn runner(backup: &EtcdBackup) -> (Vec<String>, Vec<EnvVar>, Mounts) {
         Datastore::Etcd => {
             flag(&mut args, "--endpoints", preset::endpoints(spec).join(","));
             let tls = spec.source.tls.as_ref();
-            let files = tls
-                .and_then(|t| t.host_path.clone())
-                .or_else(|| {
-                    tls.is_none()
-                        .then(|| preset::host_certificates(spec.source.distribution))
-                        .flatten()
-                });
+            let files = tls.and_then(|t| t.host_path.clone()).or_else(|| {
+                tls.is_none()
+                    .then(|| preset::host_certificates(spec.source.distribution))
+                    .flatten()
+            });
             if let Some(secret) = tls.and_then(|t| t.secret_name.clone()) {
                 m.other(
                     Volume {
@@ -172,7 +170,13 @@ fn runner(backup: &EtcdBackup) -> (Vec<String>, Vec<EnvVar>, Mounts) {
                 .unwrap_or_else(|| preset::K3S_SQLITE.into());
             let (dir, file) = db.rsplit_once('/').unwrap_or(("/", db.as_str()));
             // The directory, not the file: SQLite needs the -wal and -shm beside it.
-            m.host("sqlite", if dir.is_empty() { "/" } else { dir }, "Directory", SQLITE_DIR, false);
+            m.host(
+                "sqlite",
+                if dir.is_empty() { "/" } else { dir },
+                "Directory",
+                SQLITE_DIR,
+                false,
+            );
             flag(&mut args, "--datastore", "sqlite".into());
             flag(&mut args, "--sqlite-path", format!("{SQLITE_DIR}/{file}"));
         }
@@ -230,7 +234,10 @@ fn runner(backup: &EtcdBackup) -> (Vec<String>, Vec<EnvVar>, Mounts) {
             flag(&mut args, "--s3-ca", format!("{S3_CA_DIR}/ca.crt"));
         }
         env.push(secret_env(ENV_ACCESS_KEY_ID, &s3.access_key_id_secret_ref));
-        env.push(secret_env(ENV_SECRET_ACCESS_KEY, &s3.secret_access_key_secret_ref));
+        env.push(secret_env(
+            ENV_SECRET_ACCESS_KEY,
+            &s3.secret_access_key_secret_ref,
+        ));
     }
     if spec.compression == Compression::None {
         flag(&mut args, "--compression", "none".into());
@@ -267,7 +274,10 @@ fn runner(backup: &EtcdBackup) -> (Vec<String>, Vec<EnvVar>, Mounts) {
 pub fn cronjob(backup: &EtcdBackup, image: &Image) -> Result<CronJob, homelab_kit::Error> {
     let spec = &backup.spec;
     let labels = BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), "etcd-backup".to_owned()),
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "etcd-backup".to_owned(),
+        ),
         (
             "app.kubernetes.io/managed-by".to_owned(),
             crate::CONTROLLER_NAME.to_owned(),
@@ -279,23 +289,38 @@ pub fn cronjob(backup: &EtcdBackup, image: &Image) -> Result<CronJob, homelab_ki
     // Everything but a remote etcd (Custom endpoints with a Secret) needs the node:
     // its loopback etcd, its certificate files, its SQLite file or its directory.
     let remote = !spec.source.endpoints.is_empty()
-        && spec.source.tls.as_ref().is_some_and(|t| t.secret_name.is_some())
+        && spec
+            .source
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.secret_name.is_some())
         && spec.destination.host_path.is_none();
     if !remote {
-        node_selector.insert("node-role.kubernetes.io/control-plane".to_owned(), String::new());
+        node_selector.insert(
+            "node-role.kubernetes.io/control-plane".to_owned(),
+            String::new(),
+        );
     }
-    if let Some(node) = spec.destination.host_path.as_ref().and_then(|h| h.node.clone()) {
+    if let Some(node) = spec
+        .destination
+        .host_path
+        .as_ref()
+        .and_then(|h| h.node.clone())
+    {
         node_selector.insert("kubernetes.io/hostname".to_owned(), node);
     }
-    let tolerations = ["node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"]
-        .into_iter()
-        .map(|key| Toleration {
-            key: Some(key.into()),
-            operator: Some("Exists".into()),
-            effect: Some("NoSchedule".into()),
-            ..Toleration::default()
-        })
-        .collect();
+    let tolerations = [
+        "node-role.kubernetes.io/control-plane",
+        "node-role.kubernetes.io/master",
+    ]
+    .into_iter()
+    .map(|key| Toleration {
+        key: Some(key.into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoSchedule".into()),
+        ..Toleration::default()
+    })
+    .collect();
     let container = Container {
         name: "snapshot".into(),
         image: Some(image.name.clone()),
@@ -322,7 +347,14 @@ pub fn cronjob(backup: &EtcdBackup, image: &Image) -> Result<CronJob, homelab_ki
         // The result goes back as the termination message: no API access at all.
         automount_service_account_token: Some(false),
         host_network: Some(!remote),
-        dns_policy: Some(if remote { "ClusterFirst" } else { "ClusterFirstWithHostNet" }.into()),
+        dns_policy: Some(
+            if remote {
+                "ClusterFirst"
+            } else {
+                "ClusterFirstWithHostNet"
+            }
+            .into(),
+        ),
         node_selector: (!node_selector.is_empty()).then_some(node_selector),
         tolerations: Some(tolerations),
         // The certificate files and k3s's database belong to root, mode 0600.

@@ -131,11 +131,16 @@ fn secret_keys(eb: &EtcdBackup) -> Vec<(String, String)> {
             keys.push((r.name.clone(), r.key.clone()));
         }
     }
-    if eb.spec.source.datastore == Datastore::Etcd {
-        if let Some(secret) = eb.spec.source.tls.as_ref().and_then(|t| t.secret_name.clone()) {
-            for key in ["ca.crt", "tls.crt", "tls.key"] {
-                keys.push((secret.clone(), key.to_owned()));
-            }
+    if eb.spec.source.datastore == Datastore::Etcd
+        && let Some(secret) = eb
+            .spec
+            .source
+            .tls
+            .as_ref()
+            .and_then(|t| t.secret_name.clone())
+    {
+        for key in ["ca.crt", "tls.crt", "tls.key"] {
+            keys.push((secret.clone(), key.to_owned()));
         }
     }
     keys
@@ -175,10 +180,11 @@ pub fn runs_from_pods(pods: &[Pod]) -> Vec<Run> {
                 .flatten()
                 .find_map(|c| c.state.as_ref().and_then(|s| s.terminated.clone()))?;
             let parsed = terminated.message.as_deref().and_then(RunReport::parse);
-            let finished = terminated
-                .finished_at
-                .map(|t| t.0)
-                .or_else(|| parsed.as_ref().and_then(|r| r.finished.as_ref().map(|t| t.0)))?;
+            let finished = terminated.finished_at.map(|t| t.0).or_else(|| {
+                parsed
+                    .as_ref()
+                    .and_then(|r| r.finished.as_ref().map(|t| t.0))
+            })?;
             let report = parsed.unwrap_or_else(|| RunReport {
                 ok: false,
                 error: Some(format!(
@@ -207,7 +213,10 @@ pub async fn reconcile(cached: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Res
     let api: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), &ns);
     // The cache may lag behind our last status write: one fresh read.
     let Some(eb) = api.get_opt(&name).await.map_err(|e| {
-        Error::Read(homelab_kit::Error::kube(format!("get EtcdBackup {ns}/{name}"), e))
+        Error::Read(homelab_kit::Error::kube(
+            format!("get EtcdBackup {ns}/{name}"),
+            e,
+        ))
     })?
     else {
         return Ok(Action::await_change());
@@ -237,11 +246,22 @@ pub async fn reconcile(cached: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Res
         .map_err(Error::Apply)?
     {
         let note = if created {
-            format!("created CronJob {} ({})", build::cronjob_name(&eb), eb.spec.schedule)
+            format!(
+                "created CronJob {} ({})",
+                build::cronjob_name(&eb),
+                eb.spec.schedule
+            )
         } else {
             format!("updated CronJob {}", build::cronjob_name(&eb))
         };
-        ctx.events.normal(&eb, if created { "Created" } else { "Updated" }, "Apply", note).await;
+        ctx.events
+            .normal(
+                &eb,
+                if created { "Created" } else { "Updated" },
+                "Apply",
+                note,
+            )
+            .await;
     }
 
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -264,7 +284,13 @@ pub async fn reconcile(cached: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Res
 
     if ctx
         .manager
-        .apply_status(&api, &eb, eb.status.as_ref(), &computed.status, StatusPatch::Apply)
+        .apply_status(
+            &api,
+            &eb,
+            eb.status.as_ref(),
+            &computed.status,
+            StatusPatch::Apply,
+        )
         .await
         .map_err(Error::Status)?
     {
@@ -291,10 +317,18 @@ async fn announce(
     let metrics = &ctx.state.metrics;
     let before = eb.status.as_ref();
     if let Some(b) = &status.last_successful_backup {
-        metrics.success(ns, &name, b.time.0.as_second(), b.size_bytes, b.duration_millis);
+        metrics.success(
+            ns,
+            &name,
+            b.time.0.as_second(),
+            b.size_bytes,
+            b.duration_millis,
+        );
         if before.and_then(|s| s.last_successful_backup.as_ref()) != Some(b) {
             let note = format!("verified backup {} ({} bytes)", b.location, b.size_bytes);
-            ctx.events.normal(eb, reasons::BACKUP_SUCCEEDED, "Backup", note).await;
+            ctx.events
+                .normal(eb, reasons::BACKUP_SUCCEEDED, "Backup", note)
+                .await;
         }
     }
     for run in runs.iter().filter(|r| !r.report.ok) {
@@ -312,7 +346,9 @@ async fn announce(
                 run.pod,
                 run.report.error.as_deref().unwrap_or("no reason given")
             );
-            ctx.events.warning(eb, reasons::BACKUP_FAILED, "Backup", note).await;
+            ctx.events
+                .warning(eb, reasons::BACKUP_FAILED, "Backup", note)
+                .await;
         }
     }
     let stale = status::is_stale(status);
@@ -324,7 +360,9 @@ async fn announce(
             .find(|c| c.type_ == types::STALE)
             .map(|c| c.message.clone())
             .unwrap_or_default();
-        ctx.events.warning(eb, reasons::NO_RECENT_BACKUP, "Backup", message).await;
+        ctx.events
+            .warning(eb, reasons::NO_RECENT_BACKUP, "Backup", message)
+            .await;
     }
 }
 
@@ -336,10 +374,9 @@ async fn refuse(
     problem: &Problem,
 ) -> Result<Action, Error> {
     let mut status = eb.status.clone().unwrap_or_default();
-    let known = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == types::STALLED && c.reason == problem.reason && c.message == problem.message);
+    let known = status.conditions.iter().any(|c| {
+        c.type_ == types::STALLED && c.reason == problem.reason && c.message == problem.message
+    });
     if !known {
         ctx.events
             .warning(eb, problem.reason, "Reconcile", problem.message.clone())

@@ -112,7 +112,9 @@ pub async fn cluster_status(
     };
     let mut cluster = ClusterClient::new(channel(endpoint, tls)?);
     let members = cluster
-        .member_list(pb::MemberListRequest { linearizable: false })
+        .member_list(pb::MemberListRequest {
+            linearizable: false,
+        })
         .await
         .map_err(|s| rpc("list members", s))?
         .into_inner()

@@ -68,7 +68,10 @@ async fn snapshot(argv: &[String]) -> ExitCode {
         tracing::info!(report = %report.to_message(), "backup done");
         ExitCode::SUCCESS
     } else {
-        tracing::error!(error = report.error.as_deref().unwrap_or_default(), "backup failed");
+        tracing::error!(
+            error = report.error.as_deref().unwrap_or_default(),
+            "backup failed"
+        );
         ExitCode::FAILURE
     }
 }

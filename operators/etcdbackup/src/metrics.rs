@@ -21,7 +21,10 @@ pub struct Metrics {
 }
 
 fn labels(namespace: &str, name: &str) -> Labels {
-    [("namespace", namespace.to_owned()), ("name", name.to_owned())]
+    [
+        ("namespace", namespace.to_owned()),
+        ("name", name.to_owned()),
+    ]
 }
 
 impl Metrics {
@@ -78,6 +81,8 @@ impl Metrics {
 
     /// Records whether the backups are stale.
     pub fn set_stale(&self, namespace: &str, name: &str, stale: bool) {
-        self.stale.get_or_create(&labels(namespace, name)).set(i64::from(stale));
+        self.stale
+            .get_or_create(&labels(namespace, name))
+            .set(i64::from(stale));
     }
 }

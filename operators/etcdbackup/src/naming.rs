@@ -11,7 +11,12 @@ const STAMP_LEN: usize = 16;
 
 /// The object name of a backup taken at `at`.
 #[must_use]
-pub fn object_key(name: &str, at: Timestamp, datastore: Datastore, compression: Compression) -> String {
+pub fn object_key(
+    name: &str,
+    at: Timestamp,
+    datastore: Datastore,
+    compression: Compression,
+) -> String {
     let kind = match datastore {
         Datastore::Etcd => "db",
         Datastore::Sqlite => "sqlite",
@@ -31,7 +36,10 @@ pub fn taken_at(name: &str, key: &str) -> Option<Timestamp> {
     if !rest[STAMP_LEN..].starts_with('.') {
         return None;
     }
-    let local = jiff::fmt::strtime::parse(STAMP, stamp).ok()?.to_datetime().ok()?;
+    let local = jiff::fmt::strtime::parse(STAMP, stamp)
+        .ok()?
+        .to_datetime()
+        .ok()?;
     Some(local.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp())
 }
 

@@ -78,7 +78,9 @@ pub fn restore_command(spec: &EtcdBackupSpec, location: &str) -> String {
             } else {
                 format!("mv ./backup {db}")
             };
-            format!("systemctl stop k3s && {fetch}{unpacked} && rm -f {db}-wal {db}-shm && systemctl start k3s")
+            format!(
+                "systemctl stop k3s && {fetch}{unpacked} && rm -f {db}-wal {db}-shm && systemctl start k3s"
+            )
         }
         (Distribution::K3s, Datastore::Etcd) => format!(
             "systemctl stop k3s && {fetch}{} && k3s server --cluster-reset --cluster-reset-restore-path=$PWD/etcd-snapshot.db",

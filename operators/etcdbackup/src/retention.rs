@@ -26,7 +26,11 @@ pub fn keep(times: &[Timestamp], policy: Policy, tz: &TimeZone) -> BTreeSet<usiz
     let mut order: Vec<usize> = (0..times.len()).collect();
     // Newest first.
     order.sort_by(|a, b| times[*b].cmp(&times[*a]));
-    let mut kept: BTreeSet<usize> = order.iter().take(policy.keep_last.max(1)).copied().collect();
+    let mut kept: BTreeSet<usize> = order
+        .iter()
+        .take(policy.keep_last.max(1))
+        .copied()
+        .collect();
     ladder(&order, times, tz, policy.keep_daily, &mut kept, |z| {
         (i32::from(z.year()), i32::from(z.day_of_year()))
     });
@@ -65,7 +69,11 @@ mod tests {
         // One backup per 6 hours, oldest first, from 2026-01-01.
         let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         (0..n)
-            .map(|i| start.checked_add(jiff::SignedDuration::from_hours(6 * i)).unwrap())
+            .map(|i| {
+                start
+                    .checked_add(jiff::SignedDuration::from_hours(6 * i))
+                    .unwrap()
+            })
             .collect()
     }
 
@@ -87,7 +95,10 @@ mod tests {
     #[test]
     fn zero_still_keeps_the_newest() {
         let t = hours(4);
-        assert_eq!(keep(&t, policy(0, 0, 0), &TimeZone::UTC), BTreeSet::from([3]));
+        assert_eq!(
+            keep(&t, policy(0, 0, 0), &TimeZone::UTC),
+            BTreeSet::from([3])
+        );
         assert!(keep(&[], policy(0, 0, 0), &TimeZone::UTC).is_empty());
     }
 
@@ -107,6 +118,9 @@ mod tests {
     fn order_of_input_does_not_matter() {
         let mut t = hours(5);
         t.reverse();
-        assert_eq!(keep(&t, policy(2, 0, 0), &TimeZone::UTC), BTreeSet::from([0, 1]));
+        assert_eq!(
+            keep(&t, policy(2, 0, 0), &TimeZone::UTC),
+            BTreeSet::from([0, 1])
+        );
     }
 }

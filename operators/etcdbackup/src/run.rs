@@ -75,14 +75,16 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
 /// Runs one backup and says how it went; never fails itself.
 pub async fn run(config: &Config) -> RunReport {
     let started = Timestamp::now();
-    let scratch = config
-        .scratch_dir
-        .join(format!("etcd-backup-{}-{}", config.name, std::process::id()));
+    let scratch = config.scratch_dir.join(format!(
+        "etcd-backup-{}-{}",
+        config.name,
+        std::process::id()
+    ));
     let result = attempt(config, started, &scratch).await;
-    if let Err(e) = std::fs::remove_dir_all(&scratch) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %scratch.display(), error = %e, "could not remove the scratch directory");
-        }
+    if let Err(e) = std::fs::remove_dir_all(&scratch)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %scratch.display(), error = %e, "could not remove the scratch directory");
     }
     let etcd = match config.datastore {
         Datastore::Etcd => members(config).await,
@@ -314,9 +316,9 @@ async fn verify(
         std::fs::File::create(&raw).map_err(io(format!("create {}", raw.display())))?,
     );
     let mut out: Box<dyn Write + Send> = match config.compression {
-        Compression::Zstd => Box::new(
-            zstd::stream::write::Decoder::new(file).map_err(io("start zstd decoding"))?,
-        ),
+        Compression::Zstd => {
+            Box::new(zstd::stream::write::Decoder::new(file).map_err(io("start zstd decoding"))?)
+        }
         Compression::None => Box::new(file),
     };
     let mut hash = Sha256::new();
@@ -343,7 +345,12 @@ async fn verify(
                 .await
                 .map_err(|e| RunError::Verify(format!("the integrity check task failed: {e}")))?
                 .map_err(|e| RunError::Verify(homelab_kit::error::report(&e)))?;
-            tracing::info!(revision = info.revision, key_revisions = info.key_revisions, hash_checked = info.hash_checked, "snapshot integrity");
+            tracing::info!(
+                revision = info.revision,
+                key_revisions = info.key_revisions,
+                hash_checked = info.hash_checked,
+                "snapshot integrity"
+            );
             if config.trial_restore {
                 trial_restore(&raw, &scratch.join("restore")).await?;
             }
@@ -355,7 +362,9 @@ async fn verify(
                 .await
                 .map_err(|e| RunError::Verify(format!("the integrity check task failed: {e}")))??;
             if answer != "ok" {
-                return Err(RunError::Verify(format!("PRAGMA integrity_check: {answer}")));
+                return Err(RunError::Verify(format!(
+                    "PRAGMA integrity_check: {answer}"
+                )));
             }
             Ok(None)
         }
@@ -365,7 +374,8 @@ async fn verify(
 /// Restores the snapshot with `etcdutl` (from `$ETCDUTL` or `PATH`) into a scratch
 /// data directory: the proof that etcd itself can open it.
 async fn trial_restore(snapshot: &Path, data_dir: &Path) -> Result<(), RunError> {
-    let etcdutl = std::env::var_os("ETCDUTL").map_or_else(|| PathBuf::from("etcdutl"), PathBuf::from);
+    let etcdutl =
+        std::env::var_os("ETCDUTL").map_or_else(|| PathBuf::from("etcdutl"), PathBuf::from);
     let output = tokio::process::Command::new(&etcdutl)
         .arg("snapshot")
         .arg("restore")
@@ -387,7 +397,9 @@ async fn trial_restore(snapshot: &Path, data_dir: &Path) -> Result<(), RunError>
         )));
     }
     if !data_dir.join("member/snap/db").is_file() {
-        return Err(RunError::Verify("trial restore wrote no member/snap/db".into()));
+        return Err(RunError::Verify(
+            "trial restore wrote no member/snap/db".into(),
+        ));
     }
     Ok(())
 }
@@ -420,7 +432,9 @@ async fn prune(
             continue;
         }
         // The manifest first: a backup half-deleted must not look good.
-        store.delete(&format!("{}{MANIFEST_SUFFIX}", stored.key)).await?;
+        store
+            .delete(&format!("{}{MANIFEST_SUFFIX}", stored.key))
+            .await?;
         store.delete(&stored.key).await?;
         tracing::info!(location = %stored.record.location, "pruned");
         pruned += 1;
@@ -433,7 +447,7 @@ async fn prune(
         }
     }
     store.sweep_staging(&prefix);
-    recent.sort_by(|a, b| b.time.0.cmp(&a.time.0));
+    recent.sort_by_key(|r| std::cmp::Reverse(r.time.0));
     Ok((recent, pruned))
 }
 
@@ -442,7 +456,9 @@ async fn members(config: &Config) -> Option<EtcdClusterStatus> {
     for endpoint in &config.endpoints {
         match etcd::cluster_status(endpoint, config.tls.as_ref()).await {
             Ok(status) => return Some(status),
-            Err(e) => tracing::warn!(endpoint, error = %homelab_kit::error::report(&e), "could not list etcd members"),
+            Err(e) => {
+                tracing::warn!(endpoint, error = %homelab_kit::error::report(&e), "could not list etcd members")
+            }
         }
     }
     None

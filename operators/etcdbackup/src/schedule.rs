@@ -114,7 +114,13 @@ impl Schedule {
                 continue;
             }
             if self.hours & (1 << minute.hour()) == 0 {
-                minute = minute.with().minute(0).build().ok()?.checked_add(1.hour()).ok()?;
+                minute = minute
+                    .with()
+                    .minute(0)
+                    .build()
+                    .ok()?
+                    .checked_add(1.hour())
+                    .ok()?;
                 continue;
             }
             if self.minutes & (1 << minute.minute()) == 0 {
@@ -160,7 +166,11 @@ pub fn time_zone(name: Option<&str>) -> Result<TimeZone, String> {
 }
 
 fn next_day(date: Date) -> Option<DateTime> {
-    Some(date.tomorrow().ok()?.to_datetime(jiff::civil::time(0, 0, 0, 0)))
+    Some(
+        date.tomorrow()
+            .ok()?
+            .to_datetime(jiff::civil::time(0, 0, 0, 0)),
+    )
 }
 
 fn is_star(field: &str) -> bool {
@@ -237,19 +247,43 @@ mod tests {
 
     #[test]
     fn macros_and_fields() {
-        assert_eq!(next("@hourly", "2026-01-01T10:30:00Z"), "2026-01-01T11:00:00Z");
-        assert_eq!(next("@daily", "2026-01-01T10:30:00Z"), "2026-01-02T00:00:00Z");
-        assert_eq!(next("*/15 * * * *", "2026-01-01T10:30:00Z"), "2026-01-01T10:45:00Z");
-        assert_eq!(next("0 3 * * MON", "2026-01-01T10:30:00Z"), "2026-01-05T03:00:00Z");
-        assert_eq!(next("0 0 1 JAN *", "2026-01-01T00:00:00Z"), "2027-01-01T00:00:00Z");
-        assert_eq!(next("30 2 * * 7", "2026-01-01T00:00:00Z"), "2026-01-04T02:30:00Z");
-        assert_eq!(next("5/20 * * * *", "2026-01-01T00:06:00Z"), "2026-01-01T00:25:00Z");
+        assert_eq!(
+            next("@hourly", "2026-01-01T10:30:00Z"),
+            "2026-01-01T11:00:00Z"
+        );
+        assert_eq!(
+            next("@daily", "2026-01-01T10:30:00Z"),
+            "2026-01-02T00:00:00Z"
+        );
+        assert_eq!(
+            next("*/15 * * * *", "2026-01-01T10:30:00Z"),
+            "2026-01-01T10:45:00Z"
+        );
+        assert_eq!(
+            next("0 3 * * MON", "2026-01-01T10:30:00Z"),
+            "2026-01-05T03:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 1 JAN *", "2026-01-01T00:00:00Z"),
+            "2027-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            next("30 2 * * 7", "2026-01-01T00:00:00Z"),
+            "2026-01-04T02:30:00Z"
+        );
+        assert_eq!(
+            next("5/20 * * * *", "2026-01-01T00:06:00Z"),
+            "2026-01-01T00:25:00Z"
+        );
     }
 
     #[test]
     fn day_of_month_or_day_of_week() {
         // The 13th or any Friday: Friday 2026-01-02 comes first.
-        assert_eq!(next("0 0 13 * 5", "2026-01-01T00:00:00Z"), "2026-01-02T00:00:00Z");
+        assert_eq!(
+            next("0 0 13 * 5", "2026-01-01T00:00:00Z"),
+            "2026-01-02T00:00:00Z"
+        );
     }
 
     #[test]
@@ -265,7 +299,9 @@ mod tests {
     #[test]
     fn interval_is_the_longest_gap() {
         let s = Schedule::parse("0 1,2 * * *").unwrap();
-        let gap = s.interval(at("2026-01-01T00:00:00Z"), &TimeZone::UTC).unwrap();
+        let gap = s
+            .interval(at("2026-01-01T00:00:00Z"), &TimeZone::UTC)
+            .unwrap();
         assert_eq!(gap, Duration::from_secs(23 * 3600));
         let hourly = Schedule::parse("@hourly").unwrap();
         assert_eq!(
@@ -276,7 +312,14 @@ mod tests {
 
     #[test]
     fn bad_schedules_say_why() {
-        for bad in ["* * * *", "61 * * * *", "*/0 * * * *", "5-1 * * * *", "@often", "x * * * *"] {
+        for bad in [
+            "* * * *",
+            "61 * * * *",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "@often",
+            "x * * * *",
+        ] {
             let e = Schedule::parse(bad).unwrap_err();
             assert!(e.to_string().contains(bad), "{e}");
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use homelab_api::conditions::{reasons, types};
 use homelab_api::etcdbackup::{BackupRecord, Datastore, EtcdBackupStatus, EtcdClusterStatus};
 use homelab_api::{ConditionedStatus, EtcdBackup};
-use homelab_kit::conditions::{self, Status, new_condition, remove_condition, set_condition};
 use homelab_kit::Outcome;
+use homelab_kit::conditions::{self, Status, new_condition, remove_condition, set_condition};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -142,16 +142,29 @@ pub fn compute(backup: &EtcdBackup, runs: &[Run], facts: &Facts) -> Computed {
         ),
         (true, None) => (
             reasons::NO_RECENT_BACKUP,
-            format!("no verified backup since the EtcdBackup was created at {}", facts.created),
+            format!(
+                "no verified backup since the EtcdBackup was created at {}",
+                facts.created
+            ),
         ),
         (false, _) => (
             reasons::BACKUP_SUCCEEDED,
-            format!("a verified backup is due within {}", humantime(facts.stale_after)),
+            format!(
+                "a verified backup is due within {}",
+                humantime(facts.stale_after)
+            ),
         ),
     };
     set_condition(
         &mut status.conditions,
-        new_condition(types::STALE, Status::from(stale), reason, &message, generation, facts.now),
+        new_condition(
+            types::STALE,
+            Status::from(stale),
+            reason,
+            &message,
+            generation,
+            facts.now,
+        ),
     );
     match status.etcd.as_ref().map(quorum) {
         Some((at_risk, reason, message)) => {
@@ -215,7 +228,10 @@ fn quorum(etcd: &EtcdClusterStatus) -> (bool, &'static str, String) {
 }
 
 fn describe(b: &BackupRecord) -> String {
-    let revision = b.revision.map(|r| format!(", revision {r}")).unwrap_or_default();
+    let revision = b
+        .revision
+        .map(|r| format!(", revision {r}"))
+        .unwrap_or_default();
     format!(
         "verified backup {} taken at {} ({} bytes{revision})",
         b.location, b.time.0, b.size_bytes
@@ -324,24 +340,55 @@ mod tests {
 
     #[test]
     fn a_success_is_ready_and_fresh() {
-        let c = compute(&backup(), &[ok("2026-01-01T01:00:00Z", 3, 3)], &facts("2026-01-01T01:01:00Z"));
-        assert_eq!(cond(&c.status, types::READY), ("True", reasons::BACKUP_SUCCEEDED));
-        assert_eq!(cond(&c.status, types::STALE), ("False", reasons::BACKUP_SUCCEEDED));
-        assert_eq!(cond(&c.status, types::QUORUM_AT_RISK), ("False", reasons::QUORUM_HEALTHY));
+        let c = compute(
+            &backup(),
+            &[ok("2026-01-01T01:00:00Z", 3, 3)],
+            &facts("2026-01-01T01:01:00Z"),
+        );
+        assert_eq!(
+            cond(&c.status, types::READY),
+            ("True", reasons::BACKUP_SUCCEEDED)
+        );
+        assert_eq!(
+            cond(&c.status, types::STALE),
+            ("False", reasons::BACKUP_SUCCEEDED)
+        );
+        assert_eq!(
+            cond(&c.status, types::QUORUM_AT_RISK),
+            ("False", reasons::QUORUM_HEALTHY)
+        );
         assert_eq!(c.stale_at, Some(t("2026-01-01T03:00:00Z")));
-        assert!(c.status.restore_command.unwrap().contains("etcdutl snapshot restore"));
+        assert!(
+            c.status
+                .restore_command
+                .unwrap()
+                .contains("etcdutl snapshot restore")
+        );
     }
 
     #[test]
     fn failures_keep_the_last_good_backup_until_it_goes_stale() {
         let mut b = backup();
-        let first = compute(&b, &[ok("2026-01-01T01:00:00Z", 1, 1)], &facts("2026-01-01T01:00:10Z"));
+        let first = compute(
+            &b,
+            &[ok("2026-01-01T01:00:00Z", 1, 1)],
+            &facts("2026-01-01T01:00:10Z"),
+        );
         b.status = Some(first.status);
         // The successful pod is gone; only failures are left.
-        let runs = [failed("2026-01-01T02:00:00Z"), failed("2026-01-01T03:00:00Z")];
+        let runs = [
+            failed("2026-01-01T02:00:00Z"),
+            failed("2026-01-01T03:00:00Z"),
+        ];
         let c = compute(&b, &runs, &facts("2026-01-01T03:00:10Z"));
-        assert_eq!(cond(&c.status, types::READY), ("False", reasons::BACKUP_FAILED));
-        assert_eq!(cond(&c.status, types::STALE), ("True", reasons::NO_RECENT_BACKUP));
+        assert_eq!(
+            cond(&c.status, types::READY),
+            ("False", reasons::BACKUP_FAILED)
+        );
+        assert_eq!(
+            cond(&c.status, types::STALE),
+            ("True", reasons::NO_RECENT_BACKUP)
+        );
         assert_eq!(
             c.status.last_successful_backup.unwrap().time.0,
             t("2026-01-01T01:00:00Z")
@@ -350,10 +397,24 @@ mod tests {
 
     #[test]
     fn quorum_warnings() {
-        let c = compute(&backup(), &[ok("2026-01-01T01:00:00Z", 2, 2)], &facts("2026-01-01T01:00:10Z"));
-        assert_eq!(cond(&c.status, types::QUORUM_AT_RISK), ("True", reasons::EVEN_MEMBER_COUNT));
-        let c = compute(&backup(), &[ok("2026-01-01T01:00:00Z", 3, 2)], &facts("2026-01-01T01:00:10Z"));
-        assert_eq!(cond(&c.status, types::QUORUM_AT_RISK), ("True", reasons::MEMBER_UNREACHABLE));
+        let c = compute(
+            &backup(),
+            &[ok("2026-01-01T01:00:00Z", 2, 2)],
+            &facts("2026-01-01T01:00:10Z"),
+        );
+        assert_eq!(
+            cond(&c.status, types::QUORUM_AT_RISK),
+            ("True", reasons::EVEN_MEMBER_COUNT)
+        );
+        let c = compute(
+            &backup(),
+            &[ok("2026-01-01T01:00:00Z", 3, 2)],
+            &facts("2026-01-01T01:00:10Z"),
+        );
+        assert_eq!(
+            cond(&c.status, types::QUORUM_AT_RISK),
+            ("True", reasons::MEMBER_UNREACHABLE)
+        );
     }
 
     #[test]

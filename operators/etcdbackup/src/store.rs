@@ -209,10 +209,12 @@ impl Store {
             .get(&self.path(key))
             .await
             .map_err(request(what.clone()))?;
-        Ok(got.into_stream().map_err(move |source| StoreError::Request {
-            what: what.clone(),
-            source,
-        }))
+        Ok(got
+            .into_stream()
+            .map_err(move |source| StoreError::Request {
+                what: what.clone(),
+                source,
+            }))
     }
 
     /// Writes a small object in one request (atomic as well).
@@ -243,8 +245,8 @@ impl Store {
     /// # Errors
     /// When listing fails.
     pub async fn list(&self, name_prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let prefix = (!self.prefix.is_empty())
-            .then(|| Path::from(self.prefix.trim_end_matches('/')));
+        let prefix =
+            (!self.prefix.is_empty()).then(|| Path::from(self.prefix.trim_end_matches('/')));
         let objects: Vec<_> = self
             .inner
             .list(prefix.as_ref())
@@ -266,7 +268,10 @@ impl Store {
     ///
     /// # Errors
     /// When listing or reading a manifest fails.
-    pub async fn verified(&self, name_prefix: &str) -> Result<(Vec<Stored>, Vec<String>), StoreError> {
+    pub async fn verified(
+        &self,
+        name_prefix: &str,
+    ) -> Result<(Vec<Stored>, Vec<String>), StoreError> {
         let all = self.list(name_prefix).await?;
         let sizes: std::collections::HashMap<&str, u64> =
             all.iter().map(|(k, s)| (k.as_str(), *s)).collect();
@@ -284,7 +289,8 @@ impl Store {
             };
             match record {
                 Some(record)
-                    if u64::try_from(record.size_bytes).ok() == sizes.get(key.as_str()).copied() =>
+                    if u64::try_from(record.size_bytes).ok()
+                        == sizes.get(key.as_str()).copied() =>
                 {
                     good.push(Stored {
                         key: key.clone(),
@@ -296,10 +302,10 @@ impl Store {
         }
         // Manifests whose object is gone are leftovers too.
         for (key, _) in &all {
-            if let Some(object) = key.strip_suffix(MANIFEST_SUFFIX) {
-                if !sizes.contains_key(object) {
-                    leftovers.push(key.clone());
-                }
+            if let Some(object) = key.strip_suffix(MANIFEST_SUFFIX)
+                && !sizes.contains_key(object)
+            {
+                leftovers.push(key.clone());
             }
         }
         Ok((good, leftovers))
@@ -321,10 +327,11 @@ impl Store {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(name_prefix) && is_staging(&name) {
-                if let Err(e) = std::fs::remove_file(entry.path()) {
-                    tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a staging file");
-                }
+            if name.starts_with(name_prefix)
+                && is_staging(&name)
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a staging file");
             }
         }
     }

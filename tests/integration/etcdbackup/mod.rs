@@ -80,16 +80,27 @@ pub async fn apply(ns: &TestNamespace, name: &str, spec: Value) -> EtcdBackup {
         "spec": spec,
     });
     ns.api::<EtcdBackup>()
-        .patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&body))
+        .patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
         .await
         .unwrap()
 }
 
 /// The CronJob the controller wrote for `name`, once its args satisfy `ready`.
-pub async fn cronjob(ns: &TestNamespace, name: &str, ready: impl Fn(&[String]) -> bool + Send + 'static) -> CronJob {
-    wait_for(&ns.api::<CronJob>(), &format!("{name}-etcd-backup"), WAIT, move |cj| {
-        ready(&container_args(cj))
-    })
+pub async fn cronjob(
+    ns: &TestNamespace,
+    name: &str,
+    ready: impl Fn(&[String]) -> bool + Send + 'static,
+) -> CronJob {
+    wait_for(
+        &ns.api::<CronJob>(),
+        &format!("{name}-etcd-backup"),
+        WAIT,
+        move |cj| ready(&container_args(cj)),
+    )
     .await
     .unwrap()
 }
@@ -150,7 +161,12 @@ pub fn local_args(cj: &CronJob, scratch: &Path, report: &Path) -> Vec<String> {
 pub async fn local_env(ns: &TestNamespace, cj: &CronJob) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for var in pod_spec(cj).containers[0].env.iter().flatten() {
-        let value = match (&var.value, var.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref())) {
+        let value = match (
+            &var.value,
+            var.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref()),
+        ) {
             (Some(v), _) => v.clone(),
             (None, Some(r)) => {
                 let secret: Secret = ns.api::<Secret>().get(&r.name).await.unwrap();

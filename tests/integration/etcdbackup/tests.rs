@@ -24,7 +24,11 @@ fn is(eb: &EtcdBackup, type_: &str, status: &str, reason: &str) -> bool {
 /// (the image would carry it for trial restores).
 fn with_path(env: Vec<(String, String)>, tools: &Tools) -> Vec<(String, String)> {
     let mut env = env;
-    let path = format!("{}:{}", tools.etcd.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        tools.etcd.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     env.push(("PATH".into(), path));
     env
 }
@@ -55,7 +59,10 @@ async fn a_snapshot_of_the_clusters_etcd_restores_with_etcdutl() {
     let dir = TempDir::new("etcdbak-restore");
     let prefix = format!("/homelab-tests/{}/", ns.name());
     for i in 0..5 {
-        etcd.etcdctl(&tools, &["put", &format!("{prefix}key-{i}"), &format!("value-{i}")]);
+        etcd.etcdctl(
+            &tools,
+            &["put", &format!("{prefix}key-{i}"), &format!("value-{i}")],
+        );
     }
     let dest = dir.path().join("backups");
     apply(
@@ -71,12 +78,30 @@ async fn a_snapshot_of_the_clusters_etcd_restores_with_etcdutl() {
     )
     .await;
     let cj = cronjob(&ns, "cluster", |_| true).await;
-    let pod = cj.spec.job_template.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let pod = cj
+        .spec
+        .job_template
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .clone()
+        .unwrap();
     // On a control-plane node, beside its etcd, with no API token.
     assert_eq!(pod.host_network, Some(true));
     assert_eq!(pod.automount_service_account_token, Some(false));
-    assert!(pod.node_selector.unwrap().contains_key("node-role.kubernetes.io/control-plane"));
-    assert!(pod.tolerations.unwrap().iter().any(|t| t.key.as_deref() == Some("node-role.kubernetes.io/control-plane")));
+    assert!(
+        pod.node_selector
+            .unwrap()
+            .contains_key("node-role.kubernetes.io/control-plane")
+    );
+    assert!(
+        pod.tolerations
+            .unwrap()
+            .iter()
+            .any(|t| t.key.as_deref() == Some("node-role.kubernetes.io/control-plane"))
+    );
 
     let report_file = dir.path().join("report");
     let args = local_args(&cj, dir.path(), &report_file);
@@ -84,7 +109,10 @@ async fn a_snapshot_of_the_clusters_etcd_restores_with_etcdutl() {
     let (ok, report) = run_runner(&args, &env, &report_file);
     assert!(ok, "{report:?}");
     let backup = report.backup.clone().unwrap();
-    println!("backup {} ({} bytes, revision {:?})", backup.location, backup.size_bytes, backup.revision);
+    println!(
+        "backup {} ({} bytes, revision {:?})",
+        backup.location, backup.size_bytes, backup.revision
+    );
 
     deliver(&ns, "cluster", "cluster-run-1", true, &report).await;
     let eb = wait_for(&ns.api::<EtcdBackup>(), "cluster", WAIT, |eb| {
@@ -99,7 +127,12 @@ async fn a_snapshot_of_the_clusters_etcd_restores_with_etcdutl() {
     let members = status.etcd.unwrap();
     assert_eq!((members.member_count, members.healthy_members), (1, 1));
     assert!(members.leader.is_some());
-    assert!(status.conditions.iter().any(|c| c.type_ == types::QUORUM_AT_RISK && c.status == "False"));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == types::QUORUM_AT_RISK && c.status == "False")
+    );
 
     // Restore the file with the real etcdutl into a fresh data dir, start an etcd
     // on it, and read the keys back.
@@ -111,15 +144,27 @@ async fn a_snapshot_of_the_clusters_etcd_restores_with_etcdutl() {
         .args(["snapshot", "restore"])
         .arg(&raw)
         .arg(format!("--data-dir={}", data.display()))
-        .args(["--name=restored", &format!("--initial-cluster=restored=http://127.0.0.1:{peer}")])
-        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+        .args([
+            "--name=restored",
+            &format!("--initial-cluster=restored=http://127.0.0.1:{peer}"),
+        ])
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+        ))
         .output()
         .unwrap();
-    assert!(out.status.success(), "etcdutl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "etcdutl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let restored = Etcd::start(&tools, &data, "restored", peer);
     let values = restored.etcdctl(&tools, &["get", "--prefix", &prefix, "--print-value-only"]);
     let values: Vec<&str> = values.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(values, (0..5).map(|i| format!("value-{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        values,
+        (0..5).map(|i| format!("value-{i}")).collect::<Vec<_>>()
+    );
     etcd.etcdctl(&tools, &["del", "--prefix", &prefix]);
 }
 
@@ -137,7 +182,13 @@ fn s3_settings(s3: &S3Server) -> S3Settings {
 }
 
 async fn s3_keys(store: &Store) -> Vec<String> {
-    let mut keys: Vec<String> = store.list("offsite-").await.unwrap().into_iter().map(|(k, _)| k).collect();
+    let mut keys: Vec<String> = store
+        .list("offsite-")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     keys.sort();
     keys
 }
@@ -180,7 +231,10 @@ async fn s3_upload_list_prune_and_an_upload_killed_halfway() {
         },
     }))
     .unwrap();
-    ns.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     apply(
         &ns,
         "offsite",
@@ -201,26 +255,46 @@ async fn s3_upload_list_prune_and_an_upload_killed_halfway() {
     let report_file = dir.path().join("report");
     let args = local_args(&cj, dir.path(), &report_file);
     let env = local_env(&ns, &cj).await;
-    assert!(env.iter().any(|(k, v)| k == "AWS_ACCESS_KEY_ID" && v == peers::S3_ACCESS_KEY));
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "AWS_ACCESS_KEY_ID" && v == peers::S3_ACCESS_KEY)
+    );
 
     let mut reports = Vec::new();
     for _ in 0..3 {
         next_second().await;
         let (ok, report) = run_runner(&args, &env, &report_file);
         assert!(ok, "{report:?}");
-        assert!(report.backup.as_ref().unwrap().location.starts_with("s3://backups/etcd/offsite-"));
+        assert!(
+            report
+                .backup
+                .as_ref()
+                .unwrap()
+                .location
+                .starts_with("s3://backups/etcd/offsite-")
+        );
         reports.push(report);
     }
-    assert_eq!(reports[2].pruned, 1, "keepLast 2: the third run prunes the first");
+    assert_eq!(
+        reports[2].pruned, 1,
+        "keepLast 2: the third run prunes the first"
+    );
     let store = Store::open(&Target::S3(s3_settings(&s3))).unwrap();
     let (good, leftovers) = store.verified("offsite-").await.unwrap();
     let mut kept: Vec<String> = good.iter().map(|s| s.record.location.clone()).collect();
     kept.sort();
-    let newest_two: Vec<String> = reports[1..].iter().map(|r| r.backup.clone().unwrap().location).collect();
+    let newest_two: Vec<String> = reports[1..]
+        .iter()
+        .map(|r| r.backup.clone().unwrap().location)
+        .collect();
     assert_eq!(kept, newest_two);
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let before = s3_keys(&store).await;
-    assert_eq!(before.len(), 4, "two backups and their manifests: {before:?}");
+    assert_eq!(
+        before.len(),
+        4,
+        "two backups and their manifests: {before:?}"
+    );
 
     deliver(&ns, "offsite", "offsite-run-3", true, &reports[2]).await;
     let eb = wait_for(&ns.api::<EtcdBackup>(), "offsite", WAIT, |eb| {
@@ -267,12 +341,19 @@ async fn s3_upload_list_prune_and_an_upload_killed_halfway() {
             saw_progress = true;
             break;
         }
-        assert!(!line.contains("backup verified"), "the upload finished before it could be killed");
+        assert!(
+            !line.contains("backup verified"),
+            "the upload finished before it could be killed"
+        );
     }
     child.kill().unwrap();
     let _ = child.wait();
     assert!(saw_progress, "the runner never reported progress");
-    assert_eq!(s3_keys(&store).await, before, "a killed upload must leave nothing under a backup's name");
+    assert_eq!(
+        s3_keys(&store).await,
+        before,
+        "a killed upload must leave nothing under a backup's name"
+    );
     let (good, _) = store.verified("offsite-").await.unwrap();
     assert_eq!(good.len(), 2);
 }
@@ -296,7 +377,11 @@ async fn retention_keeps_the_newest_verified_backup_when_later_runs_fail_and_sta
     let cj = cronjob(&ns, "ladder", |_| true).await;
     let report_file = dir.path().join("report");
     let env = local_env(&ns, &cj).await;
-    let (ok, good) = run_runner(&local_args(&cj, dir.path(), &report_file), &env, &report_file);
+    let (ok, good) = run_runner(
+        &local_args(&cj, dir.path(), &report_file),
+        &env,
+        &report_file,
+    );
     assert!(ok, "{good:?}");
     deliver(&ns, "ladder", "ladder-run-1", true, &good).await;
     wait_for(&ns.api::<EtcdBackup>(), "ladder", WAIT, |eb| {
@@ -315,9 +400,20 @@ async fn retention_keeps_the_newest_verified_backup_when_later_runs_fail_and_sta
     let cj = cronjob(&ns, "ladder", move |args| args.contains(&dead_arg)).await;
     for run in 2..=3 {
         next_second().await;
-        let (ok, failed) = run_runner(&local_args(&cj, dir.path(), &report_file), &env, &report_file);
+        let (ok, failed) = run_runner(
+            &local_args(&cj, dir.path(), &report_file),
+            &env,
+            &report_file,
+        );
         assert!(!ok && !failed.ok, "{failed:?}");
-        assert!(failed.error.as_deref().unwrap().contains("no endpoint gave a snapshot"), "{failed:?}");
+        assert!(
+            failed
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("no endpoint gave a snapshot"),
+            "{failed:?}"
+        );
         deliver(&ns, "ladder", &format!("ladder-run-{run}"), false, &failed).await;
     }
     // The one verified backup is still there, with its manifest, keepLast 1 or not.
@@ -353,8 +449,10 @@ async fn a_sqlite_datastore_backed_up_while_written_opens_cleanly() {
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.execute_batch("CREATE TABLE kine (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, value BLOB)")
-            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE kine (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, value BLOB)",
+        )
+        .unwrap();
     }
     let _ = peers::runner_binary();
     // A writer like k3s's: small transactions, one after another, all along.
@@ -411,11 +509,20 @@ async fn a_sqlite_datastore_backed_up_while_written_opens_cleanly() {
     let backup = report.backup.clone().unwrap();
     let copy = dir.path().join("copy.db");
     peers::unzstd(std::path::Path::new(&backup.location), &copy);
-    let conn = rusqlite::Connection::open_with_flags(&copy, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(&copy, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
-    let rows: u64 = conn.query_row("SELECT count(*) FROM kine", [], |r| r.get(0)).unwrap();
-    assert!(rows >= 2000 && rows <= total, "{rows} rows copied of {total} written");
+    let rows: u64 = conn
+        .query_row("SELECT count(*) FROM kine", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        rows >= 2000 && rows <= total,
+        "{rows} rows copied of {total} written"
+    );
     assert_eq!(rows % 10, 0, "whole transactions only");
     println!("SQLite: {rows} rows copied while {total} were written in all");
 
@@ -427,8 +534,18 @@ async fn a_sqlite_datastore_backed_up_while_written_opens_cleanly() {
     .unwrap();
     let status = eb.status.unwrap();
     assert!(status.etcd.is_none());
-    assert!(!status.conditions.iter().any(|c| c.type_ == types::QUORUM_AT_RISK));
-    assert!(status.restore_command.unwrap().contains("systemctl stop k3s"));
+    assert!(
+        !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == types::QUORUM_AT_RISK)
+    );
+    assert!(
+        status
+            .restore_command
+            .unwrap()
+            .contains("systemctl stop k3s")
+    );
 }
 
 #[tokio::test]
@@ -449,7 +566,23 @@ async fn a_missing_secret_stalls_with_an_event() {
     })
     .await
     .unwrap();
-    let ready = eb.status.unwrap().conditions.into_iter().find(|c| c.type_ == types::READY).unwrap();
-    assert!(ready.message.contains("Secret etcd-client key ca.crt"), "{}", ready.message);
-    assert!(ns.api::<k8s_openapi::api::batch::v1::CronJob>().get_opt("talos-etcd-backup").await.unwrap().is_none());
+    let ready = eb
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == types::READY)
+        .unwrap();
+    assert!(
+        ready.message.contains("Secret etcd-client key ca.crt"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ns.api::<k8s_openapi::api::batch::v1::CronJob>()
+            .get_opt("talos-etcd-backup")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
