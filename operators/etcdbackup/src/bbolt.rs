@@ -134,6 +134,21 @@ pub fn check(path: &Path) -> Result<SnapshotInfo, IntegrityError> {
 /// Called with each leaf element's flags, key and value.
 type Visitor<'a> = dyn FnMut(u32, &[u8], &[u8]) -> Result<(), IntegrityError> + 'a;
 
+/// Reads every page of every bucket (nested ones too) of the database at `path`:
+/// what opening it for a restore would touch. Returns the number of entries.
+///
+/// # Errors
+/// When the file cannot be read or a page is damaged.
+pub fn walk_everything(path: &Path) -> Result<u64, IntegrityError> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let db_len = if size % 512 == 32 { size - 32 } else { size };
+    let db = Db::open(file, db_len)?;
+    let mut entries = 0;
+    db.walk_buckets(&Node::Page(db.root), 0, &mut entries)?;
+    Ok(entries)
+}
+
 /// A page, or a bucket's inline page.
 enum Node {
     Page(u64),
@@ -218,6 +233,26 @@ impl Db {
             Ok(())
         })?;
         Ok(found)
+    }
+
+    fn walk_buckets(
+        &self,
+        node: &Node,
+        depth: usize,
+        entries: &mut u64,
+    ) -> Result<(), IntegrityError> {
+        let mut buckets = Vec::new();
+        self.for_each_leaf(node, depth, &mut |flags, _, value| {
+            *entries += 1;
+            if flags & BUCKET_LEAF != 0 {
+                buckets.push(bucket_node(value)?);
+            }
+            Ok(())
+        })?;
+        for bucket in &buckets {
+            self.walk_buckets(bucket, depth + 1, entries)?;
+        }
+        Ok(())
     }
 
     fn walk(&self, node: &Node, depth: usize, walk: &mut Walk) -> Result<(), IntegrityError> {
