@@ -411,3 +411,109 @@ pub fn cronjob(backup: &EtcdBackup, image: &Image) -> Result<CronJob, homelab_ki
         status: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use homelab_api::etcdbackup::EtcdBackupSpec;
+
+    fn backup(spec: serde_json::Value) -> EtcdBackup {
+        let spec: EtcdBackupSpec = serde_json::from_value(spec).unwrap();
+        let mut b = EtcdBackup::new("cluster", spec);
+        b.metadata.namespace = Some("kube-system".into());
+        b.metadata.uid = Some("0000".into());
+        b
+    }
+
+    fn image() -> Image {
+        Image {
+            name: "img".into(),
+            pull_policy: "IfNotPresent".into(),
+        }
+    }
+
+    fn pod(cj: &CronJob) -> PodSpec {
+        cj.spec
+            .job_template
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    }
+
+    #[test]
+    fn kubeadm_mounts_only_its_three_certificate_files() {
+        let cj = cronjob(
+            &backup(serde_json::json!({
+                "schedule": "@hourly",
+                "source": {"distribution": "Kubeadm"},
+                "destination": {"hostPath": {"path": "/var/backups/etcd", "node": "cp-1"}},
+            })),
+            &image(),
+        )
+        .unwrap();
+        let pod = pod(&cj);
+        let hosts: Vec<String> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                "/etc/kubernetes/pki/etcd/ca.crt",
+                "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+                "/etc/kubernetes/pki/etcd/healthcheck-client.key",
+                "/var/backups/etcd",
+            ]
+        );
+        let args = pod.containers[0].args.clone().unwrap();
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--endpoints", preset::LOCAL_ETCD])
+        );
+        assert_eq!(pod.host_network, Some(true));
+        let selector = pod.node_selector.unwrap();
+        assert_eq!(selector["kubernetes.io/hostname"], "cp-1");
+        assert_eq!(cj.spec.concurrency_policy.as_deref(), Some("Forbid"));
+    }
+
+    #[test]
+    fn s3_credentials_come_from_secrets_and_sqlite_mounts_its_directory() {
+        let cj = cronjob(
+            &backup(serde_json::json!({
+                "schedule": "@hourly",
+                "source": {"distribution": "K3s", "datastore": "SQLite"},
+                "destination": {"s3": {
+                    "bucket": "b", "forcePathStyle": true,
+                    "accessKeyIdSecretRef": {"name": "s3", "key": "id"},
+                    "secretAccessKeySecretRef": {"name": "s3", "key": "secret"},
+                }},
+            })),
+            &image(),
+        )
+        .unwrap();
+        let pod = pod(&cj);
+        let env = pod.containers[0].env.clone().unwrap();
+        assert!(
+            env.iter().all(|e| e.value.is_none()),
+            "no credential in plain text"
+        );
+        let args = pod.containers[0].args.clone().unwrap();
+        assert!(args.contains(&format!("{SQLITE_DIR}/state.db")));
+        assert!(args.contains(&"--s3-path-style".to_owned()));
+        let sqlite = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "sqlite")
+            .unwrap();
+        assert_eq!(
+            sqlite.host_path.as_ref().unwrap().path,
+            "/var/lib/rancher/k3s/server/db"
+        );
+    }
+}
