@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Every binary of homelab-operators in one small image: static musl builds on top
 # of `scratch`, running as a non-root user (the node agent alone is run as root by
-# the chart, with every capability dropped; see charts/homelab-operators).
+# the chart, with every capability dropped, and etcd-backup's CronJob pods as root
+# to read the etcd certificates; see charts/homelab-operators).
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 -t IMAGE .
 #
@@ -37,17 +38,19 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     esac; \
     cargo zigbuild --locked --release --target "$target" \
       -p homelab-mediaserver -p homelab-usbdevicepin -p homelab-node-agent \
-      -p homelab-sensorgateway; \
+      -p homelab-sensorgateway -p homelab-etcdbackup; \
     mkdir -p /out; \
     for bin in mediaserver-controller usbdevicepin-controller node-agent \
-               sensorgateway-controller; do \
+               sensorgateway-controller etcd-backup; do \
       cp "target/$target/release/$bin" /out/; \
     done
 
 FROM scratch
 # No shell, no libc, no CA bundle: the operators talk to the API server, whose
-# CA comes with the ServiceAccount token, and to MQTT brokers over TLS only with
-# the CA a SensorGateway names (mqtt.tls.caSecretRef).
+# CA comes with the ServiceAccount token; to MQTT brokers over TLS only with the
+# CA a SensorGateway names (mqtt.tls.caSecretRef); etcd-backup's S3 client
+# carries the Mozilla roots itself, and etcd's CA is mounted. No etcdutl either:
+# an EtcdBackup with verification.trialRestore needs an image that adds it.
 COPY --from=build /out/ /usr/local/bin/
 USER 65532:65532
 LABEL org.opencontainers.image.title="homelab-operators" \

@@ -69,13 +69,15 @@ build_go_install() { # module/cmd@version, out
 
 build_kwok() { build_go_install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$1"; }
 build_helm() { build_go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$1"; }
+build_versitygw() { build_go_install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" "$1"; }
 
-# Sets KUBE_BIN, ETCD_BIN, KWOK_BIN, HELM_BIN without building anything.
+# Sets KUBE_BIN, ETCD_BIN, KWOK_BIN, HELM_BIN, VERSITYGW_BIN without building anything.
 tool_paths() {
   KUBE_BIN=$(tool_dir kubernetes "$E2E_DIR/versions.env" "$E2E_DIR/tools/kubernetes/go.mod" "$E2E_DIR/tools/kubernetes/go.sum")
   ETCD_BIN=$(tool_dir etcd "$E2E_DIR/versions.env" "$E2E_DIR/tools/etcd/go.mod" "$E2E_DIR/tools/etcd/go.sum")
   KWOK_BIN=$(tool_dir kwok "$E2E_DIR/versions.env")
   HELM_BIN=$(tool_dir helm "$E2E_DIR/versions.env")
+  VERSITYGW_BIN=$(tool_dir versitygw "$E2E_DIR/versions.env")
   grep -q "k8s.io/kubernetes $KUBERNETES_VERSION" "$E2E_DIR/tools/kubernetes/go.mod" || {
     echo "tools/kubernetes/go.mod does not pin $KUBERNETES_VERSION: run e2e/tools/pin-kubernetes $KUBERNETES_VERSION" >&2
     return 1
@@ -89,6 +91,7 @@ ensure_tools() {
   build_into "$KWOK_BIN" "kwok $KWOK_VERSION" build_kwok
   build_into "$KUBE_BIN" "kubernetes $KUBERNETES_VERSION" build_kubernetes
   build_into "$HELM_BIN" "helm $HELM_VERSION" build_helm
+  build_into "$VERSITYGW_BIN" "versitygw $VERSITYGW_VERSION" build_versitygw
 }
 
 # The kwok module ships its default stages (node initialize, heartbeat with lease,

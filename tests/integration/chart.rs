@@ -41,6 +41,7 @@ const MEDIASERVER: &str = "mediaserver-controller";
 const USBDEVICEPIN: &str = "usbdevicepin-controller";
 const SENSORGATEWAY: &str = "sensorgateway-controller";
 const NODE_AGENT: &str = "node-agent";
+const ETCDBACKUP: &str = "etcdbackup-controller";
 const CRD_MARKER: &str = "CHART-UPGRADE-TEST";
 
 pub(crate) fn chart_dir() -> PathBuf {
@@ -261,6 +262,7 @@ fn chart_lints_renders_and_generated_files_are_in_step() {
         (USBDEVICEPIN, "usbdevicepin"),
         (SENSORGATEWAY, "sensorgateway"),
         (NODE_AGENT, "node-agent"),
+        (ETCDBACKUP, "etcdbackup"),
     ] {
         let wanted = documents(&read(
             &workspace_root().join(format!("operators/{crate_dir}/rbac.yaml")),
@@ -896,10 +898,54 @@ async fn chart_service_accounts_have_least_privilege() {
     ]);
     assert_access(&client, ns, &account(NODE_AGENT), &agent_needs, &agent_not).await;
 
+    // The EtcdBackup controller: its CronJobs, its runs' pods (read only) and
+    // the Secrets its objects name (get only); the runs themselves get no token.
+    let etcdbackup_needs = [
+        ask("watch", g, "etcdbackups"),
+        ask("patch", g, "etcdbackups/status").ns(home),
+        ask("create", "batch", "cronjobs").ns(home),
+        ask("patch", "batch", "cronjobs").ns(home),
+        ask("watch", "batch", "cronjobs"),
+        ask("list", "", "pods"),
+        ask("get", "", "secrets").ns(home),
+        ask("create", "events.k8s.io", "events").ns(home),
+        ask("update", coordination, "leases")
+            .ns(ns)
+            .named(ETCDBACKUP),
+    ];
+    let mut etcdbackup_not: Vec<Ask> = nobody()
+        .into_iter()
+        .filter(|a| !(a.resource == "secrets" && a.verb == "get"))
+        .filter(|a| a.resource != "etcdbackups/status")
+        .collect();
+    etcdbackup_not.extend([
+        ask("patch", g, "etcdbackups").ns(home),
+        ask("delete", "batch", "cronjobs").ns(home),
+        ask("create", "batch", "jobs").ns(home),
+        ask("delete", "", "pods").ns(home),
+        ask("patch", "", "pods/status").ns(home),
+        ask("list", g, "mediaservers"),
+        ask("list", "", "nodes"),
+    ]);
+    assert_access(
+        &client,
+        ns,
+        &account(ETCDBACKUP),
+        &etcdbackup_needs,
+        &etcdbackup_not,
+    )
+    .await;
+
     // The issue's own question, through the real kubectl.
     let kubectl = tool("kubernetes", "kubectl");
     let kubeconfig = release.kubeconfig.clone();
-    for component_name in [MEDIASERVER, USBDEVICEPIN, SENSORGATEWAY, NODE_AGENT] {
+    for component_name in [
+        MEDIASERVER,
+        USBDEVICEPIN,
+        SENSORGATEWAY,
+        NODE_AGENT,
+        ETCDBACKUP,
+    ] {
         let as_user = format!(
             "--as=system:serviceaccount:{ns}:{}",
             account(component_name)

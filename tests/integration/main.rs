@@ -9,6 +9,7 @@ mod api_contract;
 mod argocd_health;
 mod chart;
 mod chart_tokens;
+mod etcdbackup;
 mod garbage_collection;
 mod mediaserver;
 mod node_agent_policy;

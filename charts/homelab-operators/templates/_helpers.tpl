@@ -60,7 +60,8 @@ app.kubernetes.io/component: {{ .component }}
 {{/*
 The ServiceAccount, Deployment, metrics Service, ServiceMonitor and Lease
 Role/RoleBinding of one controller. Its ClusterRoles live beside it, since they
-differ per controller. Dict: root, component, values.
+differ per controller. Dict: root, component, values; optional command (default
+/usr/local/bin/<component>) and env (extra variables the chart computes).
 */}}
 {{- define "homelab.controller" -}}
 {{- $root := .root -}}
@@ -118,7 +119,7 @@ spec:
         - name: controller
           image: {{ include "homelab.component.image" . | quote }}
           imagePullPolicy: {{ (merge (deepCopy (default dict $v.image)) $root.Values.image).pullPolicy }}
-          command: ["/usr/local/bin/{{ .component }}"]
+          command: {{ toJson (default (list (printf "/usr/local/bin/%s" .component)) .command) }}
           env:
             - name: POD_NAME
               valueFrom:
@@ -140,6 +141,9 @@ spec:
               value: {{ $root.Values.logFormat | quote }}
             - name: RUST_LOG
               value: {{ $root.Values.logLevel | quote }}
+            {{- with .env }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}

@@ -388,9 +388,11 @@ pub enum Compression {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
-    /// After each backup, also restore it into a scratch directory and open it. Slower,
-    /// and proves the backup restores. Defaults to false (the checksum re-read from the
-    /// destination and the snapshot's integrity are always checked).
+    /// After each backup, also restore it into a scratch directory and open it (with
+    /// etcdutl when the runner's image has it; otherwise by reading every page of every
+    /// bucket of the snapshot). Slower, and proves the backup restores. Defaults to false
+    /// (the checksum re-read from the destination and the snapshot's integrity are
+    /// always checked).
     #[serde(default)]
     pub trial_restore: bool,
 }

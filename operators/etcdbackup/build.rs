@@ -1,0 +1,10 @@
+//! Generates the etcd client for the few RPCs the runner uses (needs `protoc`).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/etcd.proto");
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(true)
+        .compile_protos(&["proto/etcd.proto"], &["proto"])?;
+    Ok(())
+}
