@@ -38,6 +38,7 @@ use crate::events::{EventPublisher, RECONCILE_FAILED};
 use crate::health::Health;
 use crate::leader::{LeaderElector, Leadership, LeaseSettings};
 use crate::metrics::{ControllerMetrics, Metrics};
+use crate::objects::{ObjectGauges, ReadState};
 use crate::server::Server;
 use crate::settings::Settings;
 
@@ -266,6 +267,21 @@ where
         &self.client
     }
 
+    /// Exports `homelab_objects`, `homelab_object_ready` and
+    /// `homelab_object_node_info` from the controller's cache, reading each
+    /// object's state with `read` (see [`crate::objects`]).
+    #[must_use]
+    pub fn export_objects(mut self, read: ReadState<K>) -> Self
+    where
+        K: Send + Sync,
+    {
+        let gauges = ObjectGauges::new(self.reader.clone(), read);
+        self.metrics
+            .sub_registry(&self.settings.name)
+            .register_collector(Box::new(gauges));
+        self
+    }
+
     /// Where to register the controller's own metrics; they are exported
     /// with the `homelab_` prefix and the `controller` label.
     pub fn registry(&mut self) -> &mut Registry {
@@ -334,7 +350,8 @@ where
             watches,
         } = self;
         let server = Server::bind(settings.http_addr).await?;
-        let health = Health::new(settings.watch_failure_window);
+        let health =
+            Health::new(settings.watch_failure_window).with_metrics(controller_metrics.watches());
 
         // Leader election.
         let (elector, leadership) = if settings.leader_election {
