@@ -10,6 +10,7 @@ mod argocd_health;
 mod chart;
 mod garbage_collection;
 mod mediaserver;
+mod metrics_scrape;
 mod scheduling;
 mod usb_stick_moves;
 mod usbdevicepin;

@@ -124,6 +124,11 @@ impl ControllerMetrics {
             metrics.running.clone(),
         );
         metrics.watches.register(registry);
+        // Series that exist before the first failure (an empty family is not
+        // exported at all, and an alert on it could never be checked).
+        for label in crate::error::KUBE_ERROR_LABELS {
+            let _ = metrics.errors.get_or_create(&[("error", label)]);
+        }
         metrics
     }
 

@@ -61,6 +61,15 @@ pub fn runner(client: Client, settings: Settings) -> (Runner<UsbDevicePin>, Stat
         resync: Duration::from_secs(300),
         transitions: Family::default(),
     };
+    // At 0 from the start: an empty family is not exported at all.
+    for reason in [
+        decide::DEVICE_APPEARED,
+        decide::DEVICE_DISAPPEARED,
+        homelab_api::conditions::reasons::DEVICE_MOVED,
+        homelab_api::conditions::reasons::FAILED_OVER,
+    ] {
+        let _ = state.transitions.get_or_create(&[("reason", reason)]);
+    }
     runner.registry().register(
         "usbdevicepin_transitions",
         "Device transitions announced as Events (appeared, moved, gone, consumer moved), by reason",
