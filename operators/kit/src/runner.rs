@@ -3,7 +3,7 @@
 //!
 //! - watches of the kind and of what it owns, reporting into [`Health`];
 //! - one `reconcile` span per call with the object's kind, namespace, name
-//!   and generation;
+//!   (`object`) and generation;
 //! - reconcile metrics, with errors counted under their fixed label;
 //! - per-object exponential backoff on errors, plus a Warning Event;
 //! - leader election: every replica watches and serves health, only the
@@ -486,7 +486,9 @@ where
             controller = %ctx.manager.name(),
             kind = %K::kind(&()),
             namespace = obj.namespace().unwrap_or_default(),
-            name = %obj.name_any(),
+            // Not `name`: JSON logs put the span's own name ("reconcile") under
+            // that key, and the object's name would be lost beside it.
+            object = %obj.name_any(),
             generation = obj.meta().generation.unwrap_or_default(),
         );
         let reconcile = reconcile.clone();
