@@ -53,7 +53,7 @@ def table(rs):
 
 
 def svg(rs, meta):
-    width, left, bar_w, row_h, top = 900, 330, 420, 26, 70
+    width, left, bar_w, row_h, top = 1040, 330, 420, 26, 70
     charted = [r for r in rs if r[4] is not None]
     other = [r for r in rs if r[4] is None]
     height = top + row_h * len(charted) + 40 + 18 * len(other) + 40

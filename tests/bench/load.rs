@@ -47,14 +47,28 @@ impl Load {
         let started = Instant::now();
         let done = match self {
             Self::MediaServers => {
+                // The controller's part (every Deployment applied) beside the
+                // whole (every server Ready: the cluster's controllers and kwok too).
+                let deployments = tokio::spawn(wait_all(
+                    Api::<Deployment>::namespaced(client.clone(), ns.name()),
+                    n,
+                    |_: &Deployment| true,
+                ));
                 apply_all(ns.api::<MediaServer>(), n, mediaserver).await;
-                wait_all(ns.api::<MediaServer>(), n, |ms: &MediaServer| {
+                let ready = wait_all(ns.api::<MediaServer>(), n, |ms: &MediaServer| {
                     ms.status.as_ref().is_some_and(|s| {
                         s.observed_generation == ms.metadata.generation
                             && s.is_condition_true(homelab_api::conditions::types::READY)
                     })
                 })
-                .await
+                .await;
+                let applied = deployments.await.unwrap().duration_since(started);
+                homelab_test_support::bench::record(
+                    "converge_1000_deployments_s",
+                    applied.as_secs_f64(),
+                )
+                .unwrap();
+                ready
             }
             Self::UsbDevicePins => {
                 apply_all(ns.api::<UsbDevicePin>(), n, pin).await;
@@ -67,7 +81,6 @@ impl Load {
             }
         };
         let took = done.duration_since(started);
-        let _ = client;
         eprintln!(
             "{n} {self:?} applied at once: all done after {:.1} s",
             took.as_secs_f64()

@@ -103,6 +103,18 @@ async fn main() {
             record("converge_1000_s", took.as_secs_f64()).unwrap();
         }
     }
+    // What the controllers did meanwhile: how many reconciles, how long each.
+    for p in &running {
+        let count = p.metric("homelab_reconcile_duration_seconds_count").await;
+        let sum = p.metric("homelab_reconcile_duration_seconds_sum").await;
+        if count > 0.0 {
+            eprintln!(
+                "{}: {count} reconciles, {:.0} ms each on average",
+                p.name,
+                sum / count * 1000.0
+            );
+        }
+    }
     // Quiet: nothing changes from here on.
     tokio::time::sleep(Duration::from_secs(15)).await;
     for p in &running {
@@ -110,13 +122,15 @@ async fn main() {
     }
     steady_writes(&client, &running).await;
 
-    for p in running {
-        p.stop();
-    }
+    // Namespaces first, while the controllers run: the UsbDevicePin controller
+    // takes its finalizer off each pin.
     for (_, ns) in namespaces {
         let name = ns.name().to_owned();
         drop(ns);
         load::wait_gone(&client, &name).await;
+    }
+    for p in running {
+        p.stop();
     }
     nodes.remove().await;
 }
@@ -145,6 +159,10 @@ async fn latency(
     record("reconcile_p50_ms", at(0.5)).unwrap();
     record("reconcile_p99_ms", at(0.99)).unwrap();
     p.stop();
+    // Gone before the next measurement shares the API server with its cleanup.
+    let name = ns.name().to_owned();
+    drop(ns);
+    load::wait_gone(client, &name).await;
 }
 
 /// Writes to what the controllers write (their kinds, Deployments, Services,

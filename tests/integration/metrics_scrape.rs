@@ -20,7 +20,7 @@ use homelab_api::UsbDevicePin;
 use homelab_kit::Settings;
 use homelab_test_support::{TestNamespace, client, install_crds, workspace_root};
 use kube::Client;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -443,6 +443,16 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
         running.len()
     );
 
+    // The pin goes while its controller still runs: it takes its finalizer off.
+    let pins = ns.api::<UsbDevicePin>();
+    pins.delete("zigbee", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pins.get_opt("zigbee").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the pin was not released");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for (_, _, stop, task) in running {
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
