@@ -14,6 +14,7 @@ TARGETS = [
     ("reconcile_p50_ms", "apply → Deployment, median", "ms", None, None),
     ("reconcile_p99_ms", "apply → Deployment, p99", "ms", 250, "max"),
     ("converge_1000_s", "1,000 MediaServers → all Ready", "s", 60, "max"),
+    ("converge_1000_deployments_s", "1,000 MediaServers → all Deployments applied", "s", None, None),
     ("steady_writes_per_min", "writes in steady state", "/min", 0, "max"),
     ("failover_s.operator", "node lost → Ready elsewhere, operator", "s", None, None),
     ("failover_s.kubernetes_default", "node lost → Ready elsewhere, Kubernetes defaults", "s", None, None),
