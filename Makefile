@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := e2e/cluster
 KUBECTL := $(CLUSTER) kubectl
 
-.PHONY: test lint unit cluster demo demo-down chart crds down
+.PHONY: test lint unit cluster demo demo-down chart crds down bench
 
 ## make test: formatting, lints, unit tests, then the integration tests against
 ## the local control plane (started by e2e/cluster, built on first use).
@@ -43,3 +43,9 @@ crds:
 
 down:
 	$(CLUSTER) down
+
+## make bench: memory, binary size, latency, 1,000 objects, steady-state writes and
+## failover against the local cluster; target/bench/results.json and docs/bench.svg
+## (see e2e/bench/run). Not part of make test.
+bench:
+	e2e/bench/run

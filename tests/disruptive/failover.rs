@@ -388,7 +388,7 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     eprintln!("node-local: {why}");
 
     // 4. Kubernetes alone, same run.
-    if std::env::var_os("HOMELAB_BENCH").is_some() {
+    if homelab_test_support::bench::enabled() {
         wait_for_list(
             &ns.api::<Pod>(),
             &plain_selector,
@@ -404,6 +404,14 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
             with_operator.as_secs_f64(),
             without.as_secs_f64() / with_operator.as_secs_f64()
         );
+        use homelab_test_support::bench::record;
+        record("failover_s.operator", with_operator.as_secs_f64()).unwrap();
+        record("failover_s.kubernetes_default", without.as_secs_f64()).unwrap();
+        record(
+            "failover_speedup",
+            without.as_secs_f64() / with_operator.as_secs_f64(),
+        )
+        .unwrap();
     } else {
         let pods = ns.api::<Pod>().list(&plain_selector).await.unwrap();
         let elsewhere = pods

@@ -782,6 +782,9 @@ async fn chart_service_accounts_have_least_privilege() {
 
     let usbdevicepin_needs = [
         ask("watch", g, "usbdevicepins"),
+        ask("get", coordination, "leases")
+            .ns("kube-node-lease")
+            .named("pi4-1"),
         ask("update", g, "usbdevicepins").ns(home),
         ask("patch", g, "usbdevicepins/status").ns(home),
         ask("delete", "", "pods").ns(home),
@@ -798,6 +801,7 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("watch", "", "nodes"),
         ask("get", coordination, "leases").ns(ns).named(MEDIASERVER),
         ask("watch", coordination, "leases").ns("kube-node-lease"),
+        ask("list", coordination, "leases").ns("kube-node-lease"),
     ]);
     assert_access(
         &client,

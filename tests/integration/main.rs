@@ -12,6 +12,7 @@ mod chart_tokens;
 mod etcdbackup;
 mod garbage_collection;
 mod mediaserver;
+mod metrics_scrape;
 mod node_agent_policy;
 mod scheduling;
 mod sensorgateway;

@@ -121,6 +121,9 @@ async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
         samples.load(Ordering::SeqCst),
         most_running.load(Ordering::SeqCst),
     );
+    if homelab_test_support::bench::enabled() {
+        homelab_test_support::bench::record("device_move_s", elapsed.as_secs_f64()).unwrap();
+    }
     assert!(
         most_running.load(Ordering::SeqCst) <= 1,
         "two consumer pods were Running with the pin at once"

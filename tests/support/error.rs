@@ -43,6 +43,12 @@ pub enum Error {
         waited: Duration,
         last_seen: String,
     },
+    #[error("could not write {path}")]
+    WriteFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("could not build a test object")]
     Json(#[source] serde_json::Error),
     #[error("the watch for {what} failed")]

@@ -3,6 +3,7 @@
 //! a fresh namespace per test that is deleted afterwards, the CRDs installed
 //! once, and waiting for a condition with a deadline instead of sleeping.
 
+pub mod bench;
 mod cluster;
 pub mod controller;
 mod crds;

@@ -115,6 +115,7 @@ impl Error {
 /// refusal, or the transport failure.
 #[must_use]
 pub fn kube_error_label(err: &kube::Error) -> &'static str {
+    // Keep KUBE_ERROR_LABELS in step.
     match err {
         kube::Error::Api(status) => match status.code {
             404 => "kube_not_found",
@@ -129,6 +130,21 @@ pub fn kube_error_label(err: &kube::Error) -> &'static str {
         _ => "kube_transport",
     }
 }
+
+/// Every label [`kube_error_label`] gives: the reconcile error counter starts
+/// with these at 0, so dashboards and alerts see the series before the first
+/// failure.
+pub const KUBE_ERROR_LABELS: &[&str] = &[
+    "kube_not_found",
+    "kube_conflict",
+    "kube_forbidden",
+    "kube_invalid",
+    "kube_throttled",
+    "kube_server_error",
+    "kube_api",
+    "kube_decode",
+    "kube_transport",
+];
 
 /// The message of an error followed by its causes, joined by `": "`.
 ///

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher;
 
+use crate::metrics::WatchMetrics;
+
 /// A failing watch that reports no new failure for this long has recovered
 /// (kube's watcher retries at most 30 s apart while it fails).
 pub const RECOVERED_AFTER: Duration = Duration::from_secs(90);
@@ -30,6 +32,8 @@ pub struct Health {
     window: Duration,
     /// The watches and whether the controller stopped.
     state: Arc<Mutex<State>>,
+    /// Where watch failures and re-lists are counted, if anywhere.
+    metrics: Option<WatchMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -62,12 +66,23 @@ impl Health {
         Self {
             window,
             state: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts every watch's failures and re-lists in `metrics` too.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: WatchMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Registers a watch (e.g. `"MediaServer"`, `"owned Deployment"`).
     pub fn watch(&self, name: impl Into<String>) -> WatchProbe {
         let name = name.into();
+        if let Some(metrics) = &self.metrics {
+            metrics.declare(&name);
+        }
         let mut state = self.lock();
         state.watches.push(Watch {
             name: name.clone(),
@@ -179,12 +194,24 @@ impl WatchProbe {
         });
     }
 
+    /// The watch starts a list; after the first one, that is a re-list.
+    fn listing(&self) {
+        let mut relist = false;
+        self.health.update(self.index, |w| relist = w.synced);
+        if relist && let Some(metrics) = &self.health.metrics {
+            metrics.relisted(&self.name);
+        }
+    }
+
     /// The watch failed; it keeps failing until it reports progress.
     pub fn failed(&self) {
         self.failed_at(Instant::now());
     }
 
     fn failed_at(&self, now: Instant) {
+        if let Some(metrics) = &self.health.metrics {
+            metrics.failed(&self.name);
+        }
         self.health.update(self.index, |w| {
             let first = match w.failing {
                 Some((first, last)) if now.saturating_duration_since(last) < RECOVERED_AFTER => {
@@ -205,6 +232,7 @@ impl WatchProbe {
         S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send,
     {
         events.inspect(move |event| match event {
+            Ok(watcher::Event::Init) => self.listing(),
             Ok(watcher::Event::InitDone) => self.synced(),
             Ok(_) => self.progress(),
             Err(err) => {
@@ -314,5 +342,29 @@ mod tests {
         assert!(h.readiness().is_ok());
         std::thread::sleep(Duration::from_millis(2));
         assert!(h.liveness().is_err());
+    }
+
+    #[tokio::test]
+    async fn failures_and_relists_are_counted() {
+        let mut metrics = crate::metrics::Metrics::new();
+        let m = metrics.controller("test");
+        let h = Health::new(WINDOW).with_metrics(m.watches());
+        let events = futures::stream::iter(vec![
+            Ok(watcher::Event::<()>::Init),
+            Ok(watcher::Event::InitDone),
+            Err(watcher::Error::NoResourceVersion),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitDone),
+        ]);
+        let _: Vec<_> = h.watch("Thing").observe(events).collect().await;
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains(r#"homelab_watch_errors_total{controller="test",watch="Thing"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"homelab_watch_relists_total{controller="test",watch="Thing"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -66,7 +66,7 @@
 //! One job each: [`runner`] (wiring), [`settings`] (environment),
 //! [`leader`] (Lease election), [`health`] and [`server`] (probes and
 //! metrics port), [`metrics`], [`backoff`], [`events`], [`conditions`],
-//! [`apply`], [`telemetry`] (logs), [`error`], [`device_pin`] (consuming a
+//! [`apply`], [`objects`] (per-object gauges), [`telemetry`] (logs), [`error`], [`device_pin`] (consuming a
 //! UsbDevicePin).
 
 pub mod apply;
@@ -79,6 +79,7 @@ pub mod failover;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod objects;
 pub mod runner;
 pub mod server;
 pub mod settings;

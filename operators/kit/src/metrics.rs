@@ -22,6 +22,10 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// Label set of the error counter: `error="<kind>"`.
 type ErrorLabels = [(&'static str, &'static str); 1];
 
+/// Label set of the watch counters: `watch="<what is watched>"`, a name the
+/// code gives each watch ("MediaServer", "owned Deployment").
+type WatchLabels = [(&'static str, String); 1];
+
 /// The binary's metrics registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -80,6 +84,11 @@ pub struct ControllerMetrics {
     duration: Histogram,
     /// `homelab_leader`: 1 while this replica holds the lease.
     leader: Gauge,
+    /// `homelab_reconciles_running`: reconciles in progress. kube-runtime's
+    /// queue is not observable from outside; this is what shows a backlog.
+    running: Gauge,
+    /// The watches' counters.
+    watches: WatchMetrics,
 }
 
 impl ControllerMetrics {
@@ -90,6 +99,8 @@ impl ControllerMetrics {
             // 5 ms … ~41 s
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             leader: Gauge::default(),
+            running: Gauge::default(),
+            watches: WatchMetrics::default(),
         };
         registry.register("reconciles", "Reconciles run", metrics.reconciles.clone());
         registry.register(
@@ -107,16 +118,35 @@ impl ControllerMetrics {
             "1 while this replica holds the controller's lease (always 1 without leader election)",
             metrics.leader.clone(),
         );
+        registry.register(
+            "reconciles_running",
+            "Reconciles in progress (at most the controller's concurrency; stuck there means a backlog)",
+            metrics.running.clone(),
+        );
+        metrics.watches.register(registry);
+        // Series that exist before the first failure (an empty family is not
+        // exported at all, and an alert on it could never be checked).
+        for label in crate::error::KUBE_ERROR_LABELS {
+            let _ = metrics.errors.get_or_create(&[("error", label)]);
+        }
         metrics
+    }
+
+    /// The counters the controller's watches report into.
+    #[must_use]
+    pub fn watches(&self) -> WatchMetrics {
+        self.watches.clone()
     }
 
     /// Counts a reconcile and times it until the returned guard is dropped.
     #[must_use = "the reconcile is timed until the guard is dropped"]
     pub fn reconcile_started(&self) -> ReconcileTimer {
         self.reconciles.inc();
+        self.running.inc();
         ReconcileTimer {
             started: Instant::now(),
             histogram: self.duration.clone(),
+            running: self.running.clone(),
         }
     }
 
@@ -138,11 +168,64 @@ pub struct ReconcileTimer {
     started: Instant,
     /// Where the duration goes.
     histogram: Histogram,
+    /// Decremented when the reconcile ends.
+    running: Gauge,
 }
 
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
         self.histogram.observe(self.started.elapsed().as_secs_f64());
+        self.running.dec();
+    }
+}
+
+/// What the watches of one binary report: failures (each one is retried with
+/// backoff, i.e. a watch restart) and re-lists after the first list (the API
+/// server said the watch was too old, or the connection was lost for long).
+/// Cheap to clone; clones count into the same series.
+#[derive(Clone, Debug, Default)]
+pub struct WatchMetrics {
+    /// `homelab_watch_errors_total{watch}`.
+    errors: Family<WatchLabels, Counter>,
+    /// `homelab_watch_relists_total{watch}`.
+    relists: Family<WatchLabels, Counter>,
+}
+
+impl WatchMetrics {
+    /// Registers the counters (once per registry).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "watch_errors",
+            "Watch requests that failed and were retried (watch restarts), by watch",
+            self.errors.clone(),
+        );
+        registry.register(
+            "watch_relists",
+            "Full re-lists of a watch after its first list, by watch",
+            self.relists.clone(),
+        );
+    }
+
+    /// Counts a failed watch request.
+    pub fn failed(&self, watch: &str) {
+        self.errors
+            .get_or_create(&[("watch", watch.to_owned())])
+            .inc();
+    }
+
+    /// Counts a re-list.
+    pub fn relisted(&self, watch: &str) {
+        self.relists
+            .get_or_create(&[("watch", watch.to_owned())])
+            .inc();
+    }
+
+    /// Makes the series of `watch` exist at 0, so a dashboard sees them
+    /// before the first failure.
+    pub fn declare(&self, watch: &str) {
+        let labels = [("watch", watch.to_owned())];
+        let _ = self.errors.get_or_create(&labels);
+        let _ = self.relists.get_or_create(&labels);
     }
 }
 
@@ -160,6 +243,8 @@ mod tests {
         m.reconcile_failed("kube_conflict");
         m.reconcile_failed("kube_conflict");
         m.set_leader(true);
+        m.watches().declare("MediaServer");
+        m.watches().failed("MediaServer");
         let text = metrics.render().unwrap();
         assert!(text.contains("# TYPE homelab_reconciles counter"), "{text}");
         assert!(
@@ -178,6 +263,22 @@ mod tests {
         );
         assert!(
             text.contains(r#"homelab_leader{controller="mediaserver"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"homelab_reconciles_running{controller="mediaserver"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"homelab_watch_errors_total{controller="mediaserver",watch="MediaServer"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"homelab_watch_relists_total{controller="mediaserver",watch="MediaServer"} 0"#
+            ),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

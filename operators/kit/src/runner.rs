@@ -3,7 +3,7 @@
 //!
 //! - watches of the kind and of what it owns, reporting into [`Health`];
 //! - one `reconcile` span per call with the object's kind, namespace, name
-//!   and generation;
+//!   (`object`) and generation;
 //! - reconcile metrics, with errors counted under their fixed label;
 //! - per-object exponential backoff on errors, plus a Warning Event;
 //! - leader election: every replica watches and serves health, only the
@@ -38,6 +38,7 @@ use crate::events::{EventPublisher, RECONCILE_FAILED};
 use crate::health::Health;
 use crate::leader::{LeaderElector, Leadership, LeaseSettings};
 use crate::metrics::{ControllerMetrics, Metrics};
+use crate::objects::{ObjectGauges, ReadState};
 use crate::server::Server;
 use crate::settings::Settings;
 
@@ -266,6 +267,21 @@ where
         &self.client
     }
 
+    /// Exports `homelab_objects`, `homelab_object_ready` and
+    /// `homelab_object_node_info` from the controller's cache, reading each
+    /// object's state with `read` (see [`crate::objects`]).
+    #[must_use]
+    pub fn export_objects(mut self, read: ReadState<K>) -> Self
+    where
+        K: Send + Sync,
+    {
+        let gauges = ObjectGauges::new(self.reader.clone(), read);
+        self.metrics
+            .sub_registry(&self.settings.name)
+            .register_collector(Box::new(gauges));
+        self
+    }
+
     /// Where to register the controller's own metrics; they are exported
     /// with the `homelab_` prefix and the `controller` label.
     pub fn registry(&mut self) -> &mut Registry {
@@ -334,7 +350,8 @@ where
             watches,
         } = self;
         let server = Server::bind(settings.http_addr).await?;
-        let health = Health::new(settings.watch_failure_window);
+        let health =
+            Health::new(settings.watch_failure_window).with_metrics(controller_metrics.watches());
 
         // Leader election.
         let (elector, leadership) = if settings.leader_election {
@@ -469,7 +486,9 @@ where
             controller = %ctx.manager.name(),
             kind = %K::kind(&()),
             namespace = obj.namespace().unwrap_or_default(),
-            name = %obj.name_any(),
+            // Not `name`: JSON logs put the span's own name ("reconcile") under
+            // that key, and the object's name would be lost beside it.
+            object = %obj.name_any(),
             generation = obj.meta().generation.unwrap_or_default(),
         );
         let reconcile = reconcile.clone();

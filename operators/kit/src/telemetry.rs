@@ -87,6 +87,9 @@ pub fn init_with(format: LogFormat) -> Result<(), Error> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.try_init(),
+        // The current span's fields (the reconcile's controller, kind, namespace,
+        // name, generation) go under `span`: every line inside a reconcile names
+        // its object.
         LogFormat::Json => builder
             .json()
             .with_current_span(true)
@@ -123,6 +126,51 @@ mod tests {
             LogFormat::from_args_or_env(args(&["run"]), None).unwrap(),
             LogFormat::Text
         );
+    }
+
+    #[test]
+    fn json_lines_name_the_reconciled_object() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        // As init_with builds it.
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "reconcile",
+                controller = "mediaserver-controller",
+                kind = "MediaServer",
+                namespace = "home",
+                object = "jellyfin",
+            );
+            let _entered = span.enter();
+            tracing::info!(node = "n100-1", "placed");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "placed", "{text}");
+        assert_eq!(line["node"], "n100-1", "{text}");
+        assert_eq!(line["span"]["namespace"], "home", "{text}");
+        assert_eq!(line["span"]["object"], "jellyfin", "{text}");
+        assert_eq!(line["span"]["name"], "reconcile", "{text}");
+        assert_eq!(line["span"]["kind"], "MediaServer", "{text}");
     }
 
     #[test]

@@ -50,6 +50,16 @@ pub use metrics::Metrics;
 /// The controller's name: field manager, Event reporter, Lease and metric label.
 pub const CONTROLLER_NAME: &str = "mediaserver-controller";
 
+/// What the per-object gauges say of a server: Ready, and the node it runs on.
+fn object_state(ms: &MediaServer) -> homelab_kit::objects::ObjectState {
+    use homelab_api::ConditionedStatus;
+    let status = ms.status.as_ref();
+    homelab_kit::objects::ObjectState {
+        ready: status.map(|s| s.is_condition_true(homelab_api::conditions::types::READY)),
+        node: status.and_then(|s| s.node.clone()),
+    }
+}
+
 /// The controller, wired and ready to run.
 pub struct Controller {
     /// The kit's runner with this controller's watches.
@@ -74,7 +84,8 @@ impl Controller {
         let nodes: Api<Node> = Api::all(client.clone());
         let mut runner = Runner::<MediaServer>::new(client, settings)
             .owns::<Deployment>()
-            .owns::<Service>();
+            .owns::<Service>()
+            .export_objects(object_state);
         let store = runner.store();
         let by_claim = runner.store();
         runner = runner

@@ -10,7 +10,7 @@ use homelab_api::UsbDevicePin;
 use homelab_api::usbdevicepin::DeviceAccess;
 use homelab_kit::device_pin::env_name;
 use homelab_kit::health::Health;
-use homelab_kit::metrics::Metrics;
+use homelab_kit::metrics::{Metrics, WatchMetrics};
 use homelab_kit::server::Server;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -20,10 +20,14 @@ use tokio::sync::Notify;
 use crate::deviceplugin::manager::PluginManager;
 use crate::deviceplugin::service::{PluginDevice, PluginState};
 use crate::matching::{self, PinKey};
+use crate::metrics::AgentMetrics;
 use crate::report::Reporter;
 use crate::seen::Seen;
 use crate::sysfs::UsbDevice;
 use crate::{Error, Settings};
+
+/// The `controller` label of the agent's metrics.
+pub const METRICS_NAME: &str = "node-agent";
 
 /// Runs the agent until `shutdown` completes, then stops its plugins (removing their
 /// sockets). Presence entries stay: the devices are still plugged in.
@@ -40,7 +44,14 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let health = Health::new(std::time::Duration::from_secs(180));
+    let mut metrics = Metrics::new();
+    let watch_metrics = WatchMetrics::default();
+    watch_metrics.register(metrics.sub_registry(METRICS_NAME));
+    let agent_metrics = Arc::new(AgentMetrics::new(
+        &settings.node_name,
+        metrics.sub_registry(METRICS_NAME),
+    ));
+    let health = Health::new(std::time::Duration::from_secs(180)).with_metrics(watch_metrics);
     let (store, writer) = reflector::store();
     let changed = Arc::new(Notify::new());
     let watch = {
@@ -64,7 +75,7 @@ pub async fn run(
             let server = Server::bind(addr).await.map_err(Error::Server)?;
             let health = health.clone();
             Some(tokio::spawn(server.run(
-                Arc::new(Metrics::new()),
+                Arc::new(metrics),
                 health,
                 async move {
                     let _ = server_stopped.await;
@@ -75,7 +86,7 @@ pub async fn run(
     };
 
     tracing::info!(node = %settings.node_name, sysfs = %settings.roots.sysfs.display(), "node agent started");
-    let mut agent = Agent::new(client, &settings, store.clone());
+    let mut agent = Agent::new(client, &settings, store.clone(), agent_metrics);
     let work = async {
         store
             .wait_until_ready()
@@ -112,11 +123,18 @@ struct Agent {
     seen: Seen,
     reporter: Reporter,
     plugins: PluginManager,
+    metrics: Arc<AgentMetrics>,
 }
 
 impl Agent {
-    fn new(client: Client, settings: &Settings, store: Store<UsbDevicePin>) -> Self {
+    fn new(
+        client: Client,
+        settings: &Settings,
+        store: Store<UsbDevicePin>,
+        metrics: Arc<AgentMetrics>,
+    ) -> Self {
         Self {
+            metrics,
             reporter: Reporter::new(client, &settings.node_name),
             plugins: PluginManager::new(&settings.device_plugin_dir),
             seen: Seen::default(),
@@ -135,10 +153,12 @@ impl Agent {
                 return;
             }
         };
+        self.metrics.scanned(devices.len());
         self.seen.observe(&devices, homelab_kit::conditions::now());
         let pins = self.store.state();
         let assigned = matching::assign(&pins, &devices);
         let node = self.settings.node_name.clone();
+        let mut present = Vec::with_capacity(pins.len());
         for pin in &pins {
             let key = matching::pin_key(pin);
             let reported = matching::reported(pin, &node);
@@ -146,10 +166,13 @@ impl Agent {
                 .get(&key)
                 .and_then(|devices| devices.first())
                 .map(|device| matching::presence(&node, device, reported, &self.seen));
+            present.push((key.clone(), desired.is_some()));
             if let Err(err) = self.reporter.sync(pin, desired).await {
+                self.metrics.report_failed();
                 tracing::warn!(error = %homelab_kit::error::report(&err), "presence report failed; retrying");
             }
         }
+        self.metrics.present(present);
         let uids: Vec<String> = pins.iter().filter_map(|p| p.uid()).collect();
         self.reporter.retain(&uids);
         if self.settings.device_plugins {

@@ -5,7 +5,7 @@
 //! device-plugin API, so consumers need no privileges.
 //!
 //! Modules, one job each: [`agent`] (the loop), [`sysfs`] (discovery), [`seen`]
-//! (since when), [`matching`] (device → pin), [`report`] (presence writes),
+//! (since when), [`matching`] (device → pin), [`metrics`], [`report`] (presence writes),
 //! [`deviceplugin`] (the kubelet API), [`settings`], [`error`]; [`fixtures`] builds
 //! real-shaped trees and [`fake_kubelet`] plays the kubelet, for tests and kwok.
 
@@ -15,6 +15,7 @@ pub mod error;
 pub mod fake_kubelet;
 pub mod fixtures;
 pub mod matching;
+pub mod metrics;
 pub mod report;
 pub mod seen;
 pub mod settings;

@@ -16,6 +16,8 @@ use kube::api::{DeleteParams, ListParams};
 use kube::runtime::finalizer::{self, Event as Finalize, finalizer};
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use crate::decide::{Decision, decide};
 use crate::status::OwnedStatus;
@@ -34,6 +36,9 @@ pub struct State {
     pub pins: Store<UsbDevicePin>,
     /// How often to look again without a change.
     pub resync: Duration,
+    /// `homelab_usbdevicepin_transitions_total{reason}`: the Events published, by
+    /// reason (DeviceAppeared, DeviceMoved, FailedOver, …): a fixed set.
+    pub transitions: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 /// Reconciles one pin.
@@ -87,6 +92,10 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
         .map_err(Error::Status)?;
     if wrote {
         for note in &decision.notes {
+            ctx.state
+                .transitions
+                .get_or_create(&[("reason", note.reason)])
+                .inc();
             if note.warning {
                 ctx.events
                     .warning(pin, note.reason, "Reconcile", note.message.clone())

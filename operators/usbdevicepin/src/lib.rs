@@ -39,6 +39,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
+use prometheus_client::metrics::family::Family;
 
 pub use controller::{State, reconcile};
 pub use error::Error;
@@ -53,24 +54,48 @@ pub fn runner(client: Client, settings: Settings) -> (Runner<UsbDevicePin>, Stat
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let mut runner = Runner::<UsbDevicePin>::new(client, settings).watches(
-        pods,
-        watcher::Config::default(),
-        |pod: Pod| {
+    let mut runner = Runner::<UsbDevicePin>::new(client, settings)
+        .export_objects(object_state)
+        .watches(pods, watcher::Config::default(), |pod: Pod| {
             let namespace = pod.namespace().unwrap_or_default();
             consumers::requested_pins(&pod)
                 .into_iter()
                 .map(move |pin| ObjectRef::new(&pin).within(&namespace))
                 .collect::<Vec<_>>()
-        },
-    );
+        });
     let silence = silence::watch(runner.client().clone(), runner.store());
     runner = runner.reconcile_on(silence);
     let state = State {
         pins: runner.store(),
         resync: Duration::from_secs(300),
+        transitions: Family::default(),
     };
+    // At 0 from the start: an empty family is not exported at all.
+    for reason in [
+        decide::DEVICE_APPEARED,
+        decide::DEVICE_DISAPPEARED,
+        homelab_api::conditions::reasons::DEVICE_MOVED,
+        homelab_api::conditions::reasons::FAILED_OVER,
+    ] {
+        let _ = state.transitions.get_or_create(&[("reason", reason)]);
+    }
+    runner.registry().register(
+        "usbdevicepin_transitions",
+        "Device transitions announced as Events (appeared, moved, gone, consumer moved), by reason",
+        state.transitions.clone(),
+    );
     (runner, state)
+}
+
+/// What the per-object gauges say of a pin: Ready (its device is found), and the
+/// node it is plugged into.
+fn object_state(pin: &UsbDevicePin) -> homelab_kit::objects::ObjectState {
+    use homelab_api::ConditionedStatus;
+    let status = pin.status.as_ref();
+    homelab_kit::objects::ObjectState {
+        ready: status.map(|s| s.is_condition_true(homelab_api::conditions::types::READY)),
+        node: status.and_then(|s| s.current_node.clone()),
+    }
 }
 
 /// Runs the controller until `shutdown` completes (for tests and embedding).

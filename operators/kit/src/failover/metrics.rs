@@ -33,8 +33,22 @@ impl Default for FailoverMetrics {
 }
 
 impl FailoverMetrics {
-    /// Registers the metrics.
+    /// Registers the metrics, with the usual reasons at 0 (an empty family is not
+    /// exported, so dashboards and alerts would not see it before the first failover).
     pub fn register(&self, registry: &mut Registry) {
+        use homelab_api::conditions::reasons;
+        let _ = self
+            .started
+            .get_or_create(&[("reason", reasons::NODE_UNREACHABLE)]);
+        for reason in [
+            reasons::FAILOVER_NOT_AUTOMATIC,
+            reasons::NODE_LOCAL_STORAGE,
+            reasons::FENCING_REQUIRED,
+            reasons::NO_ELIGIBLE_NODE,
+            reasons::CLUSTER_DISRUPTED,
+        ] {
+            let _ = self.blocked.get_or_create(&[("reason", reason)]);
+        }
         registry.register(
             "failovers",
             "Failovers started (a pod force-removed from a lost node), by reason",

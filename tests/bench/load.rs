@@ -1,0 +1,352 @@
+//! What the benchmark applies and waits for: MediaServers and UsbDevicePins by the
+//! thousand, nodes to hold their pods, and the API server's own write counts.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use homelab_api::{ConditionedStatus, MediaServer, UsbDevicePin};
+use homelab_mediaserver::build::names::SERVER_LABEL;
+use homelab_test_support::{Cluster, TestNamespace};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// The objects one controller is measured with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Load {
+    /// Navidrome servers on NFS (so every pod schedules; kwok makes it Ready).
+    MediaServers,
+    /// Pins of sticks that are plugged in nowhere.
+    UsbDevicePins,
+}
+
+/// Field manager of the benchmark's own writes.
+const MANAGER: &str = "homelab-bench";
+/// Applies in flight at once.
+const PARALLEL: usize = 16;
+/// The longest a 1,000-object run may take.
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(900);
+
+impl Load {
+    /// The namespace prefix.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::MediaServers => "bench-mediaservers",
+            Self::UsbDevicePins => "bench-pins",
+        }
+    }
+
+    /// Applies `n` objects at once and returns how long until all are done: every
+    /// MediaServer Ready, every pin reconciled (a status for its generation).
+    pub async fn converge(self, client: &Client, ns: &TestNamespace, n: usize) -> Duration {
+        let started = Instant::now();
+        let done = match self {
+            Self::MediaServers => {
+                // The controller's part (every Deployment applied) beside the
+                // whole (every server Ready: the cluster's controllers and kwok too).
+                let deployments = tokio::spawn(wait_all(
+                    Api::<Deployment>::namespaced(client.clone(), ns.name()),
+                    n,
+                    |_: &Deployment| true,
+                ));
+                apply_all(ns.api::<MediaServer>(), n, mediaserver).await;
+                let ready = wait_all(ns.api::<MediaServer>(), n, |ms: &MediaServer| {
+                    ms.status.as_ref().is_some_and(|s| {
+                        s.observed_generation == ms.metadata.generation
+                            && s.is_condition_true(homelab_api::conditions::types::READY)
+                    })
+                })
+                .await;
+                let applied = deployments.await.unwrap().duration_since(started);
+                homelab_test_support::bench::record(
+                    "converge_1000_deployments_s",
+                    applied.as_secs_f64(),
+                )
+                .unwrap();
+                ready
+            }
+            Self::UsbDevicePins => {
+                apply_all(ns.api::<UsbDevicePin>(), n, pin).await;
+                wait_all(ns.api::<UsbDevicePin>(), n, |p: &UsbDevicePin| {
+                    p.status.as_ref().is_some_and(|s| {
+                        s.observed_generation == p.metadata.generation && !s.conditions.is_empty()
+                    })
+                })
+                .await
+            }
+        };
+        let took = done.duration_since(started);
+        eprintln!(
+            "{n} {self:?} applied at once: all done after {:.1} s",
+            took.as_secs_f64()
+        );
+        took
+    }
+}
+
+/// A Navidrome server with its config and music on the NAS.
+fn mediaserver(name: &str) -> Value {
+    json!({
+        "apiVersion": "homelab.home.arpa/v1alpha1",
+        "kind": "MediaServer",
+        "metadata": {"name": name},
+        "spec": {
+            "preset": "Navidrome",
+            "config": {"nfs": {"server": "nas.home.arpa", "path": format!("/volume1/config/{name}")}},
+            "media": [{"name": "music", "mountPath": "/music",
+                       "nfs": {"server": "nas.home.arpa", "path": "/volume1/music"}}],
+        }
+    })
+}
+
+/// A Zigbee stick's pin, each with its own serial.
+fn pin(name: &str) -> Value {
+    json!({
+        "apiVersion": "homelab.home.arpa/v1alpha1",
+        "kind": "UsbDevicePin",
+        "metadata": {"name": name},
+        "spec": {"vendorId": "10c4", "productId": "ea60",
+                 "serial": format!("bench{name}"), "containerPath": "/dev/zigbee"},
+    })
+}
+
+async fn apply_all<K>(api: Api<K>, n: usize, object: fn(&str) -> Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("o{i:04}");
+                api.patch(
+                    &name,
+                    &PatchParams::apply(MANAGER),
+                    &Patch::Apply(object(&name)),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Waits until `n` objects pass `done`, from a watch's cache; returns when.
+async fn wait_all<K>(api: Api<K>, n: usize, done: fn(&K) -> bool) -> Instant
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let watch = tokio::spawn(
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| async {}),
+    );
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    let mut said = Instant::now();
+    let finished = loop {
+        let count = store.state().iter().filter(|o| done(o)).count();
+        if count >= n {
+            break Instant::now();
+        }
+        if said.elapsed() > Duration::from_secs(10) {
+            eprintln!("  {count}/{n} done");
+            said = Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {count}/{n} done after {CONVERGE_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    watch.abort();
+    finished
+}
+
+/// Applies `n` MediaServers one by one; for each, the time from the apply call to
+/// its Deployment appearing in a watch.
+pub async fn apply_to_deployment(client: &Client, ns: &TestNamespace, n: usize) -> Vec<Duration> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let (listed_tx, listed) = tokio::sync::oneshot::channel::<()>();
+    let watch = tokio::spawn(async move {
+        let mut listed_tx = Some(listed_tx);
+        let stream = watcher(deployments, watcher::Config::default().labels(SERVER_LABEL));
+        futures::pin_mut!(stream);
+        while let Ok(Some(event)) = stream.try_next().await {
+            let at = Instant::now();
+            match event {
+                watcher::Event::InitDone => {
+                    if let Some(tx) = listed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                watcher::Event::Apply(d) => {
+                    if let Some(server) = d.labels().get(SERVER_LABEL) {
+                        let _ = seen_tx.send((server.clone(), at));
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    listed.await.expect("the Deployment watch listed");
+    let servers = ns.api::<MediaServer>();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("l{i:03}");
+        let started = Instant::now();
+        servers
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER),
+                &Patch::Apply(mediaserver(&name)),
+            )
+            .await
+            .unwrap();
+        let at = loop {
+            let (server, at) = tokio::time::timeout(Duration::from_secs(30), seen.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no Deployment for {name} within 30 s"))
+                .expect("the watch ended");
+            if server == name {
+                break at;
+            }
+        };
+        samples.push(at.duration_since(started));
+    }
+    watch.abort();
+    samples
+}
+
+/// Extra kwok nodes so that 1,000 pods fit (the home's six nodes take 110 each).
+pub struct BenchNodes(Api<Node>, Vec<String>);
+
+impl BenchNodes {
+    /// Adds four amd64 nodes of 300 pods each, run by kwok like the home's.
+    pub async fn add(client: &Client) -> Self {
+        let api: Api<Node> = Api::all(client.clone());
+        let mut names = Vec::new();
+        for i in 1..=4 {
+            let name = format!("bench-{i}");
+            let capacity =
+                json!({"cpu": "64", "memory": "256Gi", "pods": "300", "ephemeral-storage": "1Ti"});
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {
+                    "e2e.homelab.home.arpa/kubelet": "alive",
+                    "kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux",
+                    "kubernetes.io/hostname": name, "type": "kwok",
+                }},
+                "status": {"capacity": capacity, "allocatable": capacity,
+                           "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"}},
+            }))
+            .unwrap();
+            match api.create(&PostParams::default(), &node).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => panic!("creating node {name}: {e}"),
+            }
+            names.push(name);
+        }
+        Self(api, names)
+    }
+
+    /// Removes them (the pods on them go with their namespaces).
+    pub async fn remove(self) {
+        for name in &self.1 {
+            let _ = self.0.delete(name, &DeleteParams::default()).await;
+        }
+    }
+}
+
+/// Waits (up to 10 minutes) until a namespace being deleted is gone, so the next
+/// measurement does not share the API server with its garbage collection.
+pub async fn wait_gone(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        if matches!(api.get_opt(name).await, Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!("namespace {name} still terminating after 10 minutes");
+}
+
+/// Resources the controllers write; writes to others (pods' status by kwok,
+/// leases) are not theirs.
+const WRITTEN: &[&str] = &[
+    "mediaservers",
+    "usbdevicepins",
+    "deployments",
+    "services",
+    "persistentvolumeclaims",
+    "events",
+    "nodes",
+];
+const WRITE_VERBS: &[&str] = &[
+    "POST",
+    "PUT",
+    "PATCH",
+    "APPLY",
+    "DELETE",
+    "DELETECOLLECTION",
+];
+
+/// `apiserver_request_total` of write verbs to [`WRITTEN`] resources, by
+/// "VERB resource[/subresource]", from the API server's own `/metrics`.
+pub async fn apiserver_writes(_client: &Client) -> BTreeMap<String, f64> {
+    let text = tokio::task::spawn_blocking(|| {
+        Cluster::default()
+            .run(&["kubectl", "get", "--raw", "/metrics"])
+            .expect("the API server's /metrics")
+    })
+    .await
+    .unwrap();
+    let mut writes = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels
+                .split(&format!("{key}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (verb, resource, sub) = (label("verb"), label("resource"), label("subresource"));
+        // Node status is the kubelet's (kwok's) heartbeat; node labels are ours.
+        if !WRITE_VERBS.contains(&verb.as_str())
+            || !WRITTEN.contains(&resource.as_str())
+            || (resource == "nodes" && !sub.is_empty())
+        {
+            continue;
+        }
+        let key = if sub.is_empty() {
+            format!("{verb} {resource}")
+        } else {
+            format!("{verb} {resource}/{sub}")
+        };
+        *writes.entry(key).or_default() += value.parse::<f64>().unwrap_or_default();
+    }
+    writes
+}

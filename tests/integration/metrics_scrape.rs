@@ -1,0 +1,511 @@
+//! Every metric the dashboard and the alerts name is exported by some binary.
+//!
+//! Each binary's runtime starts in-process with its real HTTP server, watching a
+//! test namespace; once `/readyz` answers, its `/metrics` is scraped. The chart is
+//! rendered with the real `helm` (dashboard and PrometheusRule switched on), and
+//! every metric name in a panel query or an alert expression must be one a binary
+//! exports (a family seen in `# TYPE`, with its sample suffixes), or one Prometheus
+//! makes itself (`up`).
+//!
+//! A new binary is one line in [`BINARIES`].
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use homelab_api::UsbDevicePin;
+use homelab_kit::Settings;
+use homelab_test_support::{TestNamespace, client, install_crds, workspace_root};
+use kube::Client;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// Stops a runtime when sent (or dropped).
+type Stop = oneshot::Receiver<()>;
+
+/// Starts one binary's runtime: client, watched namespace, HTTP address, stop.
+type Start = fn(Client, String, SocketAddr, Stop) -> BoxFuture<'static, ()>;
+
+/// Every binary of the project, by name, with how to run it in-process.
+const BINARIES: &[(&str, Start)] = &[
+    ("mediaserver-controller", |c, ns, addr, stop| {
+        Box::pin(async move {
+            let s = settings(homelab_mediaserver::CONTROLLER_NAME, ns, addr);
+            ended(
+                homelab_mediaserver::Controller::new(c, s)
+                    .run_until(stopped(stop))
+                    .await,
+            );
+        })
+    }),
+    ("usbdevicepin-controller", |c, ns, addr, stop| {
+        Box::pin(async move {
+            let s = settings(homelab_usbdevicepin::NAME, ns, addr);
+            ended(homelab_usbdevicepin::run_until(c, s, stopped(stop)).await);
+        })
+    }),
+    ("sensorgateway-controller", |c, ns, addr, stop| {
+        Box::pin(async move {
+            let s = settings(homelab_sensorgateway::CONTROLLER_NAME, ns, addr);
+            ended(
+                homelab_sensorgateway::Controller::new(c, s)
+                    .run_until(stopped(stop))
+                    .await,
+            );
+        })
+    }),
+    ("etcd-backup controller", |c, ns, addr, stop| {
+        Box::pin(async move {
+            let s = settings(homelab_etcdbackup::CONTROLLER_NAME, ns, addr);
+            let image = homelab_etcdbackup::Image {
+                name: "ghcr.io/homelab-operators/homelab-operators:test".to_owned(),
+                pull_policy: "IfNotPresent".to_owned(),
+            };
+            ended(
+                homelab_etcdbackup::Controller::new(c, s, image)
+                    .run_until(stopped(stop))
+                    .await,
+            );
+        })
+    }),
+    ("node-agent", |c, ns, addr, stop| {
+        Box::pin(node_agent(c, ns, addr, stop))
+    }),
+];
+
+/// Names Prometheus itself gives every scrape target.
+const PROMETHEUS_OWN: &[&str] = &["up", "scrape_duration_seconds", "scrape_samples_scraped"];
+
+/// A controller's settings for a test: one namespace, no election, our port.
+fn settings(name: &str, namespace: String, addr: SocketAddr) -> Settings {
+    let mut settings = Settings::new(name);
+    settings.namespace = Some(namespace);
+    settings.http_addr = addr;
+    settings.leader_election = false;
+    settings
+}
+
+async fn stopped(stop: Stop) {
+    let _ = stop.await;
+}
+
+fn ended<E: std::fmt::Debug>(result: Result<(), E>) {
+    if let Err(err) = result {
+        eprintln!("runtime stopped with an error: {err:?}");
+    }
+}
+
+/// The node agent on a fake Raspberry Pi's sysfs, without device plugins.
+async fn node_agent(client: Client, namespace: String, addr: SocketAddr, stop: Stop) {
+    let dir = std::env::temp_dir().join(format!("homelab-metrics-{namespace}"));
+    let tree = homelab_node_agent::fixtures::Tree::raspberry_pi4(&dir).unwrap();
+    let mut settings = homelab_node_agent::Settings::new("pi4-1");
+    settings.roots = tree.roots();
+    settings.device_plugins = false;
+    settings.namespace = Some(namespace);
+    settings.http_addr = Some(addr);
+    ended(homelab_node_agent::agent::run(client, settings, stopped(stop)).await);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A port free right now on the loopback.
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A plain HTTP/1.1 GET; (status line, body).
+async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.write_all(request.as_bytes())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        Ok((
+            head.lines().next().unwrap_or_default().to_owned(),
+            body.to_owned(),
+        ))
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits for `/readyz`, then returns `/metrics`.
+async fn scrape_when_ready(name: &str, addr: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((status, _)) = get(addr, "/readyz").await
+            && status.contains(" 200 ")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became ready on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = get(addr, "/metrics").await.unwrap();
+    assert!(status.contains(" 200 "), "{name} /metrics: {status}");
+    body
+}
+
+/// The sample names a scrape can produce: each `# TYPE` family with its
+/// type's suffixes, and every sample line's name.
+fn exported_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(family), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total", "_created"],
+                "histogram" => &["_bucket", "_count", "_sum", "_created"],
+                "summary" => &["", "_count", "_sum", "_created"],
+                "info" => &["_info"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{family}{s}")));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_owned());
+        }
+    }
+    names
+}
+
+/// PromQL words that are not metric names; the first group takes a label list.
+const LABEL_LIST_KEYWORDS: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+const KEYWORDS: &[&str] = &[
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan", // operators, literals
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio", // aggregations (`sum by (x) (...)`)
+];
+
+/// The metric names a PromQL expression (or a Grafana query) reads: identifiers
+/// that are not functions, keywords, label names, strings, label matchers,
+/// ranges or Grafana variables.
+pub fn metric_names(expr: &str) -> BTreeSet<String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut names = BTreeSet::new();
+    let mut i = 0;
+    let skip_group = |mut i: usize, open: char, close: char| {
+        let mut depth = 0;
+        while i < chars.len() {
+            if chars[i] == open {
+                depth += 1;
+            } else if chars[i] == close {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            } else if matches!(chars[i], '"' | '\'' | '`') {
+                let quote = chars[i];
+                i += 1;
+                while i < chars.len() && chars[i] != quote {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
+            }
+            i += 1;
+        }
+        i
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '{' {
+            i = skip_group(i, '{', '}');
+        } else if c == '[' {
+            i = skip_group(i, '[', ']');
+        } else if matches!(c, '"' | '\'' | '`') {
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c == '$' || c.is_ascii_digit() {
+            // A Grafana variable or a number (1e3, 0.5): not a name.
+            i += 1;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | '.'))
+            {
+                i += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | ':'))
+            {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let mut next = i;
+            while next < chars.len() && chars[next].is_whitespace() {
+                next += 1;
+            }
+            let call = chars.get(next) == Some(&'(');
+            if LABEL_LIST_KEYWORDS.contains(&word.as_str()) {
+                if call {
+                    i = skip_group(next, '(', ')');
+                }
+            } else if !call && !KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
+                names.insert(word);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// Every `expr` (and Grafana variable query) in a JSON dashboard, nested rows too.
+fn dashboard_queries(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", Value::String(s)) => out.push(s.clone()),
+                    ("definition", Value::String(s)) => out.push(grafana_variable_query(s)),
+                    _ => dashboard_queries(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
+/// The PromQL inside a Grafana variable query: `label_values(METRIC, label)` reads
+/// METRIC (the label is not a metric).
+fn grafana_variable_query(query: &str) -> String {
+    match query
+        .strip_prefix("label_values(")
+        .and_then(|rest| rest.rsplit_once(','))
+    {
+        Some((metric, _label)) => metric.to_owned(),
+        None => query.to_owned(),
+    }
+}
+
+/// The chart rendered with the dashboard and the alerts on.
+fn rendered_chart() -> Vec<Value> {
+    let listing = homelab_test_support::Cluster::default()
+        .run(&["tools"])
+        .unwrap();
+    let helm = listing
+        .lines()
+        .find_map(|line| line.strip_prefix("helm "))
+        .map(|dir| PathBuf::from(dir.trim()).join("helm"))
+        .unwrap_or_else(|| panic!("`e2e/cluster tools` lists no helm: {listing}"));
+    let chart = workspace_root().join("charts").join("homelab-operators");
+    let output = std::process::Command::new(helm)
+        .args(["template", "homelab-operators", chart.to_str().unwrap()])
+        .args(["--namespace", "homelab", "--kube-version", "1.36.0"])
+        .args(["--set", "metrics.prometheusRule.enabled=true"])
+        .args(["--set", "grafana.dashboard.enabled=true"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs: Vec<Option<Value>> =
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    docs.into_iter()
+        .flatten()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+/// (where, expression) of every alert and every dashboard query in the chart.
+fn chart_expressions() -> Vec<(String, String)> {
+    let docs = rendered_chart();
+    let mut found = Vec::new();
+    let rules = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("the chart renders a PrometheusRule");
+    for group in rules["spec"]["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            let name = rule["alert"].as_str().or(rule["record"].as_str()).unwrap();
+            assert!(
+                rule["alert"].is_null() || rule["annotations"]["runbook"].is_string(),
+                "alert {name} has no runbook"
+            );
+            found.push((
+                format!("alert {name}"),
+                rule["expr"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    let dashboards = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("the chart renders a dashboard ConfigMap labelled for Grafana's sidecar");
+    for (file, json) in dashboards["data"].as_object().unwrap() {
+        let dashboard: Value = serde_json::from_str(json.as_str().unwrap()).unwrap();
+        let mut queries = Vec::new();
+        dashboard_queries(&dashboard, &mut queries);
+        assert!(!queries.is_empty(), "{file} has no query");
+        found.extend(
+            queries
+                .into_iter()
+                .map(|q| (format!("dashboard {file}"), q)),
+        );
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
+    let client = client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "metrics").await.unwrap();
+
+    // One object, so the per-object series exist too.
+    let pin = serde_json::json!({
+        "apiVersion": "homelab.home.arpa/v1alpha1",
+        "kind": "UsbDevicePin",
+        "metadata": {"name": "zigbee"},
+        "spec": {"vendorId": "10c4", "productId": "ea60", "containerPath": "/dev/zigbee"},
+    });
+    ns.api::<UsbDevicePin>()
+        .patch(
+            "zigbee",
+            &PatchParams::apply("homelab-tests"),
+            &Patch::Apply(&pin),
+        )
+        .await
+        .unwrap();
+
+    let mut running = Vec::new();
+    for (name, start) in BINARIES {
+        let addr = free_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(start(client.clone(), ns.name().to_owned(), addr, stopped));
+        let text = scrape_when_ready(name, addr).await;
+        assert!(
+            text.ends_with("# EOF\n"),
+            "{name}: not OpenMetrics:\n{text}"
+        );
+        assert!(
+            exported_names(&text)
+                .iter()
+                .any(|n| n.starts_with("homelab_")),
+            "{name} exports no homelab_ metric:\n{text}"
+        );
+        running.push((name, addr, stop, task));
+    }
+
+    // The binaries fill their series as they work (the agent's first sysfs pass,
+    // the pin's first status): check until every name is found, or the deadline.
+    let expressions = chart_expressions();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exported = loop {
+        let mut exported = BTreeSet::new();
+        for (name, addr, ..) in &running {
+            let (_, text) = get(*addr, "/metrics")
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            exported.extend(exported_names(&text));
+        }
+        let mut unknown = Vec::new();
+        for (place, expr) in &expressions {
+            for metric in metric_names(expr) {
+                if !exported.contains(&metric) && !PROMETHEUS_OWN.contains(&metric.as_str()) {
+                    unknown.push(format!("{place}: {metric} in `{expr}`"));
+                }
+            }
+        }
+        if unknown.is_empty() {
+            break exported;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics no binary exports:\n{}\n\nexported: {exported:?}",
+            unknown.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "{} expressions checked against {} names exported by {} binaries",
+        expressions.len(),
+        exported.len(),
+        running.len()
+    );
+
+    // The pin goes while its controller still runs: it takes its finalizer off.
+    let pins = ns.api::<UsbDevicePin>();
+    pins.delete("zigbee", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pins.get_opt("zigbee").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the pin was not released");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (_, _, stop, task) in running {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+}
+
+#[test]
+fn names_are_read_from_promql() {
+    let names = |e: &str| metric_names(e).into_iter().collect::<Vec<_>>();
+    assert_eq!(
+        names(
+            r#"histogram_quantile(0.99, sum by (controller, le) (rate(homelab_reconcile_duration_seconds_bucket{job=~"a.*"}[5m])))"#
+        ),
+        ["homelab_reconcile_duration_seconds_bucket"]
+    );
+    assert_eq!(
+        names(
+            r#"count(max by (kind, namespace, name) (homelab_object_ready{namespace=~"$namespace"}) == 0) or vector(0)"#
+        ),
+        ["homelab_object_ready"]
+    );
+    assert_eq!(
+        names("sum(a_total) by (x) > on (y) group_left (z) b offset 5m and c[$__rate_interval]"),
+        ["a_total", "b", "c"]
+    );
+    assert_eq!(
+        names(&grafana_variable_query(
+            r#"label_values(homelab_object_ready{kind="X"}, namespace)"#
+        )),
+        ["homelab_object_ready"]
+    );
+}
