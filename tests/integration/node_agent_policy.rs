@@ -66,13 +66,29 @@ async fn a_node_agent_may_write_only_its_own_nodes_entry() {
     .unwrap();
     let pods: Api<Pod> = namespace.api();
     pods.create(&PostParams::default(), &pod).await.unwrap();
+    let ns = home.name();
     let pod = wait_for(&pods, "agent-pi4-1", Duration::from_secs(60), |p: &Pod| {
         p.uid().is_some()
     })
     .await
     .unwrap();
     let agent = client_as_pod(&admin, &account, &pod).await.unwrap();
-    let ns = home.name();
+
+    // An admission policy takes effect once the API server's informer has it:
+    // wait for that with a write that is harmless either way (an unbound token
+    // writing pi4-1's entry, which the agent on pi4-1 may write too).
+    let unbound = client_as(&admin, namespace.name(), &account).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match report(&unbound, ns, "pi4-1", &presence("pi4-1")).await {
+            Err(e) if e.contains("pod's token") => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "the policy never took effect: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // Its own entry: allowed.
     report(&agent, ns, "pi4-1", &presence("pi4-1"))
@@ -112,7 +128,6 @@ async fn a_node_agent_may_write_only_its_own_nodes_entry() {
     assert_eq!(nodes, ["pi4-1", "pi4-2"]);
 
     // A token not bound to a pod says no node: refused.
-    let unbound = client_as(&admin, namespace.name(), &account).await.unwrap();
     let refused = report(&unbound, ns, "pi4-1", &presence("pi4-1"))
         .await
         .unwrap_err();
