@@ -16,6 +16,7 @@ mod metrics_scrape;
 mod node_agent_policy;
 mod scheduling;
 mod sensorgateway;
+mod status_writes;
 #[path = "../shared/usb.rs"]
 mod usb;
 mod usb_stick_moves;

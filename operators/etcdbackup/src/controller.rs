@@ -293,6 +293,7 @@ pub async fn reconcile(cached: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Res
         )
         .await
         .map_err(Error::Status)?
+        .wrote()
     {
         tracing::debug!("status written");
     }

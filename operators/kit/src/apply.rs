@@ -148,7 +148,15 @@ impl FieldManager {
     }
 
     /// Writes `desired` as the status of `obj` when it differs from
-    /// `current` (see [`status_differs`]). Returns whether it wrote.
+    /// `current` (see [`status_differs`]).
+    ///
+    /// The write carries `obj`'s `resourceVersion` as a precondition: a status
+    /// computed from a cached object that has changed since (say, a pod event
+    /// ran a reconcile before the cache saw this controller's own last write)
+    /// must not overwrite the newer status, or a record written a moment ago
+    /// (a `lastFailover`, a finished backup) would be lost. Such a write is
+    /// refused and reported as [`StatusWrite::Stale`]; the newer version is on
+    /// its way to the cache and its reconcile writes the status again.
     ///
     /// # Errors
     /// [`Error::MissingName`], [`Error::Serialize`] or [`Error::Kube`].
@@ -159,44 +167,117 @@ impl FieldManager {
         current: Option<&S>,
         desired: &S,
         how: StatusPatch,
-    ) -> Result<bool, Error>
+    ) -> Result<StatusWrite, Error>
     where
         K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
         S: Serialize,
     {
         let kind = K::kind(&());
         if !status_differs(current, desired)? {
-            return Ok(false);
+            return Ok(StatusWrite::Unchanged);
         }
         let name = obj.meta().name.clone().ok_or_else(|| Error::MissingName {
             kind: kind.to_string(),
         })?;
+        let mut metadata = serde_json::json!({ "name": name });
+        if let Some(version) = &obj.meta().resource_version {
+            metadata["resourceVersion"] = Value::String(version.clone());
+        }
         let status = to_value(desired)?;
         let action = || format!("write status of {kind} {}", describe(obj));
-        match how {
+        let written = match how {
             StatusPatch::Apply => {
                 let body = serde_json::json!({
                     "apiVersion": K::api_version(&()),
                     "kind": kind,
-                    "metadata": { "name": name },
+                    "metadata": metadata,
                     "status": status,
                 });
                 api.patch_status(&name, &self.apply_params(), &Patch::Apply(&body))
                     .await
-                    .map_err(|e| Error::kube(action(), e))?;
             }
             StatusPatch::Merge => {
-                let body = serde_json::json!({ "status": status });
+                let body = serde_json::json!({ "metadata": metadata, "status": status });
                 let params = PatchParams {
                     field_manager: Some(self.name.clone()),
                     ..PatchParams::default()
                 };
-                api.patch_status(&name, &params, &Patch::Merge(&body))
-                    .await
-                    .map_err(|e| Error::kube(action(), e))?;
+                api.patch_status(&name, &params, &Patch::Merge(&body)).await
             }
+        };
+        match written {
+            Ok(_) => Ok(StatusWrite::Written),
+            Err(kube::Error::Api(refusal)) if refusal.code == 409 => {
+                tracing::debug!(
+                    object = %describe(obj),
+                    read_version = obj.meta().resource_version.as_deref().unwrap_or_default(),
+                    "status not written: the object changed since it was read"
+                );
+                Ok(StatusWrite::Stale)
+            }
+            Err(e) => Err(Error::kube(action(), e)),
         }
-        Ok(true)
+    }
+
+    /// Applies `partial` (a status with only some fields set; unset ones must
+    /// not serialize) onto the status of `obj` as stored now, whatever its
+    /// version. For the record of something this reconcile has just done (a pod
+    /// force-deleted, a restart), which must outlive a [`StatusWrite::Stale`]
+    /// write: the newer version knows nothing of it, and the deed cannot be
+    /// observed again.
+    ///
+    /// Written under a second field manager, `<name>-records`: applied under the
+    /// controller's own, the partial status would remove every other status
+    /// field it owns. The controller's next full status carries the record on
+    /// and so shares it; a record is never taken away by either.
+    ///
+    /// # Errors
+    /// [`Error::MissingName`], [`Error::Serialize`] or [`Error::Kube`].
+    pub async fn merge_status<K, S>(&self, api: &Api<K>, obj: &K, partial: &S) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+        S: Serialize,
+    {
+        let kind = K::kind(&());
+        let name = obj.meta().name.clone().ok_or_else(|| Error::MissingName {
+            kind: kind.to_string(),
+        })?;
+        let body = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": kind,
+            "metadata": { "name": name },
+            "status": to_value(partial)?,
+        });
+        let params = PatchParams::apply(&format!("{}-records", self.name)).force();
+        api.patch_status(&name, &params, &Patch::Apply(&body))
+            .await
+            .map_err(|e| {
+                Error::kube(
+                    format!("record in the status of {kind} {}", describe(obj)),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+}
+
+/// What [`FieldManager::apply_status`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// Nothing: the stored status already said this.
+    Unchanged,
+    /// The status was written.
+    Written,
+    /// Nothing: the object changed since it was read, and the status computed
+    /// from the old version is not written over the new one.
+    Stale,
+}
+
+impl StatusWrite {
+    /// Whether the status was written.
+    #[must_use]
+    pub fn wrote(self) -> bool {
+        self == Self::Written
     }
 }
 

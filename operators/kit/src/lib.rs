@@ -85,7 +85,7 @@ pub mod server;
 pub mod settings;
 pub mod telemetry;
 
-pub use apply::{FieldManager, StatusPatch};
+pub use apply::{FieldManager, StatusPatch, StatusWrite};
 pub use conditions::Outcome;
 pub use error::Error;
 pub use events::EventPublisher;

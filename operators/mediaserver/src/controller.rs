@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use homelab_api::conditions::types;
-use homelab_api::{ConditionedStatus, MediaServer};
+use homelab_api::{ConditionedStatus, MediaServer, MediaServerStatus};
 use homelab_kit::failover::FailoverMetrics;
-use homelab_kit::{Action, Context, StatusPatch};
+use homelab_kit::{Action, Context, StatusPatch, StatusWrite};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use kube::{Api, ResourceExt};
@@ -91,6 +91,9 @@ pub async fn reconcile(
         .map_err(Error::Read)?;
     let now = homelab_kit::conditions::now();
 
+    // What this reconcile did that must be recorded even if the object changed
+    // under it (see the end).
+    let mut records = MediaServerStatus::default();
     let (status, action) = match validate(&ms, &observed) {
         Err(problem) => {
             refused(&ms, &ctx, &problem).await;
@@ -117,6 +120,7 @@ pub async fn reconcile(
             };
             let mut status = status::compute(&ms, Verdict::Applied(&analysis), seen, now);
             if let Some(record) = lost.record {
+                records.last_failover = Some(record.clone());
                 status.last_failover = Some(record);
             }
             let next = if status.is_condition_true(types::READY) {
@@ -146,12 +150,19 @@ pub async fn reconcile(
             .await;
     }
 
-    let wrote = ctx
+    let write = ctx
         .manager
         .apply_status(&api, &ms, ms.status.as_ref(), &status, StatusPatch::Apply)
         .await
         .map_err(Error::Status)?;
-    if wrote {
+    if write.wrote() {
+        ctx.state.metrics.wrote("MediaServerStatus");
+    }
+    if write == StatusWrite::Stale && records != MediaServerStatus::default() {
+        ctx.manager
+            .merge_status(&api, &ms, &records)
+            .await
+            .map_err(Error::Status)?;
         ctx.state.metrics.wrote("MediaServerStatus");
     }
     Ok(action)

@@ -11,7 +11,7 @@ use homelab_api::conditions::types;
 use homelab_api::failover::FailoverMode;
 use homelab_api::sensorgateway::SensorGatewayStatus;
 use homelab_kit::failover::FailoverMetrics;
-use homelab_kit::{Action, Context, StatusPatch};
+use homelab_kit::{Action, Context, StatusPatch, StatusWrite};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -93,7 +93,7 @@ pub async fn reconcile(
         }
         Err(Unresolved::Waiting(outcome)) => {
             let status = status::compute(&sg, Verdict::Waiting(&outcome), now);
-            write_status(&sg, &api, &ctx, &status).await?;
+            write_status(&sg, &api, &ctx, &status, &SensorGatewayStatus::default()).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
         Err(Unresolved::Error(e)) => return Err(e),
@@ -165,7 +165,11 @@ pub async fn reconcile(
         }),
         now,
     );
+    // What this reconcile did that must be recorded even if the object changed
+    // under it (see write_status).
+    let mut records = SensorGatewayStatus::default();
     if let Some(record) = lost.record {
+        records.last_failover = Some(record.clone());
         status.last_failover = Some(record);
     }
     status::failover_blocked(
@@ -176,11 +180,12 @@ pub async fn reconcile(
     );
     if let Some(restart) = &assessment.restart {
         restart_pod(&sg, &ns, &ctx, restart).await?;
+        records.last_restart = Some(restart.record.clone());
         status.last_restart = Some(restart.record.clone());
     }
     announce(&sg, &ctx, &status).await;
     record_metrics(&ctx.state.metrics, &ns, &name, &status);
-    write_status(&sg, &api, &ctx, &status).await?;
+    write_status(&sg, &api, &ctx, &status, &records).await?;
 
     let next = assessment
         .next_deadline
@@ -226,7 +231,7 @@ async fn refuse(
             .await;
     }
     let status = status::compute(sg, Verdict::Refused(problem), now);
-    write_status(sg, api, ctx, &status).await?;
+    write_status(sg, api, ctx, &status, &SensorGatewayStatus::default()).await?;
     Ok(Action::requeue(ctx.state.retry_refused))
 }
 
@@ -235,13 +240,23 @@ async fn write_status(
     api: &Api<SensorGateway>,
     ctx: &Context<State>,
     status: &SensorGatewayStatus,
+    records: &SensorGatewayStatus,
 ) -> Result<(), Error> {
-    let wrote = ctx
+    let write = ctx
         .manager
         .apply_status(api, sg, sg.status.as_ref(), status, StatusPatch::Apply)
         .await
         .map_err(Error::Status)?;
-    if wrote {
+    if write.wrote() {
+        ctx.state.metrics.wrote("SensorGatewayStatus");
+    }
+    // The object changed since it was read: its next reconcile writes the
+    // status again, but cannot know of a restart or failover done just now.
+    if write == StatusWrite::Stale && *records != SensorGatewayStatus::default() {
+        ctx.manager
+            .merge_status(api, sg, records)
+            .await
+            .map_err(Error::Status)?;
         ctx.state.metrics.wrote("SensorGatewayStatus");
     }
     Ok(())

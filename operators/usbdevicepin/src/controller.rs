@@ -8,7 +8,7 @@ use std::time::Duration;
 use homelab_api::UsbDevicePin;
 use homelab_kit::failover::observe::{FENCED_BY_ANNOTATION, NODE_LEASE_NAMESPACE};
 use homelab_kit::failover::{NodeView, fence, observe_node};
-use homelab_kit::{Action, Context, StatusPatch};
+use homelab_kit::{Action, Context, StatusPatch, StatusWrite};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -76,10 +76,12 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
     let now = homelab_kit::conditions::now();
     let decision = decide(pin, &others, &pod_list, &views, now);
     release(ctx, &views).await?;
-    act(pin, ctx, &pods, &decision).await?;
+    // The status first, acts after: a failover's record is then never lost to a
+    // controller stopped between the two, and a decision made on a pin the cache
+    // had not caught up with is dropped before it does anything.
     let api: Api<UsbDevicePin> = Api::namespaced(ctx.client.clone(), namespace);
     let current = pin.status.as_ref().map(OwnedStatus::from);
-    let wrote = ctx
+    let write = ctx
         .manager
         .apply_status(
             &api,
@@ -90,7 +92,11 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
         )
         .await
         .map_err(Error::Status)?;
-    if wrote {
+    if write == StatusWrite::Stale {
+        return Ok(Action::requeue(WHILE_MOVING));
+    }
+    act(pin, ctx, &pods, &decision).await?;
+    if write.wrote() {
         for note in &decision.notes {
             ctx.state
                 .transitions

@@ -506,13 +506,17 @@ async fn a_sqlite_datastore_backed_up_while_written_opens_cleanly() {
     while written.load(Ordering::Relaxed) < 2000 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let before = written.load(Ordering::Relaxed);
     let (ok, report) = run_runner(&args, &env, &report_file);
-    let during = written.load(Ordering::Relaxed);
+    let after = written.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     assert!(ok, "{report:?}");
     let total = written.load(Ordering::Relaxed);
-    assert!(total > during, "the writer kept writing through the backup");
+    assert!(
+        after > before,
+        "the writer kept committing while the backup ran ({before} rows before it, {after} after)"
+    );
 
     let backup = report.backup.clone().unwrap();
     let copy = dir.path().join("copy.db");
