@@ -194,6 +194,28 @@ fn brief(e: &(dyn std::error::Error + 'static)) -> (String, bool) {
     }
 }
 
+/// A binary's exit code for how its `main` ended. A failure is said once, as the
+/// whole error chain on one line (what `kubectl logs` of a crashed pod shows),
+/// instead of the `Debug` dump a `main` returning `Result` prints.
+pub fn exit_code<E>(result: Result<(), E>) -> std::process::ExitCode
+where
+    E: Into<Box<dyn std::error::Error>>,
+{
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            let err: Box<dyn std::error::Error> = err.into();
+            let message = report(err.as_ref());
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(error = %message, "stopped");
+            } else {
+                eprintln!("error: {message}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,17 +3,18 @@
 use homelab_node_agent::{Error, Settings, agent};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    homelab_kit::error::exit_code(run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     homelab_kit::telemetry::init()?;
     let settings = Settings::from_env()?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| Error::kube("connect to the API server", e))?;
-    let result = agent::run(client, settings, terminated()).await;
-    if let Err(err) = &result {
-        tracing::error!(error = %homelab_kit::error::report(err), "node agent failed");
-    }
-    Ok(result?)
+    agent::run(client, settings, terminated()).await?;
+    Ok(())
 }
 
 /// Completes on SIGTERM (the DaemonSet's pod stopping) or SIGINT.

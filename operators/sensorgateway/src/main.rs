@@ -4,7 +4,11 @@
 use homelab_sensorgateway::{CONTROLLER_NAME, Controller};
 
 #[tokio::main]
-async fn main() -> Result<(), homelab_kit::Error> {
+async fn main() -> std::process::ExitCode {
+    homelab_kit::error::exit_code(run().await)
+}
+
+async fn run() -> Result<(), homelab_kit::Error> {
     homelab_kit::telemetry::init()?;
     let settings = homelab_kit::Settings::from_env(CONTROLLER_NAME)?;
     let client = kube::Client::try_default()

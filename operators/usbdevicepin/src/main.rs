@@ -3,7 +3,11 @@
 use homelab_kit::Settings;
 
 #[tokio::main]
-async fn main() -> Result<(), homelab_kit::Error> {
+async fn main() -> std::process::ExitCode {
+    homelab_kit::error::exit_code(run().await)
+}
+
+async fn run() -> Result<(), homelab_kit::Error> {
     homelab_kit::telemetry::init()?;
     let client = kube::Client::try_default()
         .await
