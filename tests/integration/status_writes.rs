@@ -84,7 +84,7 @@ async fn a_status_from_a_stale_read_never_overwrites_a_newer_one() {
         ..MediaServerStatus::default()
     };
     manager
-        .merge_status(&api, &created, &records)
+        .record_in_status(&api, &created, &records)
         .await
         .unwrap();
     let stored = api.get("music").await.unwrap();

@@ -233,7 +233,12 @@ impl FieldManager {
     ///
     /// # Errors
     /// [`Error::MissingName`], [`Error::Serialize`] or [`Error::Kube`].
-    pub async fn merge_status<K, S>(&self, api: &Api<K>, obj: &K, partial: &S) -> Result<(), Error>
+    pub async fn record_in_status<K, S>(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        partial: &S,
+    ) -> Result<(), Error>
     where
         K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
         S: Serialize,

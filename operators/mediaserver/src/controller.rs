@@ -160,7 +160,7 @@ pub async fn reconcile(
     }
     if write == StatusWrite::Stale && records != MediaServerStatus::default() {
         ctx.manager
-            .merge_status(&api, &ms, &records)
+            .record_in_status(&api, &ms, &records)
             .await
             .map_err(Error::Status)?;
         ctx.state.metrics.wrote("MediaServerStatus");

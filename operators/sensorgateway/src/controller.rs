@@ -254,7 +254,7 @@ async fn write_status(
     // status again, but cannot know of a restart or failover done just now.
     if write == StatusWrite::Stale && *records != SensorGatewayStatus::default() {
         ctx.manager
-            .merge_status(api, sg, records)
+            .record_in_status(api, sg, records)
             .await
             .map_err(Error::Status)?;
         ctx.state.metrics.wrote("SensorGatewayStatus");
