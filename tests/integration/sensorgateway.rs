@@ -16,11 +16,11 @@ use homelab_sensorgateway::{CONTROLLER_NAME, Controller, Hub, Metrics};
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::{FakeGateway, publish};
 use homelab_test_support::{
-    TestNamespace, client, controller, install_crds, wait_for, wait_for_list,
+    TestNamespace, client, controller, events_about, install_crds, wait_for,
+    wait_for_event_reasons, wait_for_list,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -143,17 +143,6 @@ fn nfs_data() -> Value {
     json!({"nfs": {"server": "nas.home.arpa", "path": "/export/zigbee2mqtt"}})
 }
 
-async fn events_of(ns: &TestNamespace, name: &str) -> Vec<Event> {
-    ns.api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect()
-}
-
 async fn gateway_pods(ns: &TestNamespace, name: &str) -> Vec<Pod> {
     ns.api::<Pod>()
         .list(&ListParams::default().labels(&format!("{GATEWAY_LABEL}={name}")))
@@ -266,12 +255,9 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
     .unwrap();
     assert!(!pods.is_empty());
     assert_eq!(running.metrics.restarts(), 1);
-    assert!(
-        events_of(&ns, "attic")
-            .await
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("RestartedOffline"))
-    );
+    wait_for_event_reasons(&ns, "attic", &["RestartedOffline"], WAIT)
+        .await
+        .unwrap();
     println!(
         "figure: Last Will -> GatewayOnline=False {:.1}s; Last Will -> pod restarted {:.1}s (restartAfter 10s)",
         offline_seen.as_secs_f64(),
@@ -282,7 +268,7 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
     let all =
         serde_json::to_string(&ns.api::<SensorGateway>().get("attic").await.unwrap()).unwrap();
     assert!(!all.contains(PASSWORD));
-    for e in events_of(&ns, "attic").await {
+    for e in events_about(&ns, "attic").await.unwrap() {
         assert!(!serde_json::to_string(&e).unwrap().contains(PASSWORD));
     }
     let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
@@ -382,13 +368,9 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
     .await;
     let sg = wait_condition(&ns, "garden-hub", types::SENSORS_FRESH, "True").await;
     assert!(!sg.status.as_ref().unwrap().sensors[0].stale);
-    let reasons: Vec<String> = events_of(&ns, "garden-hub")
+    wait_for_event_reasons(&ns, "garden-hub", &["SensorStale", "SensorsFresh"], WAIT)
         .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
-    assert!(reasons.iter().any(|r| r == "SensorStale"), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r == "SensorsFresh"), "{reasons:?}");
+        .unwrap();
 }
 
 #[tokio::test]
@@ -462,19 +444,9 @@ async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
         .map(ResourceExt::name_any)
         .collect();
     assert_eq!(names, vec![pod]);
-    let reasons: Vec<String> = events_of(&ns, "shed")
+    wait_for_event_reasons(&ns, "shed", &["BrokerUnreachable", "BrokerConnected"], WAIT)
         .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
-    assert!(
-        reasons.iter().any(|r| r == "BrokerUnreachable"),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons.iter().any(|r| r == "BrokerConnected"),
-        "{reasons:?}"
-    );
+        .unwrap();
 }
 
 #[tokio::test]
@@ -538,12 +510,9 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
     .unwrap();
     let sg = wait_condition(&ns, "no-key", types::STALLED, "True").await;
     assert_eq!(condition(&sg, types::STALLED).0, SECRET_KEY_NOT_FOUND);
-    assert!(
-        events_of(&ns, "no-key")
-            .await
-            .iter()
-            .any(|e| e.reason.as_deref() == Some(SECRET_KEY_NOT_FOUND))
-    );
+    wait_for_event_reasons(&ns, "no-key", &[SECRET_KEY_NOT_FOUND], WAIT)
+        .await
+        .unwrap();
 
     // An unknown preset and an invalid topic filter never get past the API server.
     let err = apply(

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use homelab_api::UsbDevicePin;
 use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
-use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
+use homelab_test_support::{
+    TestNamespace, client, install_crds, wait_for, wait_for_event_reasons, wait_for_list,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
@@ -24,7 +26,7 @@ use crate::usb::{
     APP, ClusterCleanup, ControllerTask, FakeNode, WAIT, condition_is, consumer, create_pin,
     follow_plugin, pin_name, ready, running_on,
 };
-use crate::usbdevicepin::{delete_pin_and_wait_for_labels, event_reasons};
+use crate::usbdevicepin::delete_pin_and_wait_for_labels;
 
 #[tokio::test]
 async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
@@ -159,13 +161,14 @@ async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
         "controller's own record: failover to Ready in {:?} ms",
         failover.duration_millis
     );
-    let reasons = event_reasons(&ns, &name).await;
-    for reason in ["DeviceAppeared", "DeviceMoved", "FailedOver"] {
-        assert!(
-            reasons.contains(&reason.to_owned()),
-            "no {reason} Event in {reasons:?}"
-        );
-    }
+    wait_for_event_reasons(
+        &ns,
+        &name,
+        &["DeviceAppeared", "DeviceMoved", "FailedOver"],
+        WAIT,
+    )
+    .await
+    .unwrap();
     let labelled = Api::<Node>::all(client.clone()).get("pi4-2").await.unwrap();
     assert_eq!(
         crate::usbdevicepin::node_label(&labelled, &format!("devices.homelab.home.arpa/{name}"))

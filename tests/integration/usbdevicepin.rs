@@ -13,9 +13,10 @@ use homelab_api::UsbDevicePinRef;
 use homelab_kit::conditions::Outcome;
 use homelab_kit::device_pin;
 use homelab_node_agent::fixtures::{AEOTEC_ZSTICK_7, SONOFF_ZIGBEE};
-use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
+use homelab_test_support::{
+    TestNamespace, client, install_crds, wait_for, wait_for_event_reasons, wait_for_list,
+};
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -57,19 +58,6 @@ pub async fn delete_pin_and_wait_for_labels(client: &Client, ns: &TestNamespace,
     })
     .await
     .unwrap();
-}
-
-/// The reasons of the Events about the pin.
-pub async fn event_reasons(ns: &TestNamespace, pin: &str) -> Vec<String> {
-    ns.api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pin))
-        .filter_map(|e| e.reason)
-        .collect()
 }
 
 #[tokio::test]
@@ -198,11 +186,9 @@ async fn controller_reports_labels_and_flags_conflicts() {
     })
     .await
     .unwrap();
-    assert!(
-        event_reasons(&ns, &name)
-            .await
-            .contains(&"DeviceAppeared".to_owned())
-    );
+    wait_for_event_reasons(&ns, &name, &["DeviceAppeared"], WAIT)
+        .await
+        .unwrap();
 
     // The same (exclusive) stick model shows up on pi4-2 as well: Conflict, the
     // choice explained, consumers stay on pi4-1 and only pi4-1 keeps the label.

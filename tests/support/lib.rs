@@ -8,6 +8,7 @@ mod cluster;
 pub mod controller;
 mod crds;
 mod error;
+mod events;
 pub mod mosquitto;
 pub mod mqtt;
 mod namespace;
@@ -17,6 +18,7 @@ mod wait;
 pub use cluster::{Cluster, client, client_as, client_as_pod};
 pub use crds::{install_crds, read_crds};
 pub use error::Error;
+pub use events::{events_about, wait_for_event_reasons};
 pub use namespace::TestNamespace;
 pub use wait::{wait_for, wait_for_list};
 

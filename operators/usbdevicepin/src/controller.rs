@@ -95,7 +95,8 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
     if write == StatusWrite::Stale {
         return Ok(Action::requeue(WHILE_MOVING));
     }
-    act(pin, ctx, &pods, &decision).await?;
+    // The Events tell of the status just written: published before acting, so a
+    // failed act (retried with a status already unchanged) cannot lose them.
     if write.wrote() {
         for note in &decision.notes {
             ctx.state
@@ -113,6 +114,7 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
             }
         }
     }
+    act(pin, ctx, &pods, &decision).await?;
     let moving = !decision.removals.is_empty()
         || decision
             .status
