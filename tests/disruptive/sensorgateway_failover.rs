@@ -144,7 +144,18 @@ async fn a_gateway_fails_over_even_when_its_controller_is_killed_mid_way() {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
     assert_eq!(live.len(), 1, "one live gateway pod: {pods:?}");
-    let record = moved.status.as_ref().and_then(|s| s.last_failover.clone());
+    // Recorded before the pod is deleted, completed once Ready elsewhere: a
+    // controller killed mid-way loses no record.
+    let record = wait_for(&gateways, "garage", Duration::from_secs(60), |sg| {
+        sg.status
+            .as_ref()
+            .and_then(|s| s.last_failover.as_ref())
+            .is_some_and(|r| r.from_node.as_deref() == Some(LOST) && r.duration_millis.is_some())
+    })
+    .await
+    .unwrap()
+    .status
+    .and_then(|s| s.last_failover);
     eprintln!(
         "figure: SensorGateway on a network coordinator Ready on {} {:.1}s after node-fail; first controller killed at {:.1}s; lastFailover {:?}",
         ready_on(&moved).unwrap_or("?"),

@@ -63,6 +63,7 @@ pub async fn handle(
             events: &ctx.events,
             metrics: &ctx.state.failover,
             controller: CONTROLLER_NAME,
+            manager: &ctx.manager,
         },
     )
     .await

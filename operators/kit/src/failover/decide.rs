@@ -17,7 +17,7 @@
 //! | otherwise                                                  | `Move` (fence first if `fenceNode`)|
 //!
 //! A node that is simply gone from the cluster counts as lost past its grace.
-//! A record whose failover started from this same node and has no target yet is the
+//! A record whose failover started from this same node and is not complete is the
 //! same failover, unfinished (the operator restarted mid-way): the cooldown does not
 //! stop it from finishing.
 
@@ -275,7 +275,8 @@ fn blocked(reason: &'static str, message: String, retry: Option<Duration>) -> De
 /// Time left in the cooldown after another failover, if any.
 fn cooling_down(o: &Observation<'_>) -> Option<Duration> {
     let last = o.last_failover?;
-    let unfinished_same = last.to_node.is_none() && last.from_node.as_deref() == Some(&o.node.name);
+    let unfinished_same =
+        last.duration_millis.is_none() && last.from_node.as_deref() == Some(&o.node.name);
     if unfinished_same {
         return None;
     }
@@ -542,6 +543,9 @@ mod tests {
     #[test]
     fn an_unfinished_failover_from_the_same_node_finishes_after_a_restart() {
         let d = with_record(&record("pi4-2", None, 590), 600);
+        assert!(matches!(d, Decision::Move { .. }), "{d:?}");
+        // Recorded with the node its device chose, then stopped before the delete.
+        let d = with_record(&record("pi4-2", Some("pi4-3"), 590), 600);
         assert!(matches!(d, Decision::Move { .. }), "{d:?}");
     }
 

@@ -1,12 +1,15 @@
 //! Node-loss failover for one workload (a Deployment's pod), whatever its kind:
 //! unmark the node it left once that node is back, complete a move once the
 //! workload is Ready elsewhere, and for each node its pods are bound to, decide
-//! ([`super::decide`]) and act: mark the lost node, force-delete the pod its dead
-//! kubelet would never confirm deleted, record it, say it in an Event.
+//! ([`super::decide`]) and act: mark the lost node, record the failover in the
+//! status, force-delete the pod its dead kubelet would never confirm deleted, say
+//! it in an Event. The record comes before the delete: a controller stopped
+//! between the two finds its own unfinished failover and completes it.
 //!
 //! A controller calls [`handle`] in its reconcile with what it read (pods,
 //! nodes) and what the pod holds; it puts [`Outcome`] into its status.
 
+use std::fmt::Debug;
 use std::time::Duration;
 
 use homelab_api::conditions::reasons;
@@ -15,7 +18,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
+use kube::core::NamespaceResourceScope;
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::decide::{Decision, Holds, Observation, decide};
 use super::fence::{self, SILENT_TAINT};
@@ -25,6 +31,7 @@ use super::observe::{
 };
 use super::record;
 use crate::Error;
+use crate::apply::FieldManager;
 use crate::events::EventPublisher;
 
 /// The workload, as the reconcile read it.
@@ -61,6 +68,8 @@ pub struct Actor<'a> {
     pub metrics: &'a FailoverMetrics,
     /// The controller's name, written into the taints it adds.
     pub controller: &'a str,
+    /// Writes the record of a failover into the object's status.
+    pub manager: &'a FieldManager,
 }
 
 /// Why a lost node's workload cannot move (or, in Manual mode, would).
@@ -86,10 +95,13 @@ pub struct Outcome {
 /// Handles a lost node under the workload's pods.
 ///
 /// # Errors
-/// When reading Leases, marking a node or deleting a pod fails.
+/// When reading Leases, marking a node, recording or deleting a pod fails.
 pub async fn handle<K>(w: Workload<'_, K>, actor: Actor<'_>) -> Result<Outcome, Error>
 where
-    K: Resource<DynamicType = ()>,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
     let now = Timestamp::now();
     let nodes: Api<Node> = Api::all(actor.client.clone());
@@ -197,10 +209,27 @@ where
                 if view.reachability != Reachability::Gone {
                     fence::mark_lost(&nodes, &node, actor.controller, fence).await?;
                 }
-                let pods: Api<Pod> = Api::namespaced(
-                    actor.client.clone(),
-                    &w.object.meta().namespace.clone().unwrap_or_default(),
+                let namespace = w.object.meta().namespace.clone().unwrap_or_default();
+                let started = record::started(
+                    &node,
+                    reason,
+                    &message,
+                    fence || view.out_of_service,
+                    to.as_deref(),
+                    now,
                 );
+                let api: Api<K> = Api::namespaced(actor.client.clone(), &namespace);
+                actor
+                    .manager
+                    .record_in_status(
+                        &api,
+                        w.object,
+                        &LastFailover {
+                            last_failover: &started,
+                        },
+                    )
+                    .await?;
+                let pods: Api<Pod> = Api::namespaced(actor.client.clone(), &namespace);
                 for pod in w.pods.iter().filter(|p| node_of(p) == Some(&node)) {
                     fence::force_delete(&pods, pod).await?;
                 }
@@ -210,18 +239,18 @@ where
                     .events
                     .warning(w.object, reason, "Failover", message.clone())
                     .await;
-                out.record = Some(record::started(
-                    &node,
-                    reason,
-                    &message,
-                    fence || view.out_of_service,
-                    to.as_deref(),
-                    now,
-                ));
+                out.record = Some(started);
             }
         }
     }
     Ok(out)
+}
+
+/// The part of a status that holds the failover record.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LastFailover<'a> {
+    last_failover: &'a FailoverRecord,
 }
 
 /// A Warning Event and a count, once per distinct message: the status carries it
