@@ -14,6 +14,7 @@
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,7 +25,7 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
@@ -146,6 +147,8 @@ where
     writer: Writer<K>,
     /// Watches of owned and related kinds.
     watches: Vec<AddWatch<K>>,
+    /// Whether a change to `K`'s status alone wakes its reconcile.
+    status_changes_wake: bool,
 }
 
 impl<K> Runner<K>
@@ -172,7 +175,20 @@ where
             reader,
             writer,
             watches: Vec::new(),
+            status_changes_wake: true,
         }
+    }
+
+    /// A change to an object's status alone no longer wakes its reconcile (its
+    /// spec, labels, annotations, finalizers or deletion still do). For a kind
+    /// whose status only its own controller writes: every status write would
+    /// otherwise wake one more reconcile that finds nothing to do. Such a
+    /// controller must look again soon itself when its status write is refused as
+    /// stale, since the newer version's arrival wakes nothing.
+    #[must_use]
+    pub fn ignore_status_changes(mut self) -> Self {
+        self.status_changes_wake = false;
+        self
     }
 
     /// Reconciles the owner when an object of kind `C` it controls changes
@@ -348,6 +364,7 @@ where
             reader,
             writer,
             watches,
+            status_changes_wake,
         } = self;
         let server = Server::bind(settings.http_addr).await?;
         let health =
@@ -377,6 +394,12 @@ where
             .observe(watcher(api, watcher::Config::default()).default_backoff())
             .reflect(writer)
             .applied_objects();
+        let main = if status_changes_wake {
+            main.boxed()
+        } else {
+            main.predicate_filter(all_but_status::<K>, PredicateConfig::default())
+                .boxed()
+        };
         let mut controller = Controller::for_stream(main, reader)
             .with_config(controller::Config::default().concurrency(settings.concurrency));
         for add in watches {
@@ -603,6 +626,22 @@ fn termination_signals() -> Result<
     Ok((first_rx.map(|_| ()), second_rx.map(|_| ())))
 }
 
+/// A hash of what an object is apart from its status: its spec (through
+/// `generation`), labels, annotations, finalizers and deletion.
+fn all_but_status<K: Resource>(obj: &K) -> Option<u64> {
+    let meta = obj.meta();
+    let mut hasher = std::hash::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,5 +671,22 @@ mod tests {
             ReconcileError::metric_label(&Error::ControllerStopped),
             "shutdown"
         );
+    }
+
+    #[test]
+    fn a_status_change_alone_hashes_the_same() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let mut obj = ConfigMap::default();
+        obj.metadata.generation = Some(1);
+        obj.metadata.resource_version = Some("10".into());
+        let before = all_but_status(&obj);
+        // A status write changes the resourceVersion, not the generation.
+        obj.metadata.resource_version = Some("11".into());
+        assert_eq!(all_but_status(&obj), before);
+        obj.metadata.generation = Some(2);
+        assert_ne!(all_but_status(&obj), before);
+        let spec_changed = all_but_status(&obj);
+        obj.metadata.finalizers = Some(vec!["foregroundDeletion".into()]);
+        assert_ne!(all_but_status(&obj), spec_changed);
     }
 }

@@ -50,6 +50,9 @@ impl State {
     }
 }
 
+/// How soon to look again after a status write was refused as stale.
+const STALE_RETRY: Duration = Duration::from_secs(1);
+
 /// The owned objects as stored after applying.
 struct Applied {
     service: Service,
@@ -158,12 +161,17 @@ pub async fn reconcile(
     if write.wrote() {
         ctx.state.metrics.wrote("MediaServerStatus");
     }
-    if write == StatusWrite::Stale && records != MediaServerStatus::default() {
-        ctx.manager
-            .record_in_status(&api, &ms, &records)
-            .await
-            .map_err(Error::Status)?;
-        ctx.state.metrics.wrote("MediaServerStatus");
+    if write == StatusWrite::Stale {
+        if records != MediaServerStatus::default() {
+            ctx.manager
+                .record_in_status(&api, &ms, &records)
+                .await
+                .map_err(Error::Status)?;
+            ctx.state.metrics.wrote("MediaServerStatus");
+        }
+        // A newer status wakes no reconcile (status changes are ignored): look
+        // again soon, on top of it.
+        return Ok(Action::requeue(STALE_RETRY));
     }
     Ok(action)
 }
@@ -199,25 +207,25 @@ async fn apply_all(
             .await
             .map_err(Error::Apply)?;
     }
+    // Neither refers to the other: one round trip for both.
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let (service, _) = apply(
-        manager,
-        metrics,
-        &services,
-        observed.service.as_ref(),
-        desired.service,
-    )
-    .await
-    .map_err(Error::Apply)?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let (deployment, wrote) = apply(
-        manager,
-        metrics,
-        &deployments,
-        observed.deployment.as_ref(),
-        desired.deployment,
+    let ((service, _), (deployment, wrote)) = futures::try_join!(
+        apply(
+            manager,
+            metrics,
+            &services,
+            observed.service.as_ref(),
+            desired.service,
+        ),
+        apply(
+            manager,
+            metrics,
+            &deployments,
+            observed.deployment.as_ref(),
+            desired.deployment,
+        ),
     )
-    .await
     .map_err(Error::Apply)?;
     if wrote {
         let (reason, note) = match &observed.deployment {

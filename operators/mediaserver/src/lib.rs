@@ -85,6 +85,7 @@ impl Controller {
         let mut runner = Runner::<MediaServer>::new(client, settings)
             .owns::<Deployment>()
             .owns::<Service>()
+            .ignore_status_changes()
             .export_objects(object_state);
         let store = runner.store();
         let by_claim = runner.store();
