@@ -24,8 +24,6 @@ RUN set -eux; \
     pip3 install --break-system-packages ziglang==0.13.0; \
     cargo install --locked cargo-zigbuild; \
     rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl
-ENV CARGO_PROFILE_RELEASE_STRIP=symbols \
-    CARGO_PROFILE_RELEASE_LTO=thin
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -36,13 +34,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       arm64) target=aarch64-unknown-linux-musl ;; \
       *) echo "unsupported TARGETARCH $TARGETARCH" >&2; exit 1 ;; \
     esac; \
-    cargo zigbuild --locked --release --target "$target" \
+    cargo zigbuild --locked --profile dist --target "$target" \
       -p homelab-mediaserver -p homelab-usbdevicepin -p homelab-node-agent \
       -p homelab-sensorgateway -p homelab-etcdbackup; \
     mkdir -p /out; \
     for bin in mediaserver-controller usbdevicepin-controller node-agent \
                sensorgateway-controller etcd-backup; do \
-      cp "target/$target/release/$bin" /out/; \
+      cp "target/$target/dist/$bin" /out/; \
     done
 
 FROM scratch
