@@ -13,7 +13,7 @@ use homelab_mediaserver::build::names::{KEEP_ANNOTATION, SERVER_LABEL};
 use homelab_mediaserver::{CONTROLLER_NAME, Controller, Metrics, State};
 use homelab_test_support::storage::{delete_volumes, nfs_claim, nfs_volume};
 use homelab_test_support::{
-    TestNamespace, client, controller, install_crds, wait_for, wait_for_list,
+    TestNamespace, client, controller, install_crds, wait_for, wait_for_list, wait_settled,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
@@ -457,7 +457,17 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
     let deployments = ns.api::<Deployment>();
     let before = deployments.get("navidrome").await.unwrap();
     let service_before = ns.api::<Service>().get("navidrome").await.unwrap();
-    let writes_before = controller.metrics.writes();
+    // The status write that made it Ready is counted once its response is back,
+    // which can be after the test saw it.
+    let metrics = controller.metrics.clone();
+    let writes_before = wait_settled(
+        "the controller's write count",
+        Duration::from_secs(1),
+        READY,
+        move || metrics.writes(),
+    )
+    .await
+    .unwrap();
 
     // The same spec again, as `kubectl apply` or Flux would send it, then a
     // nudge that makes the controller reconcile without a spec change, then

@@ -648,14 +648,22 @@ async fn a_gateway_that_keeps_failing_on_one_node_is_moved_off_it() {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .find_map(|p| p.spec.as_ref()?.node_name.clone())
         .unwrap();
-    let deployment = ns.api::<Deployment>().get("cellar").await.unwrap();
-    let affinity =
-        serde_json::to_value(&deployment.spec.unwrap().template.spec.unwrap().affinity).unwrap();
-    assert_eq!(
-        affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-            [0]["matchFields"][0],
-        json!({"key": "metadata.name", "operator": "NotIn", "values": [PREFERRED]})
-    );
+    // The avoided node reaches the Deployment one reconcile after the status.
+    let avoids = json!({"key": "metadata.name", "operator": "NotIn", "values": [PREFERRED]});
+    wait_for(&ns.api::<Deployment>(), "cellar", WAIT, move |d: &Deployment| {
+        let affinity = serde_json::to_value(
+            d.spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|s| &s.affinity),
+        )
+        .unwrap_or_default();
+        affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchFields"][0]
+            == avoids
+    })
+    .await
+    .unwrap();
     assert!(running.metrics.restarts() >= 3);
     println!(
         "figure: 3 restarts on {PREFERRED} then moved to {moved_to} in {:.1}s (restartAfter 5s)",

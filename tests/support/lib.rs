@@ -20,7 +20,7 @@ pub use crds::{install_crds, read_crds};
 pub use error::Error;
 pub use events::{events_about, wait_for_event_reasons};
 pub use namespace::TestNamespace;
-pub use wait::{wait_for, wait_for_list};
+pub use wait::{wait_for, wait_for_list, wait_settled, wait_until};
 
 /// The workspace root, for finding `e2e/`, `crds/` and `deploy/`.
 pub fn workspace_root() -> std::path::PathBuf {

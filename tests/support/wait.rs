@@ -95,3 +95,55 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Polls `holds` (every 100 ms, no longer than `timeout`) until it is true: for
+/// what no watch shows, such as a controller's own metric counters.
+pub async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut holds: impl FnMut() -> bool,
+) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !holds() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: what.to_owned(),
+                waited: timeout,
+                last_seen: "not yet".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Waits until `read` has returned the same value for `quiet` (polling every
+/// 100 ms, no longer than `timeout`); returns that value. For a counter that a
+/// controller bumps after the write a test has already seen.
+pub async fn wait_settled<T: PartialEq + Debug>(
+    what: &str,
+    quiet: Duration,
+    timeout: Duration,
+    read: impl Fn() -> T,
+) -> Result<T, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = read();
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = read();
+        if now != last {
+            last = now;
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() >= quiet {
+            return Ok(last);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: what.to_owned(),
+                waited: timeout,
+                last_seen: format!("{last:?}, still changing"),
+            });
+        }
+    }
+}

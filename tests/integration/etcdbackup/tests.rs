@@ -7,7 +7,7 @@ use homelab_api::EtcdBackup;
 use homelab_api::conditions::{reasons, types};
 use homelab_etcdbackup::etcd::{self, KvClient, pb};
 use homelab_etcdbackup::store::{S3Settings, Store, Target};
-use homelab_test_support::wait_for;
+use homelab_test_support::{wait_for, wait_until};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
@@ -444,6 +444,14 @@ async fn retention_keeps_the_newest_verified_backup_when_later_runs_fail_and_sta
     .await
     .unwrap();
     assert_eq!(eb.status.unwrap().last_successful_backup, good.backup);
+    // Stale depends on time alone: the third run's failure may still be counting.
+    let metrics = running.metrics.clone();
+    let namespace = ns.name().to_owned();
+    wait_until("2 failures counted for ladder", WAIT, || {
+        metrics.failures(&namespace, "ladder") >= 2
+    })
+    .await
+    .unwrap();
     assert_eq!(running.metrics.failures(ns.name(), "ladder"), 2);
 }
 
