@@ -217,6 +217,46 @@ impl Store {
             }))
     }
 
+    /// Reads `key` back and returns its SHA-256 (hex) and size: a directory's file
+    /// straight from disk in large reads (object_store's local reads go in small
+    /// chunks, each a task of its own), an S3 object as a stream.
+    ///
+    /// # Errors
+    /// When it cannot be read.
+    pub async fn sha256(&self, key: &str) -> Result<(String, u64), StoreError> {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let mut size = 0u64;
+        if let Some(dir) = &self.dir {
+            let file = dir.join(key);
+            let what = format!("read {}", file.display());
+            return tokio::task::spawn_blocking(move || {
+                let mut reader = std::fs::File::open(&file)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut reader, &mut buf)?;
+                    if n == 0 {
+                        return Ok((format!("{:x}", hash.finalize()), size));
+                    }
+                    hash.update(&buf[..n]);
+                    size += n as u64;
+                }
+            })
+            .await
+            .map_err(|e| StoreError::Io {
+                what: what.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| StoreError::Io { what, source });
+        }
+        let mut stream = self.read(key).await?;
+        while let Some(chunk) = stream.try_next().await? {
+            hash.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok((format!("{:x}", hash.finalize()), size))
+    }
+
     /// Writes a small object in one request (atomic as well).
     ///
     /// # Errors
