@@ -6,9 +6,11 @@ KUBECTL := $(CLUSTER) kubectl
 .PHONY: test lint unit cluster demo demo-down chart crds down bench
 
 ## make test: formatting, lints, unit tests, then the integration tests against
-## the local control plane (started by e2e/cluster, built on first use).
+## the local control plane (started by e2e/cluster, built on first use), and the
+## scenarios on its real nodes with the image built here (e2e/image).
 test: lint
 	$(CLUSTER) up
+	e2e/image build
 	cargo test --workspace --all-targets --no-fail-fast
 
 lint:

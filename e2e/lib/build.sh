@@ -8,12 +8,14 @@ go_env() {
   export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 }
 
-# A directory whose name is a hash of everything that decides what gets built, so
-# a pin change lands in a new directory and an unchanged pin is never rebuilt.
-tool_dir() { # name, files that pin it...
-  local name=$1; shift
+# A directory whose name is a hash of everything that decides what gets built: the
+# pin files and the shell functions that build it (not the whole of this file, so
+# adding a tool rebuilds no other). A pin change lands in a new directory and an
+# unchanged pin is never rebuilt.
+tool_dir() { # name, build function, files that pin it...
+  local name=$1 fn=$2; shift 2
   local key
-  key=$(cat "$@" "$E2E_DIR/lib/build.sh" | sha256sum | cut -c1-16)
+  key=$({ cat "$@"; declare -f go_env "$fn"; [ "$fn" != build_kubernetes ] || declare -f kubernetes_ldflags; } | sha256sum | cut -c1-16)
   echo "$CACHE_DIR/$name-$key"
 }
 
@@ -51,7 +53,9 @@ build_kubernetes() { # out
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubectl)
+      k8s.io/kubernetes/cmd/kubectl \
+      k8s.io/kubernetes/cmd/kubelet \
+      k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 build_etcd() { # out
@@ -71,13 +75,48 @@ build_kwok() { build_go_install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$1"; 
 build_helm() { build_go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$1"; }
 build_versitygw() { build_go_install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" "$1"; }
 
-# Sets KUBE_BIN, ETCD_BIN, KWOK_BIN, HELM_BIN, VERSITYGW_BIN without building anything.
+# The real nodes' runtime: containerd 2 (Debian's 1.6 is too old for kubelet 1.36),
+# without the snapshotters that need kernel modules or cgo.
+build_containerd() { # out
+  go_env
+  local cmd
+  for cmd in containerd ctr containerd-shim-runc-v2; do
+    GOBIN=$1 go install -trimpath -tags "no_btrfs no_devmapper no_zfs" -ldflags "-s -w" \
+      "github.com/containerd/containerd/v2/cmd/$cmd@$CONTAINERD_VERSION"
+  done
+}
+
+# runc needs cgo for seccomp (Debian's libseccomp-dev); Debian's runc 1.1 cannot
+# start sandboxes on this kernel's hybrid cgroups.
+build_runc() { # out
+  go_env
+  CGO_ENABLED=1 GOBIN=$1 go install -trimpath -tags seccomp -ldflags "-s -w" \
+    "github.com/opencontainers/runc@$RUNC_VERSION"
+}
+
+# The sandbox ("pause") image's binary, from the source the pinned Kubernetes
+# module ships, so no image is pulled.
+build_pause() { # out
+  go_env
+  local dir
+  dir=$(cd "$E2E_DIR/tools/kubernetes" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
+    sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  gcc -Os -static -DVERSION="$KUBERNETES_VERSION" -o "$1/pause" "$dir/build/pause/linux/pause.c"
+  strip "$1/pause"
+}
+
+# Sets KUBE_BIN, ETCD_BIN, KWOK_BIN, HELM_BIN, VERSITYGW_BIN, CONTAINERD_BIN,
+# RUNC_BIN and PAUSE_BIN without building anything.
 tool_paths() {
-  KUBE_BIN=$(tool_dir kubernetes "$E2E_DIR/versions.env" "$E2E_DIR/tools/kubernetes/go.mod" "$E2E_DIR/tools/kubernetes/go.sum")
-  ETCD_BIN=$(tool_dir etcd "$E2E_DIR/versions.env" "$E2E_DIR/tools/etcd/go.mod" "$E2E_DIR/tools/etcd/go.sum")
-  KWOK_BIN=$(tool_dir kwok "$E2E_DIR/versions.env")
-  HELM_BIN=$(tool_dir helm "$E2E_DIR/versions.env")
-  VERSITYGW_BIN=$(tool_dir versitygw "$E2E_DIR/versions.env")
+  local k8s_pin=("$E2E_DIR/tools/kubernetes/go.mod" "$E2E_DIR/tools/kubernetes/go.sum")
+  KUBE_BIN=$(tool_dir kubernetes build_kubernetes "${k8s_pin[@]}")
+  ETCD_BIN=$(tool_dir etcd build_etcd "$E2E_DIR/tools/etcd/go.mod" "$E2E_DIR/tools/etcd/go.sum")
+  KWOK_BIN=$(tool_dir kwok build_kwok <(echo "$KWOK_VERSION"))
+  HELM_BIN=$(tool_dir helm build_helm <(echo "$HELM_VERSION"))
+  VERSITYGW_BIN=$(tool_dir versitygw build_versitygw <(echo "$VERSITYGW_VERSION"))
+  CONTAINERD_BIN=$(tool_dir containerd build_containerd <(echo "$CONTAINERD_VERSION"))
+  RUNC_BIN=$(tool_dir runc build_runc <(echo "$RUNC_VERSION"))
+  PAUSE_BIN=$(tool_dir pause build_pause <(echo "$KUBERNETES_VERSION") "${k8s_pin[0]}")
   grep -q "k8s.io/kubernetes $KUBERNETES_VERSION" "$E2E_DIR/tools/kubernetes/go.mod" || {
     echo "tools/kubernetes/go.mod does not pin $KUBERNETES_VERSION: run e2e/tools/pin-kubernetes $KUBERNETES_VERSION" >&2
     return 1
@@ -92,6 +131,9 @@ ensure_tools() {
   build_into "$KUBE_BIN" "kubernetes $KUBERNETES_VERSION" build_kubernetes
   build_into "$HELM_BIN" "helm $HELM_VERSION" build_helm
   build_into "$VERSITYGW_BIN" "versitygw $VERSITYGW_VERSION" build_versitygw
+  build_into "$CONTAINERD_BIN" "containerd $CONTAINERD_VERSION" build_containerd
+  build_into "$RUNC_BIN" "runc $RUNC_VERSION" build_runc
+  build_into "$PAUSE_BIN" "pause (Kubernetes $KUBERNETES_VERSION)" build_pause
 }
 
 # The kwok module ships its default stages (node initialize, heartbeat with lease,

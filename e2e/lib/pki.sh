@@ -39,18 +39,21 @@ pki_all() {
   pki_cert etcd-ca etcd-healthcheck-client "/CN=kube-etcd-healthcheck-client" clientAuth
   pki_ca ca "/CN=kubernetes"
   pki_cert ca apiserver "/CN=kube-apiserver" serverAuth \
-    "$loopback,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "$loopback,IP:10.96.0.1,IP:10.200.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   pki_cert ca admin "/O=system:masters/CN=kubernetes-admin" clientAuth
   pki_cert ca controller-manager "/CN=system:kube-controller-manager" clientAuth
   pki_cert ca scheduler "/CN=system:kube-scheduler" clientAuth
   pki_cert ca kwok "/O=system:masters/CN=kwok-controller" clientAuth
+  # The real nodes: kube-proxy, and the API server's identity towards kubelets.
+  pki_cert ca kube-proxy "/CN=system:kube-proxy" clientAuth
+  pki_cert ca apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
   [ -f "$PKI/sa.key" ] || {
     pki_key "$PKI/sa.key"
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   }
 }
 
-kubeconfig_for() { # user cert name, output file
+kubeconfig_for() { # user cert name, output file, server (default: loopback)
   b64() { base64 -w0 <"$1"; }
   cat >"$2" <<KUBECONFIG
 apiVersion: v1
@@ -58,7 +61,7 @@ kind: Config
 clusters:
 - name: homelab-e2e
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: ${3:-https://127.0.0.1:$APISERVER_PORT}
     certificate-authority-data: $(b64 "$PKI/ca.crt")
 users:
 - name: $1

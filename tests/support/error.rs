@@ -11,6 +11,14 @@ pub enum Error {
     },
     #[error("`e2e/cluster {command}` failed: {output}")]
     ClusterCommand { command: String, output: String },
+    #[error("could not run `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {output}")]
+    Command { command: String, output: String },
     #[error("could not read the kubeconfig at {path}")]
     Kubeconfig {
         path: String,

@@ -13,6 +13,7 @@ pub mod mosquitto;
 pub mod mqtt;
 mod namespace;
 pub mod storage;
+pub mod tools;
 mod wait;
 
 pub use cluster::{Cluster, client, client_as, client_as_pod};

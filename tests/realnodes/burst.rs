@@ -1,0 +1,146 @@
+//! The active MediaServer controller's container is killed (SIGKILL, through its
+//! node's containerd) in the middle of a burst of 200 MediaServer creations.
+//! Every server still converges, and none has two Deployments or two Services:
+//! the standby (or the restarted container) picks up where the dead one stopped,
+//! and server-side apply makes a repeated write the same object.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use homelab_api::MediaServer;
+use homelab_test_support::tools::{run_ok, tool};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::Resource;
+use serde_json::json;
+
+use crate::home::{RealHome, node_dir};
+
+const CONTROLLER: &str = "mediaserver-controller";
+const SERVERS: usize = 200;
+/// Killed once this many creations have been sent.
+const KILL_AFTER: usize = 60;
+const CONVERGE: Duration = Duration::from_secs(420);
+
+fn navidrome(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": homelab_api::API_VERSION, "kind": "MediaServer",
+        "metadata": {"name": name},
+        "spec": {
+            "preset": "Navidrome",
+            "config": {"nfs": {"server": "nas.home.arpa", "path": format!("/volume1/config/{name}")}},
+            "media": [{"name": "music", "mountPath": "/music",
+                       "nfs": {"server": "nas.home.arpa", "path": "/volume1/music"}}],
+        }
+    })
+}
+
+fn ready(server: &MediaServer) -> bool {
+    let generation = server.metadata.generation;
+    server.status.as_ref().is_some_and(|s| {
+        s.observed_generation == generation
+            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Children per owner uid.
+fn owners<K: Resource>(items: &[K]) -> BTreeMap<String, usize> {
+    let mut count = BTreeMap::new();
+    for item in items {
+        for owner in item.meta().owner_references.iter().flatten() {
+            if owner.kind == "MediaServer" {
+                *count.entry(owner.uid.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn a_controller_killed_mid_burst_leaves_every_server_converged_once() {
+    let _one = crate::exclusive().await;
+    let home = RealHome::install(
+        "rn-burst",
+        &[
+            "usbDevicePin.enabled=false",
+            "sensorGateway.enabled=false",
+            "etcdBackup.enabled=false",
+            "nodeAgent.enabled=false",
+        ],
+    )
+    .await;
+    let leases = home.ns.api::<Lease>();
+    let leader = crate::wait_for_holder(&leases, CONTROLLER).await;
+    let pods = home.pods(CONTROLLER).await;
+    let pod = &pods[&leader];
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
+    let container = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.container_id.clone())
+        .unwrap();
+    let container = container.trim_start_matches("containerd://").to_owned();
+    println!("leader {leader} on {node}, container {container}");
+
+    let api = home.ns.api::<MediaServer>();
+    let apply = PatchParams::apply("homelab-tests");
+    let started = Instant::now();
+    let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(0usize);
+    let creator = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut sent = 0;
+            let mut results = futures::stream::iter(0..SERVERS)
+                .map(|i| {
+                    let api = api.clone();
+                    let apply = apply.clone();
+                    async move {
+                        let name = format!("navidrome-{i:03}");
+                        api.patch(&name, &apply, &Patch::Apply(navidrome(&name))).await.map(drop)
+                    }
+                })
+                .buffer_unordered(16);
+            while let Some(result) = results.next().await {
+                result.unwrap();
+                sent += 1;
+                let _ = sent_tx.send(sent);
+            }
+        })
+    };
+    sent_rx.wait_for(|sent| *sent >= KILL_AFTER).await.unwrap();
+    let ctr = tool("containerd", "ctr").unwrap();
+    let socket = node_dir(&node).join("containerd/containerd.sock");
+    let socket = socket.to_string_lossy().into_owned();
+    run_ok(&ctr, &["--address", &socket, "-n", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", &container]).unwrap();
+    let killed_at = started.elapsed();
+    println!("killed the leader's container after {KILL_AFTER} creations ({:.1} s)", killed_at.as_secs_f64());
+    creator.await.unwrap();
+
+    let new_leader = crate::wait_for_new_holder(&leases, CONTROLLER, &leader).await;
+    println!("Lease taken by {new_leader} {:.1} s after the kill", (started.elapsed() - killed_at).as_secs_f64());
+
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let servers = api.list(&ListParams::default()).await.unwrap().items;
+        let done = servers.iter().filter(|s| ready(s)).count();
+        if done == SERVERS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done}/{SERVERS} Ready after {CONVERGE:?}\n{}", home.describe());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("all {SERVERS} MediaServers Ready {:.1} s after the burst began", started.elapsed().as_secs_f64());
+
+    let deployments = home.ns.api::<Deployment>().list(&ListParams::default()).await.unwrap().items;
+    let services = home.ns.api::<Service>().list(&ListParams::default()).await.unwrap().items;
+    let (by_deployment, by_service) = (owners(&deployments), owners(&services));
+    assert_eq!(by_deployment.len(), SERVERS, "servers with a Deployment");
+    assert_eq!(by_service.len(), SERVERS, "servers with a Service");
+    assert!(by_deployment.values().all(|n| *n == 1), "a server with two Deployments: {by_deployment:?}");
+    assert!(by_service.values().all(|n| *n == 1), "a server with two Services: {by_service:?}");
+}

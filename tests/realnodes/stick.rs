@@ -1,0 +1,166 @@
+//! A USB stick reaches an unprivileged container through the node agent's device
+//! plugin, registered with a real kubelet: the agent's DaemonSet pod reads the
+//! node's sysfs (a tree laid down here) and /dev (a character device made with
+//! mknod, as udev would), and the consumer, non-root with every capability
+//! dropped, opens the device inside its container.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Command;
+
+use homelab_api::UsbDevicePin;
+use homelab_node_agent::fixtures::{CONBEE_II, Stick, Tree};
+use homelab_test_support::tools::kubectl;
+use homelab_test_support::{wait_for, wait_for_list};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+
+use crate::home::{BUSYBOX, RealHome, WAIT, node_dir, real_node_toleration};
+use crate::usb::{APP, consumer, create_pin, pin_name, running_on};
+
+/// cdc_acm's character major: /dev/ttyACM0 is 166:0.
+const ACM_MAJOR: u32 = 166;
+
+/// A stick plugged into a real node: its sysfs entries in the tree the node agent
+/// reads, its device node and by-id link in the node's own /dev. Unplugged on drop.
+pub struct PluggedStick {
+    _tree: Tree,
+    dev_node: std::path::PathBuf,
+    by_id: std::path::PathBuf,
+}
+
+impl PluggedStick {
+    pub fn plug(node: &str, stick: &Stick, tty: &str, minor: u32) -> PluggedStick {
+        let dir = node_dir(node);
+        let mut tree = Tree::raspberry_pi4(&dir.join("e2e/usb")).unwrap();
+        tree.plug("1-1.2", stick, tty).unwrap();
+        let dev = dir.join("dev");
+        let dev_node = dev.join(tty);
+        let _ = std::fs::remove_file(&dev_node);
+        mknod_char(&dev_node, ACM_MAJOR, minor);
+        std::fs::create_dir_all(dev.join("serial/by-id")).unwrap();
+        let by_id = dev.join("serial/by-id").join(stick.by_id);
+        let _ = std::fs::remove_file(&by_id);
+        symlink(format!("../../{tty}"), &by_id).unwrap();
+        PluggedStick {
+            _tree: tree,
+            dev_node,
+            by_id,
+        }
+    }
+}
+
+impl Drop for PluggedStick {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.by_id);
+        let _ = std::fs::remove_file(&self.dev_node);
+    }
+}
+
+/// The project forbids `unsafe`: make the device node with mknod(1), as udev's
+/// helpers would.
+fn mknod_char(path: &Path, major: u32, minor: u32) {
+    let status = Command::new("mknod")
+        .args(["-m", "0660"])
+        .arg(path)
+        .args(["c", &major.to_string(), &minor.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mknod {} failed", path.display());
+}
+
+/// The consumer, as a user would write it around the pin, made to run here: the
+/// busybox image (it has a shell to look with), the real workers' toleration, and
+/// Pod Security "restricted" settings.
+pub fn unprivileged_consumer(pin: &UsbDevicePin, deployment: Deployment) -> Deployment {
+    let mut value = serde_json::to_value(deployment).unwrap();
+    let spec = &mut value["spec"]["template"]["spec"];
+    spec["securityContext"] = json!({
+        "runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    });
+    let tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    let mut tolerations = tolerations;
+    tolerations.push(real_node_toleration());
+    spec["tolerations"] = json!(tolerations);
+    spec["terminationGracePeriodSeconds"] = json!(1);
+    let container = &mut spec["containers"][0];
+    container["image"] = json!(BUSYBOX);
+    container["imagePullPolicy"] = json!("Never");
+    container["command"] = json!(["/bin/busybox", "sleep", "3600"]);
+    container["securityContext"] = json!({
+        "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+        "capabilities": {"drop": ["ALL"]},
+    });
+    let _ = pin;
+    serde_json::from_value(value).unwrap()
+}
+
+#[tokio::test]
+async fn a_stick_reaches_an_unprivileged_container_through_a_real_kubelet() {
+    let _one = crate::exclusive().await;
+    let home = RealHome::install("rn-stick", &[]).await;
+    let node = "real-1";
+    let _stick = PluggedStick::plug(node, &CONBEE_II, "ttyACM0", 0);
+    let name = pin_name(&home.ns, "conbee");
+    create_pin(&home.ns, &name, &CONBEE_II, json!({"containerPath": "/dev/zigbee"})).await;
+
+    // The agent pod on real-1 saw it, and the real kubelet took its plugin's word.
+    let pins = home.ns.api::<UsbDevicePin>();
+    let pin = wait_for(&pins, &name, WAIT, |p: &UsbDevicePin| {
+        p.status.as_ref().and_then(|s| s.current_node.as_deref()) == Some("real-1")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
+    let resource = format!("devices.homelab.home.arpa/{name}");
+    let nodes = Api::<Node>::all(home.client.clone());
+    let key = resource.clone();
+    wait_for(&nodes, node, WAIT, move |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(&key))
+            .is_some_and(|q| q.0 == "1")
+    })
+    .await
+    .unwrap();
+
+    let deployment = unprivileged_consumer(&pin, consumer(&pin).await);
+    home.ns
+        .api::<Deployment>()
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let pods = home.ns.api::<Pod>();
+    let running = wait_for_list(&pods, &ListParams::default().labels(&format!("app={APP}")), WAIT, |pods| {
+        pods.len() == 1 && pods.iter().all(|p| running_on(p).as_deref() == Some(node))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
+    let pod = running[0].metadata.name.clone().unwrap();
+
+    // Inside the container: the character device at the pin's path...
+    let listing = kubectl(&["exec", "-n", home.ns.name(), &pod, "--", "/bin/busybox", "ls", "-l", "/dev/zigbee"]).unwrap();
+    println!("inside {pod} on {node}: {}", listing.trim());
+    assert!(listing.starts_with('c'), "not a character device: {listing}");
+    assert!(listing.contains(&format!("{ACM_MAJOR},")), "not the stick's device number: {listing}");
+    // ...that the container's device cgroup lets it open: the kernel answers
+    // "no such device" (this machine has no cdc_acm stick behind 166:0), where a
+    // device the runtime did not grant answers "operation not permitted".
+    let opened = Command::new(homelab_test_support::tools::tool("kubernetes", "kubectl").unwrap())
+        .arg(format!("--kubeconfig={}", homelab_test_support::Cluster::default().kubeconfig_path().unwrap().display()))
+        .args(["exec", "-n", home.ns.name(), &pod, "--", "/bin/busybox", "head", "-c", "1", "/dev/zigbee"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&opened.stderr).to_lowercase();
+    println!("opening /dev/zigbee inside the container: {}", said.trim());
+    assert!(said.contains("no such device"), "the device was not granted to the container: {said}");
+    assert!(!said.contains("not permitted"), "{said}");
+    let who = kubectl(&["exec", "-n", home.ns.name(), &pod, "--", "/bin/busybox", "id"]).unwrap();
+    assert!(who.contains("uid=1000"), "{who}");
+    let env = kubectl(&["exec", "-n", home.ns.name(), &pod, "--", "/bin/busybox", "env"]).unwrap();
+    assert!(env.contains("/dev/zigbee"), "the plugin's environment variable is missing: {env}");
+}
