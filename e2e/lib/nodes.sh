@@ -128,7 +128,7 @@ ensure_mountns() { # node
     mount --make-private "$STATE/ns"
   fi
   if [ -f "$handle" ] && nsenter --mount="$handle" true 2>/dev/null; then return 0; fi
-  mkdir -p "$dir"/{dev,run,kubelet,cni-state,log,e2e,etc-kubernetes/pki/etcd}
+  mkdir -p "$dir"/{dev,run,kubelet,cni-state,log,e2e/sys,etc-kubernetes/pki/etcd}
   prepare_node_dev "$dir/dev"
   if is_control_plane "$node"; then
     # kubeadm's etcd client files, where the EtcdBackup kubeadm preset reads them.
@@ -333,8 +333,9 @@ power_off_node() { # node
 }
 
 import_image() { # node, OCI archive
-  "$CONTAINERD_BIN/ctr" --address "$(node_socket "$1")" -n k8s.io images import \
-    --no-unpack=false --local "$2" >/dev/null
+  local out
+  out=$("$CONTAINERD_BIN/ctr" --address "$(node_socket "$1")" -n k8s.io images import --local "$2" 2>&1) ||
+    { echo "$out" >&2; return 1; }
 }
 
 start_real_nodes() {

@@ -5,11 +5,11 @@
 //! dropped, opens the device inside its container.
 
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use homelab_api::UsbDevicePin;
-use homelab_node_agent::fixtures::{CONBEE_II, Stick, Tree};
+use homelab_node_agent::fixtures::{CONBEE_II, Stick, Tree, temp_root};
 use homelab_test_support::tools::kubectl;
 use homelab_test_support::{wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -23,20 +23,34 @@ use crate::usb::{APP, consumer, create_pin, pin_name, running_on};
 
 /// cdc_acm's character major: /dev/ttyACM0 is 166:0.
 const ACM_MAJOR: u32 = 166;
+/// Serial devices belong to group dialout (20 on Debian and Raspberry Pi OS),
+/// mode 0660: a consumer joins that group, as zigbee2mqtt's documentation says.
+const DIALOUT: u32 = 20;
 
 /// A stick plugged into a real node: its sysfs entries in the tree the node agent
 /// reads, its device node and by-id link in the node's own /dev. Unplugged on drop.
 pub struct PluggedStick {
-    _tree: Tree,
-    dev_node: std::path::PathBuf,
-    by_id: std::path::PathBuf,
+    sys: PathBuf,
+    dev_node: PathBuf,
+    by_id: PathBuf,
 }
 
 impl PluggedStick {
     pub fn plug(node: &str, stick: &Stick, tty: &str, minor: u32) -> PluggedStick {
         let dir = node_dir(node);
-        let mut tree = Tree::raspberry_pi4(&dir.join("e2e/usb")).unwrap();
+        // The agent's pod holds the node's sysfs directory itself (a hostPath), so
+        // the tree is made aside and copied into it, never replacing it.
+        let mut tree = Tree::raspberry_pi4(&temp_root(&format!("{node}-usb"))).unwrap();
         tree.plug("1-1.2", stick, tty).unwrap();
+        let sys = dir.join("e2e/sys");
+        empty(&sys);
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(tree.root().join("sys/."))
+            .arg(&sys)
+            .status()
+            .unwrap();
+        assert!(copied.success(), "copying the sysfs tree into {}", sys.display());
         let dev = dir.join("dev");
         let dev_node = dev.join(tty);
         let _ = std::fs::remove_file(&dev_node);
@@ -45,23 +59,32 @@ impl PluggedStick {
         let by_id = dev.join("serial/by-id").join(stick.by_id);
         let _ = std::fs::remove_file(&by_id);
         symlink(format!("../../{tty}"), &by_id).unwrap();
-        PluggedStick {
-            _tree: tree,
-            dev_node,
-            by_id,
-        }
+        PluggedStick { sys, dev_node, by_id }
     }
 }
 
 impl Drop for PluggedStick {
     fn drop(&mut self) {
+        empty(&self.sys);
         let _ = std::fs::remove_file(&self.by_id);
         let _ = std::fs::remove_file(&self.dev_node);
     }
 }
 
-/// The project forbids `unsafe`: make the device node with mknod(1), as udev's
-/// helpers would.
+/// Removes what is in `dir`, keeping `dir` itself.
+fn empty(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            let _ = std::fs::remove_dir_all(&path);
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// The project forbids `unsafe`: make the device node with mknod(1) and give it
+/// to dialout, as udev does.
 fn mknod_char(path: &Path, major: u32, minor: u32) {
     let status = Command::new("mknod")
         .args(["-m", "0660"])
@@ -70,6 +93,7 @@ fn mknod_char(path: &Path, major: u32, minor: u32) {
         .status()
         .unwrap();
     assert!(status.success(), "mknod {} failed", path.display());
+    std::os::unix::fs::chown(path, Some(0), Some(DIALOUT)).unwrap();
 }
 
 /// The consumer, as a user would write it around the pin, made to run here: the
@@ -80,6 +104,7 @@ pub fn unprivileged_consumer(pin: &UsbDevicePin, deployment: Deployment) -> Depl
     let spec = &mut value["spec"]["template"]["spec"];
     spec["securityContext"] = json!({
         "runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000,
+        "supplementalGroups": [DIALOUT],
         "seccompProfile": {"type": "RuntimeDefault"},
     });
     let tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
