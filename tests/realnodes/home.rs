@@ -64,6 +64,8 @@ pub struct RealHome {
     pub client: Client,
     pub release: String,
     pub agent_namespace: String,
+    /// Whether the release runs the node agent.
+    agents: bool,
     // Dropped after the release is uninstalled (fields drop after `drop`).
     pub ns: TestNamespace,
 }
@@ -117,6 +119,7 @@ impl RealHome {
             client,
             release,
             agent_namespace,
+            agents: !sets.contains(&"nodeAgent.enabled=false"),
             ns,
         };
         home.wait_ready().await;
@@ -138,6 +141,9 @@ impl RealHome {
         })
         .await
         .unwrap_or_else(|e| panic!("the controllers never became ready: {e}\n{}", self.describe()));
+        if !self.agents {
+            return;
+        }
         let agents = Api::<DaemonSet>::namespaced(self.client.clone(), &self.agent_namespace);
         wait_for_list(&agents, &instance, WAIT, |sets| {
             sets.len() == 1

@@ -271,6 +271,9 @@ fn runner(backup: &EtcdBackup) -> (Vec<String>, Vec<EnvVar>, Mounts) {
 ///
 /// # Errors
 /// When the owner reference cannot be built (no uid yet).
+/// The runner inside the image (the same binary as the controller).
+pub const RUNNER_BINARY: &str = "/usr/local/bin/etcd-backup";
+
 pub fn cronjob(backup: &EtcdBackup, image: &Image) -> Result<CronJob, homelab_kit::Error> {
     let spec = &backup.spec;
     let labels = BTreeMap::from([
@@ -325,6 +328,8 @@ pub fn cronjob(backup: &EtcdBackup, image: &Image) -> Result<CronJob, homelab_ki
         name: "snapshot".into(),
         image: Some(image.name.clone()),
         image_pull_policy: Some(image.pull_policy.clone()),
+        // The image holds every binary and starts another one by default.
+        command: Some(vec![RUNNER_BINARY.into()]),
         args: Some(args),
         env: (!env.is_empty()).then_some(env),
         volume_mounts: Some(mounts.mounts),
@@ -455,6 +460,11 @@ mod tests {
         )
         .unwrap();
         let pod = pod(&cj);
+        // The image's default entrypoint is another controller.
+        assert_eq!(
+            pod.containers[0].command.as_deref(),
+            Some(&[RUNNER_BINARY.to_owned()][..])
+        );
         let hosts: Vec<String> = pod
             .volumes
             .iter()
