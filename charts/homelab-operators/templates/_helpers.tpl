@@ -175,14 +175,52 @@ spec:
             {{- toYaml $root.Values.securityContext | nindent 12 }}
       nodeSelector:
         {{- toYaml (default $root.Values.nodeSelector $v.nodeSelector) | nindent 8 }}
-      {{- with (default $root.Values.affinity $v.affinity) }}
+      {{- /* Replicas on different nodes, so the standby survives the leader's node.
+      Preferred, not required: a one-node homelab still installs. A user's own
+      podAntiAffinity replaces the default one. */}}
+      {{- $affinity := deepCopy (default $root.Values.affinity $v.affinity) }}
+      {{- if not (hasKey $affinity "podAntiAffinity") }}
+      {{- $term := dict "weight" 100 "podAffinityTerm" (dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "homelab.component.selectorLabels" . | fromYaml))) }}
+      {{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+      {{- end }}
       affinity:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with (default $root.Values.tolerations $v.tolerations) }}
+        {{- toYaml $affinity | nindent 8 }}
+      topologySpreadConstraints:
+        - maxSkew: 1
+          topologyKey: kubernetes.io/hostname
+          whenUnsatisfiable: ScheduleAnyway
+          labelSelector:
+            matchLabels:
+              {{- include "homelab.component.selectorLabels" . | nindent 14 }}
+      {{- /* Kubernetes' default is 300 s on a dead node before the pod is
+      replaced; the standby has taken the Lease long before, and the replacement
+      restores the spare. */}}
       tolerations:
+        {{- range $key := list "node.kubernetes.io/not-ready" "node.kubernetes.io/unreachable" }}
+        - key: {{ $key }}
+          operator: Exists
+          effect: NoExecute
+          tolerationSeconds: {{ $root.Values.controllerNodeLossSeconds }}
+        {{- end }}
+        {{- with (default $root.Values.tolerations $v.tolerations) }}
         {{- toYaml . | nindent 8 }}
-      {{- end }}
+        {{- end }}
+{{- if gt (int $v.replicas) 1 }}
+---
+# A drain or an upgrade never takes every replica at once.
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "homelab.component.labels" . | nindent 4 }}
+spec:
+  maxUnavailable: 1
+  selector:
+    matchLabels:
+      {{- include "homelab.component.selectorLabels" . | nindent 6 }}
+{{- end }}
 {{- if $root.Values.metrics.service.enabled }}
 ---
 apiVersion: v1
