@@ -67,19 +67,9 @@ async fn run_now(ns: &TestNamespace, name: &str) -> EtcdBackup {
 #[tokio::test]
 async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node() {
     let _one = crate::exclusive().await;
-    let client = homelab_test_support::client().await.unwrap();
-    // The runner needs the host's network and files: a namespace the administrator
-    // set aside for it (the operators' own enforces "restricted").
-    let runs = TestNamespace::new(&client, "rn-backups").await.unwrap();
-    let privileged = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
-    Api::<Namespace>::all(client.clone())
-        .patch(runs.name(), &PatchParams::default(), &Patch::Merge(&privileged))
-        .await
-        .unwrap();
     let home = RealHome::install(
         "rn-backup",
         &[
-            &format!("watchNamespace={}", runs.name()),
             "mediaServer.enabled=false",
             "usbDevicePin.enabled=false",
             "sensorGateway.enabled=false",
@@ -87,6 +77,14 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
         ],
     )
     .await;
+    // The runner needs the host's network and files: a namespace the administrator
+    // set aside for it (the operators' own enforces "restricted").
+    let runs = &home.ns;
+    let privileged = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
+    Api::<Namespace>::all(home.client.clone())
+        .patch(runs.name(), &PatchParams::default(), &Patch::Merge(&privileged))
+        .await
+        .unwrap();
 
     let tools = tools();
     let dir = TempDir::new("rn-s3");
@@ -105,7 +103,7 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
     let written_at = written["kvs"][0]["mod_revision"].as_i64().unwrap();
 
     apply(
-        &runs,
+        runs,
         "offsite",
         json!({
             "schedule": "@daily",
@@ -120,7 +118,7 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
         }),
     )
     .await;
-    let offsite = run_now(&runs, "offsite").await;
+    let offsite = run_now(runs, "offsite").await;
     let record = offsite.status.as_ref().unwrap().last_successful_backup.clone().unwrap();
     println!(
         "S3 backup by the runner pod: {} ({} bytes, revision {:?}, {:?} ms)",
@@ -134,7 +132,7 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
     // A host directory on the control-plane node (its own mount namespace).
     let on_node = "/var/lib/homelab-e2e/backups";
     apply(
-        &runs,
+        runs,
         "local",
         json!({
             "schedule": "@daily",
@@ -143,7 +141,7 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
         }),
     )
     .await;
-    let local = run_now(&runs, "local").await;
+    let local = run_now(runs, "local").await;
     let record = local.status.as_ref().unwrap().last_successful_backup.clone().unwrap();
     println!("host-path backup by the runner pod: {} ({} bytes)", record.location, record.size_bytes);
     let backups = node_dir(CONTROL_PLANE).join("e2e/backups");

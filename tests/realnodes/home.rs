@@ -1,9 +1,10 @@
 //! The chart installed on the real nodes, as a user installs it: the project's own
 //! image (built here, imported into each node's containerd, never pulled), the
-//! release namespace enforcing Pod Security "restricted", every controller
+//! operators' namespace enforcing Pod Security "restricted", every controller
 //! running as pods under the chart's ServiceAccounts with in-cluster
 //! configuration, the node agent as a DaemonSet. One release per test, watching
-//! only that test's namespace, uninstalled when the test ends.
+//! only that test's home namespace (where the user's objects and their workloads
+//! live), uninstalled when the test ends.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -66,7 +67,10 @@ pub struct RealHome {
     pub agent_namespace: String,
     /// Whether the release runs the node agent.
     agents: bool,
-    // Dropped after the release is uninstalled (fields drop after `drop`).
+    // Both dropped after the release is uninstalled (fields drop after `drop`).
+    /// The operators' namespace: the release, its pods and Leases.
+    pub operators: TestNamespace,
+    /// The home the release watches: the user's objects and what they run.
     pub ns: TestNamespace,
 }
 
@@ -78,15 +82,16 @@ impl RealHome {
         install_crds(&client).await.unwrap();
         let image = image().await;
         let (repository, tag) = image.rsplit_once(':').unwrap();
-        let ns = TestNamespace::new(&client, prefix).await.unwrap();
-        let release = ns.name().to_owned();
+        let operators = TestNamespace::new(&client, prefix).await.unwrap();
+        let ns = TestNamespace::new(&client, &format!("{prefix}-home")).await.unwrap();
+        let release = operators.name().to_owned();
         // What an administrator does for the operators' namespace.
         let labels = json!({"metadata": {"labels": {
             "pod-security.kubernetes.io/enforce": "restricted",
             "pod-security.kubernetes.io/enforce-version": "latest",
         }}});
         Api::<Namespace>::all(client.clone())
-            .patch(ns.name(), &PatchParams::default(), &Patch::Merge(&labels))
+            .patch(operators.name(), &PatchParams::default(), &Patch::Merge(&labels))
             .await
             .unwrap();
         let agent_namespace = format!("{release}-agent");
@@ -105,7 +110,7 @@ impl RealHome {
             "--set".into(),
             format!("image.tag={tag}"),
             "--set".into(),
-            format!("watchNamespace={release}"),
+            format!("watchNamespace={}", ns.name()),
             "--set".into(),
             format!("nodeAgent.namespace.name={agent_namespace}"),
         ];
@@ -120,6 +125,7 @@ impl RealHome {
             release,
             agent_namespace,
             agents: !sets.contains(&"nodeAgent.enabled=false"),
+            operators,
             ns,
         };
         home.wait_ready().await;
@@ -130,7 +136,7 @@ impl RealHome {
     /// agent runs on both workers.
     pub async fn wait_ready(&self) {
         let instance = ListParams::default().labels(&format!("app.kubernetes.io/instance={}", self.release));
-        wait_for_list(&self.ns.api::<Deployment>(), &instance, WAIT, |deployments| {
+        wait_for_list(&self.operators.api::<Deployment>(), &instance, WAIT, |deployments| {
             !deployments.is_empty()
                 && deployments.iter().all(|d| {
                     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -158,7 +164,7 @@ impl RealHome {
 
     /// The pods of one component (`mediaserver-controller`, ...), by node.
     pub async fn pods(&self, component: &str) -> BTreeMap<String, Pod> {
-        let namespace = if component == "node-agent" { &self.agent_namespace } else { self.ns.name() };
+        let namespace = if component == "node-agent" { &self.agent_namespace } else { self.operators.name() };
         let params = ListParams::default().labels(&format!(
             "app.kubernetes.io/instance={},app.kubernetes.io/component={component}",
             self.release
@@ -175,20 +181,26 @@ impl RealHome {
 
     /// `kubectl get pods -o wide` of the release and its agents, for a failure message.
     pub fn describe(&self) -> String {
-        let pods = kubectl(&["get", "pods", "-o", "wide", "-n", self.ns.name()]).unwrap_or_else(|e| e.to_string());
+        let pods = kubectl(&["get", "pods", "-o", "wide", "-n", self.operators.name()]).unwrap_or_else(|e| e.to_string());
+        let home = kubectl(&["get", "pods", "-o", "wide", "-n", self.ns.name()]).unwrap_or_else(|e| e.to_string());
         let agents = kubectl(&["get", "pods", "-o", "wide", "-n", &self.agent_namespace])
             .unwrap_or_else(|e| e.to_string());
         let events = kubectl(&["get", "events", "-n", self.ns.name(), "--sort-by=.lastTimestamp"])
             .unwrap_or_else(|e| e.to_string());
-        format!("{pods}\n{agents}\n{events}")
+        format!("{pods}\n{agents}\n{home}\n{events}")
     }
 }
 
 impl Drop for RealHome {
     fn drop(&mut self) {
-        // The release's cluster-wide objects (roles, the admission policy) and the
-        // agent's namespace, which the chart keeps on uninstall.
-        if let Err(e) = helm(&["uninstall", &self.release, "--namespace", self.ns.name(), "--wait"]) {
+        // The home's objects first, while their controllers still run to remove
+        // their finalizers; then the release's cluster-wide objects (roles, the
+        // admission policy) and the agent's namespace, which the chart keeps.
+        let kinds = "mediaservers,sensorgateways,usbdevicepins,etcdbackups";
+        if let Err(e) = kubectl(&["delete", kinds, "--all", "-n", self.ns.name(), "--timeout=90s"]) {
+            eprintln!("deleting the home's objects: {e}");
+        }
+        if let Err(e) = helm(&["uninstall", &self.release, "--namespace", self.operators.name(), "--wait"]) {
             eprintln!("helm uninstall {}: {e}", self.release);
         }
         let _ = kubectl(&["delete", "namespace", &self.agent_namespace, "--wait=false"]);

@@ -34,14 +34,8 @@ async fn exclusive() -> MutexGuard<'static, ()> {
 
 /// The Lease's holder, once there is one.
 async fn wait_for_holder(leases: &Api<Lease>, name: &str) -> String {
-    wait_for_new_holder(leases, name, "").await
-}
-
-/// The Lease's holder, once it is someone other than `old`.
-async fn wait_for_new_holder(leases: &Api<Lease>, name: &str, old: &str) -> String {
-    let lease = homelab_test_support::wait_for(leases, name, Duration::from_secs(120), {
-        let old = old.to_owned();
-        move |l: &Lease| holder(l).is_some_and(|h| h != old)
+    let lease = homelab_test_support::wait_for(leases, name, Duration::from_secs(120), |l: &Lease| {
+        holder(l).is_some()
     })
     .await
     .unwrap();

@@ -11,7 +11,8 @@ use homelab_node_agent::fixtures::CONBEE_II;
 use homelab_test_support::{Cluster, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
@@ -50,7 +51,7 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
     assert!(nodes.contains(&WORKERS[0].to_owned()) && nodes.contains(&WORKERS[1].to_owned()), "not spread: {nodes:?}");
 
     // The active replica and its node.
-    let leases = home.ns.api::<Lease>();
+    let leases = home.operators.api::<Lease>();
     let leader = crate::wait_for_holder(&leases, CONTROLLER).await;
     let doomed = replicas[&leader].spec.as_ref().unwrap().node_name.clone().unwrap();
     let survivor = WORKERS.iter().find(|n| **n != doomed).unwrap().to_string();
@@ -125,4 +126,20 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
     let record = pin.status.and_then(|s| s.last_failover);
     println!("lastFailover: {record:?}");
     assert!(record.is_some_and(|r| r.from_node.as_deref() == Some(doomed)));
+
+    // Power back on: the node heartbeats, and the controller lifts the mark it
+    // put on the silent node, before the release goes away with the test.
+    Cluster::default().node_recover(doomed).unwrap();
+    let nodes = Api::<Node>::all(home.client.clone());
+    wait_for(&nodes, doomed, WAIT, |n: &Node| {
+        let ready = n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        let marked = n.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| {
+            t.iter().any(|t| t.key.starts_with("homelab.home.arpa/"))
+        });
+        ready && !marked
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{doomed} did not come back clean: {e}"));
 }
