@@ -22,7 +22,9 @@ const MANAGER: &str = "homelab-tests";
 fn ready(eb: &EtcdBackup) -> bool {
     eb.status.as_ref().is_some_and(|s| {
         s.last_successful_backup.is_some()
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
     })
 }
 
@@ -51,17 +53,34 @@ async fn run_now(ns: &TestNamespace, name: &str) -> EtcdBackup {
     let cronjob = match cronjob {
         Ok(c) => c,
         // The name is the controller's to choose: find it by its owner.
-        Err(_) => kubectl(&["get", "cronjob", "-n", ns.name(), "-o", "name"]).unwrap().trim().to_owned(),
+        Err(_) => kubectl(&["get", "cronjob", "-n", ns.name(), "-o", "name"])
+            .unwrap()
+            .trim()
+            .to_owned(),
     };
     let cronjob = cronjob.trim_start_matches("cronjob.batch/").to_owned();
-    kubectl(&["create", "job", "-n", ns.name(), &format!("{name}-now"), &format!("--from=cronjob/{cronjob}")]).unwrap();
-    wait_for(&ns.api::<EtcdBackup>(), name, Duration::from_secs(240), ready)
-        .await
-        .unwrap_or_else(|e| {
-            let pods = kubectl(&["get", "pods", "-o", "wide", "-n", ns.name()]).unwrap_or_default();
-            let logs = kubectl(&["logs", "-n", ns.name(), &format!("job/{name}-now")]).unwrap_or_default();
-            panic!("{e}\n{pods}\n{logs}")
-        })
+    kubectl(&[
+        "create",
+        "job",
+        "-n",
+        ns.name(),
+        &format!("{name}-now"),
+        &format!("--from=cronjob/{cronjob}"),
+    ])
+    .unwrap();
+    wait_for(
+        &ns.api::<EtcdBackup>(),
+        name,
+        Duration::from_secs(240),
+        ready,
+    )
+    .await
+    .unwrap_or_else(|e| {
+        let pods = kubectl(&["get", "pods", "-o", "wide", "-n", ns.name()]).unwrap_or_default();
+        let logs =
+            kubectl(&["logs", "-n", ns.name(), &format!("job/{name}-now")]).unwrap_or_default();
+        panic!("{e}\n{pods}\n{logs}")
+    })
 }
 
 #[tokio::test]
@@ -80,9 +99,14 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
     // The runner needs the host's network and files: a namespace the administrator
     // set aside for it (the operators' own enforces "restricted").
     let runs = &home.ns;
-    let privileged = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
+    let privileged =
+        json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
     Api::<Namespace>::all(home.client.clone())
-        .patch(runs.name(), &PatchParams::default(), &Patch::Merge(&privileged))
+        .patch(
+            runs.name(),
+            &PatchParams::default(),
+            &Patch::Merge(&privileged),
+        )
         .await
         .unwrap();
 
@@ -94,7 +118,10 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
         "stringData": {"id": S3_ACCESS_KEY, "secret": S3_SECRET_KEY},
     }))
     .unwrap();
-    runs.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
+    runs.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     let marker = format!("/homelab-tests/{}/marker", runs.name());
     let etcd = cluster_etcd();
     etcd.etcdctl(&tools, &["put", &marker, "before the backup"]);
@@ -119,15 +146,27 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
     )
     .await;
     let offsite = run_now(runs, "offsite").await;
-    let record = offsite.status.as_ref().unwrap().last_successful_backup.clone().unwrap();
+    let record = offsite
+        .status
+        .as_ref()
+        .unwrap()
+        .last_successful_backup
+        .clone()
+        .unwrap();
     println!(
         "S3 backup by the runner pod: {} ({} bytes, revision {:?}, {:?} ms)",
         record.location, record.size_bytes, record.revision, record.duration_millis
     );
     assert!(record.location.contains("backups"), "{record:?}");
-    assert!(record.revision.unwrap_or(0) >= written_at, "the backup predates the marker: {record:?}");
+    assert!(
+        record.revision.unwrap_or(0) >= written_at,
+        "the backup predates the marker: {record:?}"
+    );
     let objects: Vec<_> = walk(&dir.path().join("buckets/backups"));
-    assert!(objects.iter().any(|o| o.ends_with(".zst")), "no object in the bucket: {objects:?}");
+    assert!(
+        objects.iter().any(|o| o.ends_with(".zst")),
+        "no object in the bucket: {objects:?}"
+    );
 
     // A host directory on the control-plane node (its own mount namespace).
     let on_node = "/var/lib/homelab-e2e/backups";
@@ -142,10 +181,22 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
     )
     .await;
     let local = run_now(runs, "local").await;
-    let record = local.status.as_ref().unwrap().last_successful_backup.clone().unwrap();
-    println!("host-path backup by the runner pod: {} ({} bytes)", record.location, record.size_bytes);
+    let record = local
+        .status
+        .as_ref()
+        .unwrap()
+        .last_successful_backup
+        .clone()
+        .unwrap();
+    println!(
+        "host-path backup by the runner pod: {} ({} bytes)",
+        record.location, record.size_bytes
+    );
     let backups = node_dir(CONTROL_PLANE).join("e2e/backups");
-    let file = walk(&backups).into_iter().find(|f| f.ends_with(".zst")).expect("no backup file on the node");
+    let file = walk(&backups)
+        .into_iter()
+        .find(|f| f.ends_with(".zst"))
+        .expect("no backup file on the node");
 
     // etcdutl restores it.
     let restored = dir.path().join("restored");
@@ -159,13 +210,20 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
         .arg(&restored)
         .output()
         .unwrap();
-    assert!(out.status.success(), "etcdutl snapshot restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "etcdutl snapshot restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status = std::process::Command::new(&etcdutl)
         .args(["snapshot", "status", "-w", "json"])
         .arg(&db)
         .output()
         .unwrap();
-    println!("etcdutl snapshot status: {}", String::from_utf8_lossy(&status.stdout).trim());
+    println!(
+        "etcdutl snapshot status: {}",
+        String::from_utf8_lossy(&status.stdout).trim()
+    );
     assert!(restored.join("member/snap/db").exists());
     let _ = std::fs::remove_dir_all(&backups);
     drop(home);
@@ -173,7 +231,9 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
 
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
         if path.is_dir() {

@@ -44,7 +44,9 @@ fn ready(server: &MediaServer) -> bool {
     let generation = server.metadata.generation;
     server.status.as_ref().is_some_and(|s| {
         s.observed_generation == generation
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
     })
 }
 
@@ -101,7 +103,9 @@ async fn a_controller_killed_mid_burst_leaves_every_server_converged_once() {
                     let apply = apply.clone();
                     async move {
                         let name = format!("navidrome-{i:03}");
-                        api.patch(&name, &apply, &Patch::Apply(navidrome(&name))).await.map(drop)
+                        api.patch(&name, &apply, &Patch::Apply(navidrome(&name)))
+                            .await
+                            .map(drop)
                     }
                 })
                 .buffer_unordered(16);
@@ -111,13 +115,29 @@ async fn a_controller_killed_mid_burst_leaves_every_server_converged_once() {
         })
     };
     let deployments = home.ns.api::<Deployment>();
-    wait_for_list(&deployments, &ListParams::default(), CONVERGE, |d| d.len() >= KILL_AFTER)
-        .await
-        .unwrap();
+    wait_for_list(&deployments, &ListParams::default(), CONVERGE, |d| {
+        d.len() >= KILL_AFTER
+    })
+    .await
+    .unwrap();
     let ctr = tool("containerd", "ctr").unwrap();
     let socket = node_dir(&node).join("containerd/containerd.sock");
     let socket = socket.to_string_lossy().into_owned();
-    run_ok(&ctr, &["--address", &socket, "-n", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", &container]).unwrap();
+    run_ok(
+        &ctr,
+        &[
+            "--address",
+            &socket,
+            "-n",
+            "k8s.io",
+            "tasks",
+            "kill",
+            "--signal",
+            "SIGKILL",
+            &container,
+        ],
+    )
+    .unwrap();
     let killed_at = started.elapsed();
     let killed = jiff::Timestamp::now();
     println!(
@@ -149,16 +169,39 @@ async fn a_controller_killed_mid_burst_leaves_every_server_converged_once() {
         if done == SERVERS {
             break;
         }
-        assert!(Instant::now() < deadline, "{done}/{SERVERS} Ready after {CONVERGE:?}\n{}", home.describe());
+        assert!(
+            Instant::now() < deadline,
+            "{done}/{SERVERS} Ready after {CONVERGE:?}\n{}",
+            home.describe()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    println!("all {SERVERS} MediaServers Ready {:.1} s after the burst began", started.elapsed().as_secs_f64());
+    println!(
+        "all {SERVERS} MediaServers Ready {:.1} s after the burst began",
+        started.elapsed().as_secs_f64()
+    );
 
-    let deployments = deployments.list(&ListParams::default()).await.unwrap().items;
-    let services = home.ns.api::<Service>().list(&ListParams::default()).await.unwrap().items;
+    let deployments = deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let services = home
+        .ns
+        .api::<Service>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
     let (by_deployment, by_service) = (owners(&deployments), owners(&services));
     assert_eq!(by_deployment.len(), SERVERS, "servers with a Deployment");
     assert_eq!(by_service.len(), SERVERS, "servers with a Service");
-    assert!(by_deployment.values().all(|n| *n == 1), "a server with two Deployments: {by_deployment:?}");
-    assert!(by_service.values().all(|n| *n == 1), "a server with two Services: {by_service:?}");
+    assert!(
+        by_deployment.values().all(|n| *n == 1),
+        "a server with two Deployments: {by_deployment:?}"
+    );
+    assert!(
+        by_service.values().all(|n| *n == 1),
+        "a server with two Services: {by_service:?}"
+    );
 }

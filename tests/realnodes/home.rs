@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use homelab_test_support::tools::{helm, kubectl};
-use homelab_test_support::{Cluster, TestNamespace, client, install_crds, wait_for_list, workspace_root};
+use homelab_test_support::{
+    Cluster, TestNamespace, client, install_crds, wait_for_list, workspace_root,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
@@ -38,7 +40,10 @@ async fn image() -> &'static str {
         .get_or_init(|| async {
             tokio::task::spawn_blocking(|| {
                 let root = workspace_root();
-                let built = Command::new(root.join("e2e/image")).arg("build").status().unwrap();
+                let built = Command::new(root.join("e2e/image"))
+                    .arg("build")
+                    .status()
+                    .unwrap();
                 assert!(built.success(), "e2e/image build failed");
                 let archive = root.join("target/image/homelab-operators.oci.tar");
                 let archive = archive.to_string_lossy().into_owned();
@@ -83,7 +88,9 @@ impl RealHome {
         let image = image().await;
         let (repository, tag) = image.rsplit_once(':').unwrap();
         let operators = TestNamespace::new(&client, prefix).await.unwrap();
-        let ns = TestNamespace::new(&client, &format!("{prefix}-home")).await.unwrap();
+        let ns = TestNamespace::new(&client, &format!("{prefix}-home"))
+            .await
+            .unwrap();
         let release = operators.name().to_owned();
         // What an administrator does for the operators' namespace.
         let labels = json!({"metadata": {"labels": {
@@ -91,7 +98,11 @@ impl RealHome {
             "pod-security.kubernetes.io/enforce-version": "latest",
         }}});
         Api::<Namespace>::all(client.clone())
-            .patch(operators.name(), &PatchParams::default(), &Patch::Merge(&labels))
+            .patch(
+                operators.name(),
+                &PatchParams::default(),
+                &Patch::Merge(&labels),
+            )
             .await
             .unwrap();
         let agent_namespace = format!("{release}-agent");
@@ -135,18 +146,29 @@ impl RealHome {
     /// Every Deployment of the release has all its replicas ready, and the node
     /// agent runs on both workers.
     pub async fn wait_ready(&self) {
-        let instance = ListParams::default().labels(&format!("app.kubernetes.io/instance={}", self.release));
-        wait_for_list(&self.operators.api::<Deployment>(), &instance, WAIT, |deployments| {
-            !deployments.is_empty()
-                && deployments.iter().all(|d| {
-                    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                    let status = d.status.as_ref();
-                    status.and_then(|s| s.ready_replicas).unwrap_or(0) == want
-                        && status.and_then(|s| s.updated_replicas).unwrap_or(0) == want
-                })
-        })
+        let instance =
+            ListParams::default().labels(&format!("app.kubernetes.io/instance={}", self.release));
+        wait_for_list(
+            &self.operators.api::<Deployment>(),
+            &instance,
+            WAIT,
+            |deployments| {
+                !deployments.is_empty()
+                    && deployments.iter().all(|d| {
+                        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                        let status = d.status.as_ref();
+                        status.and_then(|s| s.ready_replicas).unwrap_or(0) == want
+                            && status.and_then(|s| s.updated_replicas).unwrap_or(0) == want
+                    })
+            },
+        )
         .await
-        .unwrap_or_else(|e| panic!("the controllers never became ready: {e}\n{}", self.describe()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "the controllers never became ready: {e}\n{}",
+                self.describe()
+            )
+        });
         if !self.agents {
             return;
         }
@@ -159,12 +181,21 @@ impl RealHome {
                 })
         })
         .await
-        .unwrap_or_else(|e| panic!("the node agents never became ready: {e}\n{}", self.describe()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "the node agents never became ready: {e}\n{}",
+                self.describe()
+            )
+        });
     }
 
     /// The pods of one component (`mediaserver-controller`, ...), by node.
     pub async fn pods(&self, component: &str) -> BTreeMap<String, Pod> {
-        let namespace = if component == "node-agent" { &self.agent_namespace } else { self.operators.name() };
+        let namespace = if component == "node-agent" {
+            &self.agent_namespace
+        } else {
+            self.operators.name()
+        };
         let params = ListParams::default().labels(&format!(
             "app.kubernetes.io/instance={},app.kubernetes.io/component={component}",
             self.release
@@ -181,12 +212,20 @@ impl RealHome {
 
     /// `kubectl get pods -o wide` of the release and its agents, for a failure message.
     pub fn describe(&self) -> String {
-        let pods = kubectl(&["get", "pods", "-o", "wide", "-n", self.operators.name()]).unwrap_or_else(|e| e.to_string());
-        let home = kubectl(&["get", "pods", "-o", "wide", "-n", self.ns.name()]).unwrap_or_else(|e| e.to_string());
+        let pods = kubectl(&["get", "pods", "-o", "wide", "-n", self.operators.name()])
+            .unwrap_or_else(|e| e.to_string());
+        let home = kubectl(&["get", "pods", "-o", "wide", "-n", self.ns.name()])
+            .unwrap_or_else(|e| e.to_string());
         let agents = kubectl(&["get", "pods", "-o", "wide", "-n", &self.agent_namespace])
             .unwrap_or_else(|e| e.to_string());
-        let events = kubectl(&["get", "events", "-n", self.ns.name(), "--sort-by=.lastTimestamp"])
-            .unwrap_or_else(|e| e.to_string());
+        let events = kubectl(&[
+            "get",
+            "events",
+            "-n",
+            self.ns.name(),
+            "--sort-by=.lastTimestamp",
+        ])
+        .unwrap_or_else(|e| e.to_string());
         format!("{pods}\n{agents}\n{home}\n{events}")
     }
 }
@@ -197,10 +236,23 @@ impl Drop for RealHome {
         // their finalizers; then the release's cluster-wide objects (roles, the
         // admission policy) and the agent's namespace, which the chart keeps.
         let kinds = "mediaservers,sensorgateways,usbdevicepins,etcdbackups";
-        if let Err(e) = kubectl(&["delete", kinds, "--all", "-n", self.ns.name(), "--timeout=90s"]) {
+        if let Err(e) = kubectl(&[
+            "delete",
+            kinds,
+            "--all",
+            "-n",
+            self.ns.name(),
+            "--timeout=90s",
+        ]) {
             eprintln!("deleting the home's objects: {e}");
         }
-        if let Err(e) = helm(&["uninstall", &self.release, "--namespace", self.operators.name(), "--wait"]) {
+        if let Err(e) = helm(&[
+            "uninstall",
+            &self.release,
+            "--namespace",
+            self.operators.name(),
+            "--wait",
+        ]) {
             eprintln!("helm uninstall {}: {e}", self.release);
         }
         let _ = kubectl(&["delete", "namespace", &self.agent_namespace, "--wait=false"]);

@@ -34,11 +34,12 @@ async fn exclusive() -> MutexGuard<'static, ()> {
 
 /// The Lease's holder, once there is one.
 async fn wait_for_holder(leases: &Api<Lease>, name: &str) -> String {
-    let lease = homelab_test_support::wait_for(leases, name, Duration::from_secs(120), |l: &Lease| {
-        holder(l).is_some()
-    })
-    .await
-    .unwrap();
+    let lease =
+        homelab_test_support::wait_for(leases, name, Duration::from_secs(120), |l: &Lease| {
+            holder(l).is_some()
+        })
+        .await
+        .unwrap();
     holder(&lease).unwrap()
 }
 

@@ -50,7 +50,11 @@ impl PluggedStick {
             .arg(&sys)
             .status()
             .unwrap();
-        assert!(copied.success(), "copying the sysfs tree into {}", sys.display());
+        assert!(
+            copied.success(),
+            "copying the sysfs tree into {}",
+            sys.display()
+        );
         let dev = dir.join("dev");
         let dev_node = dev.join(tty);
         let _ = std::fs::remove_file(&dev_node);
@@ -59,7 +63,11 @@ impl PluggedStick {
         let by_id = dev.join("serial/by-id").join(stick.by_id);
         let _ = std::fs::remove_file(&by_id);
         symlink(format!("../../{tty}"), &by_id).unwrap();
-        PluggedStick { sys, dev_node, by_id }
+        PluggedStick {
+            sys,
+            dev_node,
+            by_id,
+        }
     }
 }
 
@@ -99,7 +107,7 @@ fn mknod_char(path: &Path, major: u32, minor: u32) {
 /// The consumer, as a user would write it around the pin, made to run here: the
 /// busybox image (it has a shell to look with), the real workers' toleration, and
 /// Pod Security "restricted" settings.
-pub fn unprivileged_consumer(pin: &UsbDevicePin, deployment: Deployment) -> Deployment {
+pub fn unprivileged_consumer(deployment: Deployment) -> Deployment {
     let mut value = serde_json::to_value(deployment).unwrap();
     let spec = &mut value["spec"]["template"]["spec"];
     spec["securityContext"] = json!({
@@ -120,7 +128,6 @@ pub fn unprivileged_consumer(pin: &UsbDevicePin, deployment: Deployment) -> Depl
         "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
         "capabilities": {"drop": ["ALL"]},
     });
-    let _ = pin;
     serde_json::from_value(value).unwrap()
 }
 
@@ -131,7 +138,13 @@ async fn a_stick_reaches_an_unprivileged_container_through_a_real_kubelet() {
     let node = "real-1";
     let _stick = PluggedStick::plug(node, &CONBEE_II, "ttyACM0", 0);
     let name = pin_name(&home.ns, "conbee");
-    create_pin(&home.ns, &name, &CONBEE_II, json!({"containerPath": "/dev/zigbee"})).await;
+    create_pin(
+        &home.ns,
+        &name,
+        &CONBEE_II,
+        json!({"containerPath": "/dev/zigbee"}),
+    )
+    .await;
 
     // The agent pod on real-1 saw it, and the real kubelet took its plugin's word.
     let pins = home.ns.api::<UsbDevicePin>();
@@ -153,39 +166,100 @@ async fn a_stick_reaches_an_unprivileged_container_through_a_real_kubelet() {
     .await
     .unwrap();
 
-    let deployment = unprivileged_consumer(&pin, consumer(&pin).await);
+    let deployment = unprivileged_consumer(consumer(&pin).await);
     home.ns
         .api::<Deployment>()
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
     let pods = home.ns.api::<Pod>();
-    let running = wait_for_list(&pods, &ListParams::default().labels(&format!("app={APP}")), WAIT, |pods| {
-        pods.len() == 1 && pods.iter().all(|p| running_on(p).as_deref() == Some(node))
-    })
+    let running = wait_for_list(
+        &pods,
+        &ListParams::default().labels(&format!("app={APP}")),
+        WAIT,
+        |pods| pods.len() == 1 && pods.iter().all(|p| running_on(p).as_deref() == Some(node)),
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
     let pod = running[0].metadata.name.clone().unwrap();
 
     // Inside the container: the character device at the pin's path...
-    let listing = kubectl(&["exec", "-n", home.ns.name(), &pod, "--", "/bin/busybox", "ls", "-l", "/dev/zigbee"]).unwrap();
+    let listing = kubectl(&[
+        "exec",
+        "-n",
+        home.ns.name(),
+        &pod,
+        "--",
+        "/bin/busybox",
+        "ls",
+        "-l",
+        "/dev/zigbee",
+    ])
+    .unwrap();
     println!("inside {pod} on {node}: {}", listing.trim());
-    assert!(listing.starts_with('c'), "not a character device: {listing}");
-    assert!(listing.contains(&format!("{ACM_MAJOR},")), "not the stick's device number: {listing}");
+    assert!(
+        listing.starts_with('c'),
+        "not a character device: {listing}"
+    );
+    assert!(
+        listing.contains(&format!("{ACM_MAJOR},")),
+        "not the stick's device number: {listing}"
+    );
     // ...that the container's device cgroup lets it open: the kernel answers
     // "no such device" (this machine has no cdc_acm stick behind 166:0), where a
     // device the runtime did not grant answers "operation not permitted".
     let opened = Command::new(homelab_test_support::tools::tool("kubernetes", "kubectl").unwrap())
-        .arg(format!("--kubeconfig={}", homelab_test_support::Cluster::default().kubeconfig_path().unwrap().display()))
-        .args(["exec", "-n", home.ns.name(), &pod, "--", "/bin/busybox", "head", "-c", "1", "/dev/zigbee"])
+        .arg(format!(
+            "--kubeconfig={}",
+            homelab_test_support::Cluster::default()
+                .kubeconfig_path()
+                .unwrap()
+                .display()
+        ))
+        .args([
+            "exec",
+            "-n",
+            home.ns.name(),
+            &pod,
+            "--",
+            "/bin/busybox",
+            "head",
+            "-c",
+            "1",
+            "/dev/zigbee",
+        ])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&opened.stderr).to_lowercase();
     println!("opening /dev/zigbee inside the container: {}", said.trim());
-    assert!(said.contains("no such device"), "the device was not granted to the container: {said}");
+    assert!(
+        said.contains("no such device"),
+        "the device was not granted to the container: {said}"
+    );
     assert!(!said.contains("not permitted"), "{said}");
-    let who = kubectl(&["exec", "-n", home.ns.name(), &pod, "--", "/bin/busybox", "id"]).unwrap();
+    let who = kubectl(&[
+        "exec",
+        "-n",
+        home.ns.name(),
+        &pod,
+        "--",
+        "/bin/busybox",
+        "id",
+    ])
+    .unwrap();
     assert!(who.contains("uid=1000"), "{who}");
-    let env = kubectl(&["exec", "-n", home.ns.name(), &pod, "--", "/bin/busybox", "env"]).unwrap();
-    assert!(env.contains("/dev/zigbee"), "the plugin's environment variable is missing: {env}");
+    let env = kubectl(&[
+        "exec",
+        "-n",
+        home.ns.name(),
+        &pod,
+        "--",
+        "/bin/busybox",
+        "env",
+    ])
+    .unwrap();
+    assert!(
+        env.contains("/dev/zigbee"),
+        "the plugin's environment variable is missing: {env}"
+    );
 }

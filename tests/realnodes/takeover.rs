@@ -48,14 +48,27 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
         .collect();
     println!("{CONTROLLER} replicas on {nodes:?}");
     assert_eq!(replicas.len(), 2, "{}", home.describe());
-    assert!(nodes.contains(&WORKERS[0].to_owned()) && nodes.contains(&WORKERS[1].to_owned()), "not spread: {nodes:?}");
+    assert!(
+        nodes.contains(&WORKERS[0].to_owned()) && nodes.contains(&WORKERS[1].to_owned()),
+        "not spread: {nodes:?}"
+    );
 
     // The active replica and its node.
     let leases = home.operators.api::<Lease>();
     let leader = crate::wait_for_holder(&leases, CONTROLLER).await;
-    let doomed = replicas[&leader].spec.as_ref().unwrap().node_name.clone().unwrap();
+    let doomed = replicas[&leader]
+        .spec
+        .as_ref()
+        .unwrap()
+        .node_name
+        .clone()
+        .unwrap();
     let survivor = WORKERS.iter().find(|n| **n != doomed).unwrap().to_string();
-    let doomed: &'static str = if doomed == WORKERS[0] { WORKERS[0] } else { WORKERS[1] };
+    let doomed: &'static str = if doomed == WORKERS[0] {
+        WORKERS[0]
+    } else {
+        WORKERS[1]
+    };
     println!("leader {leader} on {doomed}; {survivor} survives");
 
     // Identical sticks on both nodes; the consumer prefers the doomed one.
@@ -77,8 +90,28 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
-    let deployment = unprivileged_consumer(&pin, consumer(&pin).await);
-    home.ns.api::<Deployment>().create(&PostParams::default(), &deployment).await.unwrap();
+    // Both kubelets have the device from their agent's plugin, so the scheduler
+    // can honour the preferred node from the start.
+    let nodes = Api::<Node>::all(home.client.clone());
+    let resource = format!("devices.homelab.home.arpa/{name}");
+    for node in WORKERS {
+        let key = resource.clone();
+        wait_for(&nodes, node, WAIT, move |n: &Node| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.allocatable.as_ref())
+                .and_then(|a| a.get(&key))
+                .is_some_and(|q| q.0 == "1")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
+    }
+    let deployment = unprivileged_consumer(consumer(&pin).await);
+    home.ns
+        .api::<Deployment>()
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     let pods = home.ns.api::<Pod>();
     let by_app = ListParams::default().labels(&format!("app={APP}"));
     wait_for_list(&pods, &by_app, WAIT, |pods| {
@@ -102,14 +135,23 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
             home.describe()
         );
         if took_over.is_none()
-            && let Some(h) = leases.get_opt(CONTROLLER).await.ok().flatten().as_ref().and_then(crate::holder)
+            && let Some(h) = leases
+                .get_opt(CONTROLLER)
+                .await
+                .ok()
+                .flatten()
+                .as_ref()
+                .and_then(crate::holder)
             && h != leader
         {
             took_over = Some((started.elapsed(), h));
         }
         if moved.is_none() {
             let list = pods.list(&by_app).await.unwrap().items;
-            if list.iter().any(|p| running_on(p).as_deref() == Some(survivor.as_str())) {
+            if list
+                .iter()
+                .any(|p| running_on(p).as_deref() == Some(survivor.as_str()))
+            {
                 moved = Some(started.elapsed());
             }
         }
@@ -130,14 +172,17 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
     // Power back on: the node heartbeats, and the controller lifts the mark it
     // put on the silent node, before the release goes away with the test.
     Cluster::default().node_recover(doomed).unwrap();
-    let nodes = Api::<Node>::all(home.client.clone());
     wait_for(&nodes, doomed, WAIT, |n: &Node| {
-        let ready = n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-        });
-        let marked = n.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| {
-            t.iter().any(|t| t.key.starts_with("homelab.home.arpa/"))
-        });
+        let ready = n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let marked = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key.starts_with("homelab.home.arpa/")));
         ready && !marked
     })
     .await
