@@ -48,14 +48,9 @@ pub(crate) fn chart_dir() -> PathBuf {
     workspace_root().join("charts").join("homelab-operators")
 }
 
-/// The directory of a pinned tool (`helm`, `kubernetes`), built on first use.
+/// The path of a pinned tool's binary (`helm`, `kubernetes`), built on first use.
 fn tool(name: &str, binary: &str) -> PathBuf {
-    let listing = Cluster::default().run(&["tools"]).unwrap();
-    let dir = listing
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("`e2e/cluster tools` lists no {name}: {listing}"));
-    Path::new(dir.trim()).join(binary)
+    homelab_test_support::tools::tool(name, binary).unwrap()
 }
 
 /// Runs a command; returns (success, stdout, stderr).
