@@ -43,13 +43,27 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       cp "target/$target/dist/$bin" /out/; \
     done
 
+# etcdutl for the backup runner's trial restore. etcd's modules carry replace
+# directives, so `go install` refuses them: build from the same small wrapper
+# module the e2e cluster uses (e2e/tools/etcd), statically, for the target.
+FROM --platform=$BUILDPLATFORM docker.io/library/golang:1.26-bookworm AS etcdutl
+ARG TARGETARCH
+WORKDIR /src
+COPY e2e/tools/etcd/ ./
+RUN CGO_ENABLED=0 GOOS=linux GOARCH=$TARGETARCH GOFLAGS=-mod=mod \
+    go build -trimpath -ldflags "-s -w" -o /out/etcdutl go.etcd.io/etcd/etcdutl/v3
+
+# The CA bundle, for TLS to MQTT brokers and S3 endpoints a public CA signed.
+FROM docker.io/library/debian:bookworm-slim AS certificates
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
+
 FROM scratch
-# No shell, no libc, no CA bundle: the operators talk to the API server, whose
-# CA comes with the ServiceAccount token; to MQTT brokers over TLS only with the
-# CA a SensorGateway names (mqtt.tls.caSecretRef); etcd-backup's S3 client
-# carries the Mozilla roots itself, and etcd's CA is mounted. No etcdutl either:
-# an EtcdBackup with verification.trialRestore needs an image that adds it.
+# No shell, no libc: the binaries are static. The API server's CA comes with the
+# ServiceAccount token; etcd's is mounted by the backup runner.
 COPY --from=build /out/ /usr/local/bin/
+COPY --from=etcdutl /out/etcdutl /usr/local/bin/etcdutl
+COPY --from=certificates /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 LABEL org.opencontainers.image.title="homelab-operators" \
       org.opencontainers.image.description="Kubernetes operators for the services of a home" \

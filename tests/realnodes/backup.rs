@@ -162,6 +162,12 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
         record.revision.unwrap_or(0) >= written_at,
         "the backup predates the marker: {record:?}"
     );
+    // The image's own etcdutl did the trial restore.
+    let log = kubectl(&["logs", "-n", runs.name(), "job/offsite-now"]).unwrap();
+    assert!(
+        log.contains("etcdutl restored the snapshot"),
+        "no trial restore with etcdutl: {log}"
+    );
     let objects: Vec<_> = walk(&dir.path().join("buckets/backups"));
     assert!(
         objects.iter().any(|o| o.ends_with(".zst")),

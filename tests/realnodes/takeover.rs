@@ -71,41 +71,18 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
     };
     println!("leader {leader} on {doomed}; {survivor} survives");
 
-    // Identical sticks on both nodes; the consumer prefers the doomed one.
-    let _sticks = [
-        PluggedStick::plug(WORKERS[0], &CONBEE_II, "ttyACM0", 0),
-        PluggedStick::plug(WORKERS[1], &CONBEE_II, "ttyACM0", 0),
-    ];
+    // The stick on the doomed node first, so the consumer runs there; then an
+    // identical spare on the other node, which it stays away from while its own
+    // stick is there.
+    let _stick = PluggedStick::plug(doomed, &CONBEE_II, "ttyACM0", 0);
     let name = pin_name(&home.ns, "conbee");
     let pin = create_pin(
         &home.ns,
         &name,
         &CONBEE_II,
-        json!({"exclusive": false, "containerPath": "/dev/zigbee", "failover": {"preferredNodes": [doomed]}}),
+        json!({"exclusive": false, "containerPath": "/dev/zigbee"}),
     )
     .await;
-    let pins = home.ns.api::<UsbDevicePin>();
-    wait_for(&pins, &name, WAIT, |p: &UsbDevicePin| {
-        p.status.as_ref().is_some_and(|s| s.presence.len() == 2)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
-    // Both kubelets have the device from their agent's plugin, so the scheduler
-    // can honour the preferred node from the start.
-    let nodes = Api::<Node>::all(home.client.clone());
-    let resource = format!("devices.homelab.home.arpa/{name}");
-    for node in WORKERS {
-        let key = resource.clone();
-        wait_for(&nodes, node, WAIT, move |n: &Node| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.allocatable.as_ref())
-                .and_then(|a| a.get(&key))
-                .is_some_and(|q| q.0 == "1")
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
-    }
     let deployment = unprivileged_consumer(consumer(&pin).await);
     home.ns
         .api::<Deployment>()
@@ -116,6 +93,24 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
     let by_app = ListParams::default().labels(&format!("app={APP}"));
     wait_for_list(&pods, &by_app, WAIT, |pods| {
         pods.len() == 1 && running_on(&pods[0]).as_deref() == Some(doomed)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
+    let _spare = PluggedStick::plug(&survivor, &CONBEE_II, "ttyACM0", 0);
+    let pins = home.ns.api::<UsbDevicePin>();
+    wait_for(&pins, &name, WAIT, |p: &UsbDevicePin| {
+        p.status.as_ref().is_some_and(|s| s.presence.len() == 2)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
+    let nodes = Api::<Node>::all(home.client.clone());
+    let key = format!("devices.homelab.home.arpa/{name}");
+    wait_for(&nodes, &survivor, WAIT, move |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(&key))
+            .is_some_and(|q| q.0 == "1")
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));

@@ -593,8 +593,9 @@ async fn sound(config: &Config, streamed: &Streamed, raw: &Path) -> Result<Optio
 }
 
 /// Restores the snapshot with `etcdutl` (from `$ETCDUTL` or `PATH`) into a scratch
-/// data directory: the proof that etcd itself can open it. The project's image has
-/// no etcdutl; there the trial reads every page of every bucket instead, and says so.
+/// data directory: the proof that etcd itself can open it. The project's image
+/// carries etcdutl; in an image without it the trial reads every page of every
+/// bucket instead, and says so.
 async fn trial_restore(snapshot: &Path, data_dir: &Path) -> Result<(), RunError> {
     let etcdutl =
         std::env::var_os("ETCDUTL").map_or_else(|| PathBuf::from("etcdutl"), PathBuf::from);
@@ -640,6 +641,7 @@ async fn trial_restore(snapshot: &Path, data_dir: &Path) -> Result<(), RunError>
             "trial restore wrote no member/snap/db".into(),
         ));
     }
+    tracing::info!(etcdutl = %etcdutl.display(), "trial restore: etcdutl restored the snapshot");
     Ok(())
 }
 
