@@ -148,13 +148,7 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
     )
     .await;
     let offsite = run_now(runs, "offsite").await;
-    let record = offsite
-        .status
-        .as_ref()
-        .unwrap()
-        .last_successful_backup
-        .clone()
-        .unwrap();
+    let record = last_backup(&offsite);
     println!(
         "S3 backup by the runner pod: {} ({} bytes, revision {:?}, {:?} ms)",
         record.location, record.size_bytes, record.revision, record.duration_millis
@@ -189,13 +183,7 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
     )
     .await;
     let local = run_now(runs, "local").await;
-    let record = local
-        .status
-        .as_ref()
-        .unwrap()
-        .last_successful_backup
-        .clone()
-        .unwrap();
+    let record = last_backup(&local);
     println!(
         "host-path backup by the runner pod: {} ({} bytes)",
         record.location, record.size_bytes
@@ -235,6 +223,13 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
     assert!(restored.join("member/snap/db").exists());
     let _ = std::fs::remove_dir_all(&backups);
     drop(home);
+}
+
+fn last_backup(eb: &EtcdBackup) -> homelab_api::etcdbackup::BackupRecord {
+    eb.status
+        .as_ref()
+        .and_then(|s| s.last_successful_backup.clone())
+        .unwrap()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

@@ -10,7 +10,8 @@ use std::process::Command;
 
 use homelab_api::UsbDevicePin;
 use homelab_node_agent::fixtures::{CONBEE_II, Stick, Tree, temp_root};
-use homelab_test_support::tools::kubectl;
+use homelab_test_support::Cluster;
+use homelab_test_support::tools::tool;
 use homelab_test_support::{wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -153,18 +154,7 @@ async fn a_stick_reaches_an_unprivileged_container_through_a_real_kubelet() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
-    let resource = format!("devices.homelab.home.arpa/{name}");
-    let nodes = Api::<Node>::all(home.client.clone());
-    let key = resource.clone();
-    wait_for(&nodes, node, WAIT, move |n: &Node| {
-        n.status
-            .as_ref()
-            .and_then(|s| s.allocatable.as_ref())
-            .and_then(|a| a.get(&key))
-            .is_some_and(|q| q.0 == "1")
-    })
-    .await
-    .unwrap();
+    advertised(&home, node, &name).await;
 
     let deployment = unprivileged_consumer(consumer(&pin).await);
     home.ns
@@ -184,82 +174,68 @@ async fn a_stick_reaches_an_unprivileged_container_through_a_real_kubelet() {
     let pod = running[0].metadata.name.clone().unwrap();
 
     // Inside the container: the character device at the pin's path...
-    let listing = kubectl(&[
-        "exec",
-        "-n",
-        home.ns.name(),
-        &pod,
-        "--",
-        "/bin/busybox",
-        "ls",
-        "-l",
-        "/dev/zigbee",
-    ])
-    .unwrap();
-    println!("inside {pod} on {node}: {}", listing.trim());
+    let listing = exec(&home, &pod, &["ls", "-l", "/dev/zigbee"]);
+    println!("inside {pod} on {node}: {}", listing.stdout.trim());
     assert!(
-        listing.starts_with('c'),
-        "not a character device: {listing}"
+        listing.stdout.starts_with('c'),
+        "not a character device: {listing:?}"
     );
     assert!(
-        listing.contains(&format!("{ACM_MAJOR},")),
-        "not the stick's device number: {listing}"
+        listing.stdout.contains(&format!("{ACM_MAJOR},")),
+        "not the stick's device number: {listing:?}"
     );
     // ...that the container's device cgroup lets it open: the kernel answers
     // "no such device" (this machine has no cdc_acm stick behind 166:0), where a
-    // device the runtime did not grant answers "operation not permitted".
-    let opened = Command::new(homelab_test_support::tools::tool("kubernetes", "kubectl").unwrap())
-        .arg(format!(
-            "--kubeconfig={}",
-            homelab_test_support::Cluster::default()
-                .kubeconfig_path()
-                .unwrap()
-                .display()
-        ))
-        .args([
-            "exec",
-            "-n",
-            home.ns.name(),
-            &pod,
-            "--",
-            "/bin/busybox",
-            "head",
-            "-c",
-            "1",
-            "/dev/zigbee",
-        ])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&opened.stderr).to_lowercase();
+    // device the runtime did not grant answers "operation not permitted" and one
+    // the user may not open "permission denied".
+    let opened = exec(&home, &pod, &["head", "-c", "1", "/dev/zigbee"]);
+    let said = opened.stderr.to_lowercase();
     println!("opening /dev/zigbee inside the container: {}", said.trim());
     assert!(
         said.contains("no such device"),
         "the device was not granted to the container: {said}"
     );
-    assert!(!said.contains("not permitted"), "{said}");
-    let who = kubectl(&[
-        "exec",
-        "-n",
-        home.ns.name(),
-        &pod,
-        "--",
-        "/bin/busybox",
-        "id",
-    ])
-    .unwrap();
+    let who = exec(&home, &pod, &["id"]).stdout;
     assert!(who.contains("uid=1000"), "{who}");
-    let env = kubectl(&[
-        "exec",
-        "-n",
-        home.ns.name(),
-        &pod,
-        "--",
-        "/bin/busybox",
-        "env",
-    ])
-    .unwrap();
+    let env = exec(&home, &pod, &["env"]).stdout;
     assert!(
         env.contains("/dev/zigbee"),
         "the plugin's environment variable is missing: {env}"
     );
+}
+
+/// What a busybox command printed inside the pod's container.
+#[derive(Debug)]
+pub struct Said {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn exec(home: &RealHome, pod: &str, command: &[&str]) -> Said {
+    let kubeconfig = Cluster::default().kubeconfig_path().unwrap();
+    let output = Command::new(tool("kubernetes", "kubectl").unwrap())
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["exec", "-n", home.ns.name(), pod, "--", "/bin/busybox"])
+        .args(command)
+        .output()
+        .unwrap();
+    Said {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Waits until the node's kubelet has the pin's device from its plugin.
+pub async fn advertised(home: &RealHome, node: &str, pin: &str) {
+    let nodes = Api::<Node>::all(home.client.clone());
+    let key = format!("devices.homelab.home.arpa/{pin}");
+    wait_for(&nodes, node, WAIT, move |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(&key))
+            .is_some_and(|q| q.0 == "1")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
 }

@@ -17,7 +17,7 @@ use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
 use crate::home::{RealHome, WAIT, WORKERS};
-use crate::stick::{PluggedStick, unprivileged_consumer};
+use crate::stick::{PluggedStick, advertised, unprivileged_consumer};
 use crate::usb::{APP, consumer, create_pin, pin_name, running_on};
 
 const CONTROLLER: &str = "usbdevicepin-controller";
@@ -103,17 +103,7 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
-    let nodes = Api::<Node>::all(home.client.clone());
-    let key = format!("devices.homelab.home.arpa/{name}");
-    wait_for(&nodes, &survivor, WAIT, move |n: &Node| {
-        n.status
-            .as_ref()
-            .and_then(|s| s.allocatable.as_ref())
-            .and_then(|a| a.get(&key))
-            .is_some_and(|q| q.0 == "1")
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
+    advertised(&home, &survivor, &name).await;
 
     let _reboot = Reboot(doomed);
     let started = Instant::now();
@@ -167,6 +157,7 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
     // Power back on: the node heartbeats, and the controller lifts the mark it
     // put on the silent node, before the release goes away with the test.
     Cluster::default().node_recover(doomed).unwrap();
+    let nodes = Api::<Node>::all(home.client.clone());
     wait_for(&nodes, doomed, WAIT, |n: &Node| {
         let ready = n
             .status
