@@ -7,8 +7,10 @@
 use std::time::Duration;
 
 use homelab_api::EtcdBackup;
+use homelab_etcdbackup::build::cronjob_name;
 use homelab_test_support::tools::kubectl;
 use homelab_test_support::{TestNamespace, wait_for};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -42,23 +44,11 @@ async fn apply(ns: &TestNamespace, name: &str, spec: serde_json::Value) {
 /// Runs the CronJob now, as `kubectl create job --from` does, and waits for the
 /// status to show a verified backup from that run.
 async fn run_now(ns: &TestNamespace, name: &str) -> EtcdBackup {
-    let cronjob = wait_for(
-        &ns.api::<k8s_openapi::api::batch::v1::CronJob>(),
-        &format!("{name}-etcd-backup"),
-        WAIT,
-        |_| true,
-    )
-    .await
-    .map(|c| c.metadata.name.unwrap_or_default());
-    let cronjob = match cronjob {
-        Ok(c) => c,
-        // The name is the controller's to choose: find it by its owner.
-        Err(_) => kubectl(&["get", "cronjob", "-n", ns.name(), "-o", "name"])
-            .unwrap()
-            .trim()
-            .to_owned(),
-    };
-    let cronjob = cronjob.trim_start_matches("cronjob.batch/").to_owned();
+    let backup = ns.api::<EtcdBackup>().get(name).await.unwrap();
+    let cronjob = cronjob_name(&backup);
+    wait_for(&ns.api::<CronJob>(), &cronjob, WAIT, |_| true)
+        .await
+        .unwrap();
     kubectl(&[
         "create",
         "job",
