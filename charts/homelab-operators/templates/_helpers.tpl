@@ -58,8 +58,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/*
-The ServiceAccount, Deployment, PodDisruptionBudget, metrics Service,
-ServiceMonitor and Lease Role/RoleBinding of one controller. Its ClusterRoles live beside it, since they
+The ServiceAccount, Deployment, metrics Service, ServiceMonitor and Lease
+Role/RoleBinding of one controller. Its ClusterRoles live beside it, since they
 differ per controller. Dict: root, component, values; optional command (default
 /usr/local/bin/<component>) and env (extra variables the chart computes).
 */}}
@@ -67,9 +67,6 @@ differ per controller. Dict: root, component, values; optional command (default
 {{- $root := .root -}}
 {{- $v := .values -}}
 {{- $name := include "homelab.component.name" . -}}
-{{- if and (gt (int $v.replicas) 1) (not $root.Values.leaderElection.enabled) -}}
-{{- fail (printf "%s: replicas %d without leaderElection.enabled would reconcile the same objects twice at once" .component (int $v.replicas)) -}}
-{{- end -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
@@ -179,58 +176,35 @@ spec:
       nodeSelector:
         {{- toYaml (default $root.Values.nodeSelector $v.nodeSelector) | nindent 8 }}
       {{- /* Replicas on different nodes, so the standby survives the leader's node.
-      Preferred, not required: a one-node homelab still installs. A podAntiAffinity
-      in the user's affinity replaces this one. */}}
-      {{- $selector := dict "matchLabels" (include "homelab.component.selectorLabels" . | fromYaml) }}
-      {{- $affinity := deepCopy (default $root.Values.affinity $v.affinity | default dict) }}
+      Preferred, not required: a one-node homelab still installs. A user's own
+      podAntiAffinity replaces the default one. */}}
+      {{- $affinity := deepCopy (default $root.Values.affinity $v.affinity) }}
       {{- if not (hasKey $affinity "podAntiAffinity") }}
-      {{- $term := dict "weight" 100 "podAffinityTerm" (dict "topologyKey" "kubernetes.io/hostname" "labelSelector" $selector) }}
+      {{- $term := dict "weight" 100 "podAffinityTerm" (dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "homelab.component.selectorLabels" . | fromYaml))) }}
       {{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
       {{- end }}
       affinity:
         {{- toYaml $affinity | nindent 8 }}
-      {{- /* The anti-affinity only scores nodes; the spread constraint also keeps a
-      third replica from doubling up while a node is free. pod-template-hash: during
-      a rollout the new ReplicaSet spreads by itself, not around the old pods it is
-      replacing. A user's constraint without a labelSelector gets the
-      controller's own. */}}
-      {{- $spread := default $root.Values.topologySpreadConstraints $v.topologySpreadConstraints }}
-      {{- if not $spread }}
-      {{- $spread = list (dict "maxSkew" 1 "topologyKey" "kubernetes.io/hostname" "whenUnsatisfiable" "ScheduleAnyway" "matchLabelKeys" (list "pod-template-hash")) }}
-      {{- end }}
-      {{- $constraints := list }}
-      {{- range $spread }}
-      {{- $constraint := deepCopy . }}
-      {{- if not (hasKey $constraint "labelSelector") }}
-      {{- $_ := set $constraint "labelSelector" $selector }}
-      {{- end }}
-      {{- $constraints = append $constraints $constraint }}
-      {{- end }}
       topologySpreadConstraints:
-        {{- toYaml $constraints | nindent 8 }}
-      {{- /* Kubernetes keeps a pod on a not-ready or unreachable node for 300 s
-      before replacing it. The standby has taken the Lease long before that, so
-      the wait only delays the return of the spare. A user's toleration of the
-      same taint wins: Kubernetes would otherwise apply the shorter of the two. */}}
-      {{- $userTolerations := default $root.Values.tolerations $v.tolerations | default list }}
-      {{- $tolerations := list }}
-      {{- if not (kindIs "invalid" $root.Values.controllerNodeLossSeconds) }}
-      {{- range $key := list "node.kubernetes.io/not-ready" "node.kubernetes.io/unreachable" }}
-      {{- $covered := false }}
-      {{- range $userTolerations }}
-      {{- if and (or (not .key) (eq .key $key)) (or (not .effect) (eq .effect "NoExecute")) }}
-      {{- $covered = true }}
-      {{- end }}
-      {{- end }}
-      {{- if not $covered }}
-      {{- $tolerations = append $tolerations (dict "key" $key "operator" "Exists" "effect" "NoExecute" "tolerationSeconds" (int $root.Values.controllerNodeLossSeconds)) }}
-      {{- end }}
-      {{- end }}
-      {{- end }}
-      {{- with concat $tolerations $userTolerations }}
+        - maxSkew: 1
+          topologyKey: kubernetes.io/hostname
+          whenUnsatisfiable: ScheduleAnyway
+          labelSelector:
+            matchLabels:
+              {{- include "homelab.component.selectorLabels" . | nindent 14 }}
+      {{- /* Kubernetes' default is 300 s on a dead node before the pod is
+      replaced; the standby has taken the Lease long before, and the replacement
+      restores the spare. */}}
       tolerations:
+        {{- range $key := list "node.kubernetes.io/not-ready" "node.kubernetes.io/unreachable" }}
+        - key: {{ $key }}
+          operator: Exists
+          effect: NoExecute
+          tolerationSeconds: {{ $root.Values.controllerNodeLossSeconds }}
+        {{- end }}
+        {{- with (default $root.Values.tolerations $v.tolerations) }}
         {{- toYaml . | nindent 8 }}
-      {{- end }}
+        {{- end }}
 {{- if gt (int $v.replicas) 1 }}
 ---
 # A drain or an upgrade never takes every replica at once.
