@@ -75,6 +75,12 @@ build_kwok() { build_go_install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$1"; 
 build_helm() { build_go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$1"; }
 build_versitygw() { build_go_install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" "$1"; }
 
+# The cluster DNS: a CoreDNS with the plugins tools/coredns/main.go names.
+build_coredns() { # out
+  go_env
+  (cd "$E2E_DIR/tools/coredns" && go build -trimpath -ldflags "-s -w" -o "$1/coredns" .)
+}
+
 # The real nodes' runtime: containerd 2 (Debian's 1.6 is too old for kubelet 1.36),
 # without the snapshotters that need kernel modules or cgo.
 build_containerd() { # out
@@ -106,7 +112,7 @@ build_pause() { # out
 }
 
 # Sets KUBE_BIN, ETCD_BIN, KWOK_BIN, HELM_BIN, VERSITYGW_BIN, CONTAINERD_BIN,
-# RUNC_BIN and PAUSE_BIN without building anything.
+# RUNC_BIN, PAUSE_BIN and COREDNS_BIN without building anything.
 tool_paths() {
   local k8s_pin=("$E2E_DIR/tools/kubernetes/go.mod" "$E2E_DIR/tools/kubernetes/go.sum")
   KUBE_BIN=$(tool_dir kubernetes build_kubernetes "${k8s_pin[@]}")
@@ -117,6 +123,8 @@ tool_paths() {
   CONTAINERD_BIN=$(tool_dir containerd build_containerd <(echo "$CONTAINERD_VERSION"))
   RUNC_BIN=$(tool_dir runc build_runc <(echo "$RUNC_VERSION"))
   PAUSE_BIN=$(tool_dir pause build_pause <(echo "$KUBERNETES_VERSION") "${k8s_pin[0]}")
+  COREDNS_BIN=$(tool_dir coredns build_coredns "$E2E_DIR/tools/coredns/go.mod" "$E2E_DIR/tools/coredns/go.sum" \
+    "$E2E_DIR/tools/coredns/main.go")
   grep -q "k8s.io/kubernetes $KUBERNETES_VERSION" "$E2E_DIR/tools/kubernetes/go.mod" || {
     echo "tools/kubernetes/go.mod does not pin $KUBERNETES_VERSION: run e2e/tools/pin-kubernetes $KUBERNETES_VERSION" >&2
     return 1
@@ -134,6 +142,7 @@ ensure_tools() {
   build_into "$CONTAINERD_BIN" "containerd $CONTAINERD_VERSION" build_containerd
   build_into "$RUNC_BIN" "runc $RUNC_VERSION" build_runc
   build_into "$PAUSE_BIN" "pause (Kubernetes $KUBERNETES_VERSION)" build_pause
+  build_into "$COREDNS_BIN" "coredns (tools/coredns)" build_coredns
 }
 
 # The kwok module ships its default stages (node initialize, heartbeat with lease,

@@ -1,7 +1,7 @@
 # Starting, stopping and probing the control-plane processes.
 # Sourced by e2e/cluster; expects STATE, PKI, the *_BIN dirs and the port variables.
 
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok coredns)
 
 pid_of() { # component → pid if alive
   local f="$STATE/run/$1.pid" pid
@@ -75,6 +75,7 @@ component_healthy() {
   kube-controller-manager) controller_manager_healthy ;;
   kube-scheduler) scheduler_healthy ;;
   kwok) kwok_healthy ;;
+  coredns) coredns_ready ;;
   esac
 }
 

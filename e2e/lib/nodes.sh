@@ -259,8 +259,10 @@ authentication:
     clientCAFile: $PKI/ca.crt
 authorization:
   mode: AlwaysAllow
-# No DNS: pods get no nameserver, so nothing they resolve leaves this machine.
+# The cluster's DNS (e2e/lib/dns.sh) and nothing else: no host nameserver, so
+# nothing a pod resolves leaves this machine.
 resolvConf: ""
+clusterDNS: [$DNS_SERVICE_IP]
 clusterDomain: cluster.local
 serializeImagePulls: false
 maxPods: 50

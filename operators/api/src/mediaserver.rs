@@ -4,7 +4,7 @@
 //! The controller runs one replica with the `Recreate` strategy (these servers keep a
 //! SQLite database and do not scale out), a Service, and the claims it owns.
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -158,6 +158,15 @@ pub struct MediaServerSpec {
     /// CPU and memory requests and limits of the server container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Taints the server's pods tolerate, as in a pod's spec: a node kept for one
+    /// workload (`dedicated=zigbee:NoSchedule`), a k3s server's
+    /// `CriticalAddonsOnly`. The operator adds its own NoExecute tolerations of
+    /// `node.kubernetes.io/not-ready` and `unreachable` for the failover grace,
+    /// unless one here already tolerates that taint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
 
     /// What the operator may do when the server's node is lost.
     #[serde(default)]

@@ -6,7 +6,7 @@
 //! offline over MQTT while its pod looks healthy is restarted, or moved, per its
 //! failover policy.
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -175,6 +175,15 @@ pub struct SensorGatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
+    /// Taints the gateway's pods tolerate, as in a pod's spec: a node kept for one
+    /// workload (`dedicated=zigbee:NoSchedule`), a k3s server's
+    /// `CriticalAddonsOnly`. The operator adds its own NoExecute tolerations of
+    /// `node.kubernetes.io/not-ready` and `unreachable` for the failover grace,
+    /// unless one here already tolerates that taint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+
     /// What the operator may do when the gateway's node is lost, or when the gateway
     /// keeps failing on one node.
     #[serde(default)]
@@ -209,6 +218,8 @@ pub enum GatewayPreset {
 pub struct MqttSettings {
     /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS, such as
     /// mqtt://mosquitto.home.svc:1883. The port defaults to 1883 (mqtt) or 8883 (mqtts).
+    /// A name without a dot (mqtt://mosquitto:1883) is the Service of that name in
+    /// the gateway's namespace, for the operator as for the gateway's pod.
     #[schemars(length(min = 1, max = 270))]
     #[x_kube(validation = Rule::new(r"self.matches('^mqtts?://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?/?$')").message("must be a broker URL such as mqtt://mosquitto.home.svc:1883 or mqtts://broker.home.arpa:8883"))]
     pub url: String,

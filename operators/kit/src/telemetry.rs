@@ -5,6 +5,8 @@
 //! `HOMELAB_LOG_FORMAT`, else text. The filter comes from `RUST_LOG`
 //! (e.g. `info,homelab_kit=debug`), else `info`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::Error;
@@ -84,7 +86,12 @@ pub fn init() -> Result<(), Error> {
 /// [`Error::Telemetry`] if a subscriber is already installed.
 pub fn init_with(format: LogFormat) -> Result<(), Error> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only on a terminal: `kubectl logs`, journald and log shippers
+    // read a pod's stdout as a file, where escape codes are noise.
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
     match format {
         LogFormat::Text => builder.try_init(),
         // The current span's fields (the reconcile's controller, kind, namespace,

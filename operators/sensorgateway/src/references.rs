@@ -121,7 +121,7 @@ pub async fn resolve(
     };
     Ok(Resolved {
         broker: BrokerSpec {
-            host,
+            host: crate::mqtt::broker::as_seen_from(&host, namespace),
             port,
             tls,
             credentials,

@@ -25,4 +25,4 @@ pub mod workload;
 pub use decide::{Decision, Holds, Observation, decide};
 pub use metrics::FailoverMetrics;
 pub use observe::{NodeView, Reachability, observe_node};
-pub use tolerations::tolerations;
+pub use tolerations::{pod_tolerations, tolerations};

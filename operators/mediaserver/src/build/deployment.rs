@@ -65,7 +65,10 @@ pub fn deployment(
                 }),
                 spec: Some(PodSpec {
                     affinity: Some(affinity(ms, plan)),
-                    tolerations: homelab_kit::failover::tolerations(&ms.spec.failover),
+                    tolerations: homelab_kit::failover::pod_tolerations(
+                        &ms.spec.failover,
+                        &ms.spec.tolerations,
+                    ),
                     security_context: Some(pod_security(plan)),
                     // Service links put one variable per Service in the
                     // namespace into the environment, which Jellyfin and

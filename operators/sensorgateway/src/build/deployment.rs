@@ -58,7 +58,10 @@ pub fn deployment(
     let (mut volumes, mounts) = volumes(sg);
     let mut pod = PodSpec {
         affinity: affinity(sg, inputs.avoid_node),
-        tolerations: homelab_kit::failover::tolerations(&sg.spec.failover),
+        tolerations: homelab_kit::failover::pod_tolerations(
+            &sg.spec.failover,
+            &sg.spec.tolerations,
+        ),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),

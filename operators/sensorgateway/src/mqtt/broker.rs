@@ -108,6 +108,21 @@ pub fn parse_url(url: &str) -> Result<(String, u16, bool), BadUrl> {
     Ok((host.to_owned(), port, tls))
 }
 
+/// The host as a pod in `namespace` resolves it: a single-label name such as
+/// `mosquitto` is that namespace's Service (`mosquitto.<namespace>.svc`), as the
+/// gateway's own pod finds it through its DNS search path. The controller runs
+/// in another namespace, so it says so explicitly. Addresses, `localhost` and
+/// names with a dot are used as written.
+#[must_use]
+pub fn as_seen_from(host: &str, namespace: &str) -> String {
+    let single_label = !host.contains(['.', ':']) && host != "localhost";
+    if single_label && host.parse::<std::net::IpAddr>().is_err() {
+        format!("{host}.{namespace}.svc")
+    } else {
+        host.to_owned()
+    }
+}
+
 impl BrokerSpec {
     /// `host:port`, for logs, metrics and status (no credentials).
     #[must_use]
@@ -228,6 +243,19 @@ impl Fnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_name_is_the_gateways_namespaces() {
+        assert_eq!(as_seen_from("mosquitto", "home"), "mosquitto.home.svc");
+        assert_eq!(as_seen_from("mosquitto.mqtt", "home"), "mosquitto.mqtt");
+        assert_eq!(
+            as_seen_from("mosquitto.home.svc.cluster.local", "x"),
+            "mosquitto.home.svc.cluster.local"
+        );
+        assert_eq!(as_seen_from("localhost", "home"), "localhost");
+        assert_eq!(as_seen_from("192.168.1.10", "home"), "192.168.1.10");
+        assert_eq!(as_seen_from("fd00::10", "home"), "fd00::10");
+    }
 
     #[test]
     fn urls() {
