@@ -94,6 +94,8 @@ pub mod reasons {
     /// UsbDevicePin: another pin matches the same device.
     pub const CLAIMED_BY_ANOTHER_PIN: &str = "ClaimedByAnotherPin";
 
+    /// SensorGateway: its radio's UsbDevicePin reports no device in any node.
+    pub const RADIO_MISSING: &str = "RadioMissing";
     /// SensorGateway: the availability topic says online.
     pub const ONLINE: &str = "Online";
     /// SensorGateway: the availability topic says offline (or its Last Will fired).

@@ -9,9 +9,7 @@
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
-use homelab_node_agent::fixtures::{
-    AEOTEC_ZSTICK_7, Driver, SONOFF_ZIGBEE, Stick, Tree, temp_root,
-};
+use homelab_node_agent::fixtures::{AEOTEC_ZSTICK_7, SONOFF_ZIGBEE, Stick, Tree, temp_root};
 
 /// The Sonoff dongle of deploy/examples/usbdevicepin-sonoff-zigbee.yaml: its serial.
 const DEMO_SONOFF: Stick = Stick {
@@ -20,13 +18,12 @@ const DEMO_SONOFF: Stick = Stick {
     ..SONOFF_ZIGBEE
 };
 
-fn stick(name: &str) -> Option<Stick> {
-    match name {
-        "sonoff-zigbee" => Some(DEMO_SONOFF),
-        "aeotec-zstick7" => Some(AEOTEC_ZSTICK_7),
-        _ => None,
-    }
-}
+/// The demo's sticks, each with the port, tty and device number it always gets,
+/// so that laying a node's tree anew leaves a stick that stayed unchanged.
+const STICKS: [(&str, Stick, &str, &str, u32); 2] = [
+    ("sonoff-zigbee", DEMO_SONOFF, "1-1.1", "ttyUSB0", 188),
+    ("aeotec-zstick7", AEOTEC_ZSTICK_7, "1-1.2", "ttyACM0", 166),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,25 +46,23 @@ fn main() -> ExitCode {
 }
 
 fn lay(sys_dir: &Path, names: &[String]) -> Result<Vec<String>, String> {
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !STICKS.iter().any(|s| s.0 == n.as_str()))
+    {
+        return Err(format!("no demo stick {unknown:?}"));
+    }
     let mut tree = Tree::raspberry_pi4(&temp_root("demo-usb"))
         .map_err(|e| format!("writing the tree: {e}"))?;
-    let (mut acm, mut usb) = (0, 0);
     let mut lines = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let s = stick(name).ok_or_else(|| format!("no demo stick {name:?}"))?;
-        let (tty, major, minor) = match s.driver {
-            Driver::CdcAcm => {
-                acm += 1;
-                (format!("ttyACM{}", acm - 1), 166, acm - 1)
-            }
-            _ => {
-                usb += 1;
-                (format!("ttyUSB{}", usb - 1), 188, usb - 1)
-            }
-        };
-        tree.plug(&format!("1-1.{}", i + 1), &s, &tty)
-            .map_err(|e| format!("plugging {name}: {e}"))?;
-        lines.push(format!("{tty} {major} {minor} {}", s.by_id));
+    for (name, stick, port, tty, major) in STICKS {
+        if names.iter().any(|n| n == name) {
+            tree.plug(port, &stick, tty)
+                .map_err(|e| format!("plugging {name}: {e}"))?;
+            lines.push(format!("{tty} {major} 0 {}", stick.by_id));
+        } else {
+            tree.skip_devnum();
+        }
     }
     // The agent's pod holds SYS_DIR itself (a hostPath): replace what is inside.
     std::fs::create_dir_all(sys_dir).map_err(|e| format!("{}: {e}", sys_dir.display()))?;

@@ -182,6 +182,13 @@ impl Tree {
         self.write_device(&parent_dir.join(port), port, stick, tty)
     }
 
+    /// Takes the next device number without plugging anything, as a device that
+    /// came and went would have: the kernel never hands a number out twice, so
+    /// a tree laid anew keeps each stick's number only if the gaps stay.
+    pub fn skip_devnum(&mut self) {
+        self.next_devnum += 1;
+    }
+
     /// Unplugs whatever is in `port` (and behind it): its sysfs directory, its links
     /// in `bus/usb/devices`, its /dev nodes and by-id links disappear.
     ///

@@ -154,6 +154,7 @@ pub async fn reconcile(
         now,
     });
     let address = resolved.broker.address();
+    let radio_missing = resolved.pin.as_ref().and_then(status::radio_missing);
     let mut status = status::compute(
         &sg,
         Verdict::Watched(Watched {
@@ -162,6 +163,7 @@ pub async fn reconcile(
             address: &address,
             assessment: &assessment,
             pod: pod.as_ref(),
+            radio_missing: radio_missing.as_deref(),
         }),
         now,
     );

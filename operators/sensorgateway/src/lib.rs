@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use homelab_api::SensorGateway;
+use homelab_api::{SensorGateway, UsbDevicePin};
 use homelab_kit::{Runner, Settings};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -65,6 +65,10 @@ impl Controller {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
+        let pins: Api<UsbDevicePin> = match &settings.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
         let client_prefix = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{CONTROLLER_NAME}-{}", std::process::id()));
         let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -84,6 +88,14 @@ impl Controller {
                 },
             )
             .reconcile_on(woken);
+        // A radio's stick pulled out or plugged in elsewhere: its gateways' Ready
+        // says so.
+        let by_pin = runner.store();
+        runner = runner.watches(
+            pins,
+            watcher::Config::default(),
+            move |pin: UsbDevicePin| using_pin(&by_pin, &pin),
+        );
         // A node falling silent changes no object: the kit's heartbeat watch says so.
         let (_leases, silence) = homelab_kit::failover::heartbeats::watch(runner.client().clone());
         let by_node = runner.store();
@@ -172,6 +184,24 @@ fn forget_deleted(hub: Hub, store: Store<SensorGateway>) -> tokio::task::JoinHan
 /// The gateways a node falling silent (or speaking again) may concern: all of
 /// them. Such transitions are rare, gateways few, and a node that a killed
 /// controller marked without writing any status is released only by a look.
+/// The gateways in `pin`'s namespace whose radio it is.
+fn using_pin(store: &Store<SensorGateway>, pin: &UsbDevicePin) -> Vec<ObjectRef<SensorGateway>> {
+    let (name, namespace) = (pin.name_any(), pin.namespace());
+    store
+        .state()
+        .into_iter()
+        .filter(|sg| sg.namespace() == namespace)
+        .filter(|sg| {
+            sg.spec
+                .radio
+                .as_ref()
+                .and_then(|r| r.usb_device_pin.as_ref())
+                .is_some_and(|r| r.name == name)
+        })
+        .map(|sg| ObjectRef::from_obj(&*sg))
+        .collect()
+}
+
 fn on_node(store: &Store<SensorGateway>, _node: &str) -> Vec<ObjectRef<SensorGateway>> {
     store
         .state()

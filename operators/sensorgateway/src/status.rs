@@ -1,14 +1,15 @@
 //! The status, computed from what the reconcile saw: pure, and equal to the
 //! stored one when nothing changed (so nothing is written).
 
-use homelab_api::SensorGateway;
 use homelab_api::conditions::{reasons, types};
 use homelab_api::sensorgateway::{BrokerStatus, SensorGatewayStatus};
+use homelab_api::{ConditionedStatus, SensorGateway, UsbDevicePin};
 use homelab_kit::conditions::{
     Outcome, Status, new_condition, remove_condition, set_condition, set_outcome,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 
 use crate::liveness::{Assessment, Availability, PodView};
 use crate::mqtt::Connection;
@@ -41,6 +42,22 @@ pub struct Watched<'a> {
     pub assessment: &'a Assessment,
     /// Its pod, if any.
     pub pod: Option<&'a PodView>,
+    /// Why its radio's stick is missing, when its UsbDevicePin reports no device.
+    pub radio_missing: Option<&'a str>,
+}
+
+/// Why the gateway's radio is missing: its UsbDevicePin says that no node has
+/// the stick. `None` while the pin has not looked yet, or has found it.
+#[must_use]
+pub fn radio_missing(pin: &UsbDevicePin) -> Option<String> {
+    let present = pin.status.as_ref()?.condition(types::DEVICE_PRESENT)?;
+    (present.status != "True").then(|| {
+        format!(
+            "its radio is missing: UsbDevicePin {} says {}",
+            pin.name_any(),
+            present.message
+        )
+    })
 }
 
 /// The status for `sg`.
@@ -240,6 +257,10 @@ fn outcome(sg: &SensorGateway, w: &Watched<'_>, broker_message: &str) -> Outcome
             Some(_) => {}
         }
     }
+    if let Some(why) = w.radio_missing {
+        // Whatever the gateway says: without its coordinator it controls nothing.
+        return Outcome::progressing(reasons::RADIO_MISSING, why);
+    }
     let topic = &w.plan.availability_topic;
     match &w.assessment.availability {
         Availability::Unknown if w.connection.message.is_none() => {
@@ -331,6 +352,16 @@ mod tests {
         sensor_at: Option<i64>,
         now: i64,
     ) -> SensorGatewayStatus {
+        watched_with_radio(payload, connected, sensor_at, now, None)
+    }
+
+    fn watched_with_radio(
+        payload: &str,
+        connected: bool,
+        sensor_at: Option<i64>,
+        now: i64,
+        radio_missing: Option<&str>,
+    ) -> SensorGatewayStatus {
         let sg = gateway(
             "z",
             json!({"preset": "Zigbee2MQTT", "sensors": [{"name": "tomato-bed", "topic": "zigbee2mqtt/moisture", "staleAfter": "10m"}]}),
@@ -372,9 +403,48 @@ mod tests {
                 address: "b:1883",
                 assessment: &assessment,
                 pod: Some(&pod),
+                radio_missing,
             }),
             ts(now),
         )
+    }
+
+    #[test]
+    fn a_gateway_without_its_stick_is_not_ready_whatever_it_says() {
+        let pin: UsbDevicePin = serde_json::from_value(json!({
+            "apiVersion": "homelab.home.arpa/v1alpha1", "kind": "UsbDevicePin",
+            "metadata": {"name": "sonoff", "namespace": "home"},
+            "spec": {"vendorId": "10c4", "productId": "ea60"},
+            "status": {"conditions": [{
+                "type": "DevicePresent", "status": "False", "reason": "DeviceNotFound",
+                "message": "no node agent reports USB device 10c4:ea60",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }]},
+        }))
+        .unwrap();
+        let why = radio_missing(&pin).unwrap();
+        assert_eq!(
+            why,
+            "its radio is missing: UsbDevicePin sonoff says no node agent reports USB device 10c4:ea60"
+        );
+        let s = watched_with_radio("online", true, Some(5), 10, Some(&why));
+        let ready = s.condition(types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reasons::RADIO_MISSING)
+        );
+        assert_eq!(ready.message, why);
+    }
+
+    #[test]
+    fn a_pin_that_has_not_looked_yet_is_not_a_missing_radio() {
+        let pin: UsbDevicePin = serde_json::from_value(json!({
+            "apiVersion": "homelab.home.arpa/v1alpha1", "kind": "UsbDevicePin",
+            "metadata": {"name": "sonoff", "namespace": "home"},
+            "spec": {"vendorId": "10c4", "productId": "ea60"},
+        }))
+        .unwrap();
+        assert_eq!(radio_missing(&pin), None);
     }
 
     #[test]
@@ -463,6 +533,7 @@ mod tests {
                 address: "b:1883",
                 assessment: &assessment,
                 pod: None,
+                radio_missing: None,
             }),
             ts(1),
         );
