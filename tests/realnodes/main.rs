@@ -4,13 +4,15 @@
 //! reaching an unprivileged container, the backup runner pod backing up the
 //! cluster's etcd, a controller outliving its own node, a controller killed in
 //! the middle of a burst. One at a time (they share the real nodes, and one of
-//! them powers a node off), in a binary of their own.
+//! them powers a node off), in a binary of their own. `make demo` itself is one
+//! of them.
 
 // A test that cannot get what it needs fails loudly; that is what unwrap is for here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backup;
 mod burst;
+mod demo;
 mod home;
 #[path = "../integration/etcdbackup/peers.rs"]
 #[allow(dead_code)]

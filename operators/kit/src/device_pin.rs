@@ -168,7 +168,11 @@ pub struct PodAdditions {
     pub env: Vec<EnvVar>,
     /// Tolerations of the pod.
     pub tolerations: Vec<Toleration>,
-    /// Required node affinity term (PrivilegedHostPath only).
+    /// Required node affinity term: a node the pin's controller labelled as
+    /// holding the device. With the device plugin too: when a stick moves, the
+    /// node it left still advertises the resource until its kubelet's next
+    /// status update, and a replacement pod placed there is refused by that
+    /// kubelet (`UnexpectedAdmissionError`) over and over.
     pub node_selector_term: Option<NodeSelectorTerm>,
     /// Volumes of the pod (PrivilegedHostPath only).
     pub volumes: Vec<Volume>,
@@ -203,6 +207,14 @@ impl PodAdditions {
             .collect();
         let mut additions = Self {
             tolerations,
+            node_selector_term: Some(NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: pin.resource_name(),
+                    operator: "Exists".to_owned(),
+                    values: None,
+                }]),
+                match_fields: None,
+            }),
             ..Self::default()
         };
         match pin.spec.access {
@@ -220,14 +232,6 @@ impl PodAdditions {
                     .as_ref()
                     .and_then(|s| s.by_id_path.clone())
                     .unwrap_or_else(|| pin.container_path());
-                additions.node_selector_term = Some(NodeSelectorTerm {
-                    match_expressions: Some(vec![NodeSelectorRequirement {
-                        key: pin.resource_name(),
-                        operator: "Exists".to_owned(),
-                        values: None,
-                    }]),
-                    match_fields: None,
-                });
                 additions.volumes.push(Volume {
                     name: HOST_DEV_VOLUME.to_owned(),
                     host_path: Some(HostPathVolumeSource {
@@ -389,7 +393,27 @@ mod tests {
         let tolerations = spec.tolerations.unwrap();
         assert_eq!(tolerations.len(), 2);
         assert!(tolerations.iter().all(|t| t.toleration_seconds == Some(30)));
-        assert!(spec.volumes.is_none() && spec.affinity.is_none());
+        assert!(spec.volumes.is_none());
+        // Only where the pin's controller labelled the device's node, and once
+        // however often applied.
+        let terms = spec
+            .affinity
+            .unwrap()
+            .node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .unwrap()
+            .node_selector_terms;
+        assert_eq!(terms.len(), 1);
+        let requirements = terms[0].match_expressions.as_ref().unwrap();
+        assert_eq!(requirements.len(), 1);
+        assert_eq!(
+            (
+                requirements[0].key.as_str(),
+                requirements[0].operator.as_str()
+            ),
+            (key, "Exists")
+        );
     }
 
     #[test]

@@ -341,8 +341,15 @@ async fn pods(ctx: &Context<State>, ns: &str, name: &str) -> Result<Vec<Pod>, Er
 
 /// The gateway's live pod: the newest one not being deleted.
 fn current_pod(pods: &[Pod]) -> Option<PodView> {
+    // A pod its kubelet refused or that ended is history, not the gateway.
+    let finished = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|phase| phase == "Failed" || phase == "Succeeded")
+    };
     pods.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !finished(p))
         .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
         .map(pod_view)
 }
