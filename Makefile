@@ -24,9 +24,10 @@ unit:
 cluster:
 	$(CLUSTER) up
 
-## make demo: the local cluster, the operators built, the Helm chart installed, each
-## operator run here under its chart-made ServiceAccount's token, the example home,
-## and `kubectl get homelab -A` (see e2e/demo). make demo-down undoes it.
+## make demo: the local cluster, the image built here, the Helm chart installed on
+## the real nodes, the home's peers (mosquitto, S3, sticks, simulated gateways),
+## every example object waited for until Ready (see e2e/demo, docs/demo.md).
+## make demo-down undoes it.
 demo:
 	e2e/demo up
 

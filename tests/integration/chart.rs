@@ -812,6 +812,8 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("watch", g, "sensorgateways"),
         ask("patch", g, "sensorgateways/status").ns(home),
         ask("get", g, "usbdevicepins").ns(home),
+        // Watched: a gateway whose stick is in no node is not Ready.
+        ask("watch", g, "usbdevicepins"),
         ask("get", "", "secrets").ns(home),
         ask("patch", "apps", "deployments").ns(home),
         ask("create", "", "persistentvolumeclaims").ns(home),
@@ -831,7 +833,7 @@ async fn chart_service_accounts_have_least_privilege() {
         .collect();
     sensorgateway_not.extend([
         ask("patch", g, "sensorgateways").ns(home),
-        ask("list", g, "usbdevicepins"),
+        ask("update", g, "usbdevicepins").ns(home),
         ask("patch", g, "usbdevicepins/status").ns(home),
         ask("list", g, "mediaservers"),
         ask("delete", "apps", "deployments").ns(home),

@@ -219,7 +219,8 @@ pub struct MqttSettings {
     /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS, such as
     /// mqtt://mosquitto.home.svc:1883. The port defaults to 1883 (mqtt) or 8883 (mqtts).
     /// A name without a dot (mqtt://mosquitto:1883) is the Service of that name in
-    /// the gateway's namespace, for the operator as for the gateway's pod.
+    /// the gateway's namespace, for the operator as for the gateway's pod, or, with
+    /// no such Service, the name as written.
     #[schemars(length(min = 1, max = 270))]
     #[x_kube(validation = Rule::new(r"self.matches('^mqtts?://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?/?$')").message("must be a broker URL such as mqtt://mosquitto.home.svc:1883 or mqtts://broker.home.arpa:8883"))]
     pub url: String,

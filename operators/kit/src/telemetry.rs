@@ -86,9 +86,10 @@ pub fn init() -> Result<(), Error> {
 /// [`Error::Telemetry`] if a subscriber is already installed.
 pub fn init_with(format: LogFormat) -> Result<(), Error> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour only on a terminal: `kubectl logs`, journald and log shippers
-    // read a pod's stdout as a file, where escape codes are noise.
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let colour = colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour);
@@ -107,9 +108,25 @@ pub fn init_with(format: LogFormat) -> Result<(), Error> {
     .map_err(Error::Telemetry)
 }
 
+/// Whether text logs are coloured: only on a terminal, and not with `NO_COLOR`
+/// set to anything but the empty string (no-color.org). `kubectl logs`,
+/// journald and log shippers read a pod's stdout as a file, where escape codes
+/// are noise.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(!colour(false, None), "a pod's stdout is not a terminal");
+        assert!(colour(true, None));
+        assert!(!colour(true, Some(std::ffi::OsStr::new("1"))));
+        assert!(colour(true, Some(std::ffi::OsStr::new(""))));
+    }
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()

@@ -121,7 +121,7 @@ pub async fn resolve(
     };
     Ok(Resolved {
         broker: BrokerSpec {
-            host: crate::mqtt::broker::as_seen_from(&host, namespace),
+            host: crate::mqtt::broker::as_seen_from(&host, namespace, port).await,
             port,
             tls,
             credentials,

@@ -108,19 +108,31 @@ pub fn parse_url(url: &str) -> Result<(String, u16, bool), BadUrl> {
     Ok((host.to_owned(), port, tls))
 }
 
-/// The host as a pod in `namespace` resolves it: a single-label name such as
-/// `mosquitto` is that namespace's Service (`mosquitto.<namespace>.svc`), as the
-/// gateway's own pod finds it through its DNS search path. The controller runs
-/// in another namespace, so it says so explicitly. Addresses, `localhost` and
-/// names with a dot are used as written.
+/// The name a pod in `namespace` would try first for `host`: a single-label
+/// name such as `mosquitto` is that namespace's Service (`mosquitto.<namespace>.svc`,
+/// the first entry of the pod's DNS search path). `None` for addresses,
+/// `localhost` and names with a dot, which are used as written.
 #[must_use]
-pub fn as_seen_from(host: &str, namespace: &str) -> String {
+pub fn service_name(host: &str, namespace: &str) -> Option<String> {
     let single_label = !host.contains(['.', ':']) && host != "localhost";
-    if single_label && host.parse::<std::net::IpAddr>().is_err() {
-        format!("{host}.{namespace}.svc")
-    } else {
-        host.to_owned()
+    (single_label && host.parse::<std::net::IpAddr>().is_err())
+        .then(|| format!("{host}.{namespace}.svc"))
+}
+
+/// The host as the gateway's pod resolves it: the namespace's Service of that
+/// name when there is one, else the name as written (a LAN name the node's
+/// search domains complete). The controller runs in another namespace, so it
+/// looks the Service up explicitly.
+pub async fn as_seen_from(host: &str, namespace: &str, port: u16) -> String {
+    if let Some(service) = service_name(host, namespace) {
+        let found = tokio::net::lookup_host((service.as_str(), port))
+            .await
+            .is_ok_and(|mut addresses| addresses.next().is_some());
+        if found {
+            return service;
+        }
     }
+    host.to_owned()
 }
 
 impl BrokerSpec {
@@ -246,15 +258,23 @@ mod tests {
 
     #[test]
     fn a_service_name_is_the_gateways_namespaces() {
-        assert_eq!(as_seen_from("mosquitto", "home"), "mosquitto.home.svc");
-        assert_eq!(as_seen_from("mosquitto.mqtt", "home"), "mosquitto.mqtt");
         assert_eq!(
-            as_seen_from("mosquitto.home.svc.cluster.local", "x"),
-            "mosquitto.home.svc.cluster.local"
+            service_name("mosquitto", "home").as_deref(),
+            Some("mosquitto.home.svc")
         );
-        assert_eq!(as_seen_from("localhost", "home"), "localhost");
-        assert_eq!(as_seen_from("192.168.1.10", "home"), "192.168.1.10");
-        assert_eq!(as_seen_from("fd00::10", "home"), "fd00::10");
+        assert_eq!(service_name("mosquitto.mqtt", "home"), None);
+        assert_eq!(service_name("mosquitto.home.svc.cluster.local", "x"), None);
+        assert_eq!(service_name("localhost", "home"), None);
+        assert_eq!(service_name("192.168.1.10", "home"), None);
+        assert_eq!(service_name("fd00::10", "home"), None);
+    }
+
+    #[tokio::test]
+    async fn a_name_with_no_service_behind_it_is_used_as_written() {
+        // No cluster DNS answers here: the name stays as the user wrote it.
+        let host = as_seen_from("no-such-broker-here", "home", 1883).await;
+        assert_eq!(host, "no-such-broker-here");
+        assert_eq!(as_seen_from("127.0.0.1", "home", 1883).await, "127.0.0.1");
     }
 
     #[test]
