@@ -17,10 +17,20 @@ const OPERATORS: &str = "rn-demo";
 const HOME: &str = "rn-demo-home";
 
 fn demo(args: &[&str]) -> Result<String, String> {
-    let output = Command::new(workspace_root().join("e2e/demo"))
+    let mut command = Command::new(workspace_root().join("e2e/demo"));
+    command
         .args(args)
         .env("DEMO_NAMESPACE", OPERATORS)
-        .env("DEMO_HOME", HOME)
+        .env("DEMO_HOME", HOME);
+    // The stick tool, an example of the node agent, built with this test (its
+    // `cargo test` holds cargo's lock: the demo must not build it again).
+    if let Some(tool) = std::env::current_exe().ok().and_then(|exe| {
+        let tool = exe.parent()?.parent()?.join("examples/demo-usb-sticks");
+        tool.exists().then_some(tool)
+    }) {
+        command.env("DEMO_STICK_TOOL", tool);
+    }
+    let output = command
         .output()
         .map_err(|e| format!("e2e/demo {}: {e}", args.join(" ")))?;
     let text = format!(
