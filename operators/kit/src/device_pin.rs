@@ -370,6 +370,16 @@ mod tests {
         assert_eq!(env_name("sonoff.v2"), "HOMELAB_DEVICE_SONOFF_V2");
     }
 
+    /// The pod's required node affinity terms.
+    fn required_terms(spec: &PodSpec) -> Vec<NodeSelectorTerm> {
+        spec.affinity
+            .clone()
+            .and_then(|a| a.node_affinity)
+            .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+            .map(|r| r.node_selector_terms)
+            .unwrap_or_default()
+    }
+
     #[test]
     fn device_plugin_consumer_requests_one_unit() {
         let pin = pin(
@@ -390,20 +400,13 @@ mod tests {
         assert_eq!(env[0].value.as_deref(), Some("/dev/zwave"));
         assert!(c.security_context.is_none(), "no privileges by default");
         assert!(spec.containers[1].resources.is_none());
-        let tolerations = spec.tolerations.unwrap();
+        let tolerations = spec.tolerations.clone().unwrap();
         assert_eq!(tolerations.len(), 2);
         assert!(tolerations.iter().all(|t| t.toleration_seconds == Some(30)));
         assert!(spec.volumes.is_none());
         // Only where the pin's controller labelled the device's node, and once
         // however often applied.
-        let terms = spec
-            .affinity
-            .unwrap()
-            .node_affinity
-            .unwrap()
-            .required_during_scheduling_ignored_during_execution
-            .unwrap()
-            .node_selector_terms;
+        let terms = required_terms(&spec);
         assert_eq!(terms.len(), 1);
         let requirements = terms[0].match_expressions.as_ref().unwrap();
         assert_eq!(requirements.len(), 1);
@@ -434,14 +437,7 @@ mod tests {
             Some("/dev/serial/by-id/usb-ITead-if00-port0")
         );
         assert!(c.resources.as_ref().unwrap().limits.is_none());
-        let terms = spec
-            .affinity
-            .unwrap()
-            .node_affinity
-            .unwrap()
-            .required_during_scheduling_ignored_during_execution
-            .unwrap()
-            .node_selector_terms;
+        let terms = required_terms(&spec);
         assert_eq!(
             terms[0].match_expressions.as_ref().unwrap()[0].key,
             "devices.homelab.home.arpa/zwave-stick"
