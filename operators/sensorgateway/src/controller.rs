@@ -155,18 +155,16 @@ pub async fn reconcile(
     });
     let address = resolved.broker.address();
     let radio_missing = resolved.pin.as_ref().and_then(status::radio_missing);
-    let mut status = status::compute(
-        &sg,
-        Verdict::Watched(Watched {
-            plan: &plan,
-            connection: &observed.connection,
-            address: &address,
-            assessment: &assessment,
-            pod: pod.as_ref(),
-            radio_missing: radio_missing.as_deref(),
-        }),
-        now,
-    );
+    let watched = Watched {
+        plan: &plan,
+        connection: &observed.connection,
+        address: &address,
+        assessment: &assessment,
+        pod: pod.as_ref(),
+        radio_missing: radio_missing.as_deref(),
+    };
+    let settling = status::settling_until(&sg, &watched, now);
+    let mut status = status::compute(&sg, Verdict::Watched(watched), now);
     // What this reconcile did that must be recorded even if the object changed
     // under it (see write_status).
     let mut records = SensorGatewayStatus::default();
@@ -198,6 +196,11 @@ pub async fn reconcile(
         })
         .map_or(ctx.state.resync, |d| d.min(ctx.state.resync));
     let next = lost.requeue.map_or(next, |soon| soon.min(next));
+    // Look again when the new connection's grace ends, if nothing woke us first.
+    let next = settling.map_or(next, |until| {
+        let wait = until.duration_since(Timestamp::now()).unsigned_abs();
+        next.min(wait + Duration::from_secs(1))
+    });
     let next = if assessment.restart.is_some() {
         Duration::from_secs(5)
     } else {

@@ -60,11 +60,44 @@ pub fn radio_missing(pin: &UsbDevicePin) -> Option<String> {
     })
 }
 
+/// How long a new broker connection may take to learn what the broker
+/// retained before "do not know yet" replaces a gateway's Ready status.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Until when a Ready gateway's status stands unchanged: its broker connection
+/// is new (a newly elected controller's first seconds, a reconnect) and has not
+/// yet delivered the retained availability message. Without this, every
+/// takeover would turn every gateway `Ready=False` for a moment, and alerts on
+/// Ready would fire for nothing.
+#[must_use]
+pub fn settling_until(sg: &SensorGateway, w: &Watched<'_>, now: Timestamp) -> Option<Timestamp> {
+    let status = sg.status.as_ref()?;
+    let not_yet_told = match w.assessment.availability {
+        Availability::Unknown => w.connection.message.is_none(),
+        Availability::Silent => true,
+        Availability::Unrecognized(_) | Availability::Said(..) => false,
+    };
+    let pod_fine = sg.spec.external || w.pod.is_some_and(|p| p.ready_since.is_some());
+    let until = w.connection.since.checked_add(SETTLE).ok()?;
+    (status.is_condition_true(types::READY)
+        && status.observed_generation == sg.metadata.generation
+        && not_yet_told
+        && pod_fine
+        && w.radio_missing.is_none()
+        && now < until)
+        .then_some(until)
+}
+
 /// The status for `sg`.
 #[must_use]
 pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> SensorGatewayStatus {
     let generation = sg.metadata.generation;
     let previous = sg.status.clone().unwrap_or_default();
+    if let Verdict::Watched(w) = &verdict
+        && settling_until(sg, w, now).is_some()
+    {
+        return previous;
+    }
     let mut status = SensorGatewayStatus {
         observed_generation: generation,
         conditions: previous.conditions.clone(),
@@ -407,6 +440,67 @@ mod tests {
             }),
             ts(now),
         )
+    }
+
+    #[test]
+    fn a_new_connection_keeps_a_ready_status_until_it_learns_or_settles() {
+        let mut sg = gateway(
+            "z",
+            json!({"preset": "Zigbee2MQTT", "sensors": [{"name": "tomato-bed", "topic": "zigbee2mqtt/moisture", "staleAfter": "10m"}]}),
+        );
+        sg.metadata.generation = Some(3);
+        // The previous leader's status: Ready.
+        sg.status = Some(watched("online", true, Some(5), 10));
+        let plan = validate(&sg).unwrap();
+        // The new leader's connection, just opened at ts(100): nothing known yet.
+        let connection = Connection {
+            connected: false,
+            since: ts(100),
+            message: None,
+        };
+        let observed = Observation {
+            connection: connection.clone(),
+            availability: None,
+            sensors: vec![None],
+        };
+        let pod = PodView {
+            name: "z-1".into(),
+            uid: "u".into(),
+            node: Some("pi4-2".into()),
+            ready_since: Some(ts(0)),
+        };
+        let at = |now: i64| {
+            let assessment = assess(Inputs {
+                plan: &plan,
+                observed: &observed,
+                previous: sg.status.as_ref(),
+                pod: Some(&pod),
+                may_restart: true,
+                now: ts(now),
+            });
+            let w = Watched {
+                plan: &plan,
+                connection: &connection,
+                address: "b:1883",
+                assessment: &assessment,
+                pod: Some(&pod),
+                radio_missing: None,
+            };
+            (
+                settling_until(&sg, &w, ts(now)),
+                compute(&sg, Verdict::Watched(w), ts(now)),
+            )
+        };
+        let (until, kept) = at(103);
+        assert_eq!(until, Some(ts(110)));
+        assert_eq!(Some(&kept), sg.status.as_ref(), "nothing to write");
+        let (until, after) = at(111);
+        assert_eq!(until, None);
+        let ready = after.condition(types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", CONNECTING)
+        );
     }
 
     #[test]
