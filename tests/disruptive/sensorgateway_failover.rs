@@ -25,10 +25,10 @@ const LOST: &str = "pi4-1";
 const CREDENTIALS: (&str, &str) = ("homelab", "failover-Pa55");
 
 fn start_controller(client: &Client, ns: &TestNamespace) -> controller::Running {
-    let running = Controller::new(
-        client.clone(),
-        controller::settings(CONTROLLER_NAME, ns.name()),
-    );
+    // The administrator's part of fencing (the chart's fencing.enabled).
+    let mut settings = controller::settings(CONTROLLER_NAME, ns.name());
+    settings.fencing_allowed = true;
+    let running = Controller::new(client.clone(), settings);
     controller::spawn(|shutdown| running.run_until(shutdown))
 }
 
@@ -76,6 +76,7 @@ async fn a_gateway_fails_over_even_when_its_controller_is_killed_mid_way() {
                 "url": broker.url(),
                 "usernameSecretRef": {"name": "mqtt", "key": "username"},
                 "passwordSecretRef": {"name": "mqtt", "key": "password"},
+                "allowPlaintextCredentials": true,
             },
             "radio": {"networkAddress": "tcp://192.168.1.40:6638"},
             "data": {"nfs": {"server": "nas.home.arpa", "path": "/export/garage"}},

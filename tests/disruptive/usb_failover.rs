@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use homelab_api::UsbDevicePin;
 use homelab_api::conditions::reasons;
+use homelab_api::usbdevicepin::resource_name;
 use homelab_kit::failover::fence::SILENT_TAINT;
 use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
 use homelab_test_support::{Cluster, TestNamespace, client, install_crds, wait_for, wait_for_list};
@@ -120,7 +121,7 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
         .tree
         .plug("1-1.3", &SONOFF_ZIGBEE, "ttyUSB0")
         .unwrap();
-    let resource = format!("devices.homelab.home.arpa/{name}");
+    let resource = resource_name(ns.name(), &name);
     wait_for(&nodes, BACKUP, WAIT, move |n: &Node| {
         n.status
             .as_ref()

@@ -406,10 +406,15 @@ impl Release {
         ok(&self.helm, &all)
     }
 
-    /// `helm upgrade --install`. The node agent goes into the release's own
-    /// namespace: its default namespace is one per cluster, and tests run in parallel.
+    /// `helm upgrade --install`. The node agent and EtcdBackups go into the
+    /// release's own namespace: their default namespaces are one per cluster, and
+    /// tests run in parallel. For the same reason the cluster-wide admission
+    /// policies are off unless a test turns them on (tests/disruptive/trust.rs,
+    /// which runs alone): one release's EtcdBackup allow-list would refuse the
+    /// other tests' EtcdBackups.
     pub(crate) fn install(&self, chart: &Path, extra: &[&str]) -> String {
         let agent_namespace = format!("nodeAgent.namespace.name={}", self.name);
+        let backup_namespaces = format!("etcdBackup.namespaces={{{}}}", self.name);
         let mut args = vec![
             "upgrade",
             "--install",
@@ -421,6 +426,12 @@ impl Release {
             "nodeAgent.namespace.create=false",
             "--set",
             &agent_namespace,
+            "--set",
+            "etcdBackup.createNamespaces=false",
+            "--set",
+            &backup_namespaces,
+            "--set",
+            "admissionPolicies.enabled=false",
         ];
         args.extend_from_slice(extra);
         self.helm(&args)
@@ -689,7 +700,7 @@ async fn chart_service_accounts_have_least_privilege() {
     // What no controller may do.
     let nobody = || {
         vec![
-            // Secrets: none of these controllers reads one.
+            // Secrets: nobody by default (`namespaces` is empty).
             ask("list", "", "secrets"),
             ask("watch", "", "secrets"),
             ask("get", "", "secrets").ns(home),
@@ -737,7 +748,6 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("patch", "", "services").ns(home),
         ask("create", "", "persistentvolumeclaims").ns(home),
         ask("list", "", "pods"),
-        ask("delete", "", "pods").ns(home),
         ask("watch", "", "nodes"),
         ask("patch", "", "nodes"),
         ask("get", "", "persistentvolumes"),
@@ -754,6 +764,8 @@ async fn chart_service_accounts_have_least_privilege() {
     mediaserver_not.extend([
         ask("patch", g, "mediaservers").ns(home),
         ask("list", g, "usbdevicepins"),
+        // Pods are deleted only in `namespaces` (none by default; see below).
+        ask("delete", "", "pods").ns(home),
         // Deletion of what it owns is the garbage collector's job.
         ask("delete", "apps", "deployments").ns(home),
         ask("delete", "", "services").ns(home),
@@ -782,7 +794,6 @@ async fn chart_service_accounts_have_least_privilege() {
             .named("pi4-1"),
         ask("update", g, "usbdevicepins").ns(home),
         ask("patch", g, "usbdevicepins/status").ns(home),
-        ask("delete", "", "pods").ns(home),
         ask("patch", "", "nodes"),
         ask("create", "events.k8s.io", "events").ns(home),
         ask("update", coordination, "leases")
@@ -793,6 +804,7 @@ async fn chart_service_accounts_have_least_privilege() {
     usbdevicepin_not.extend([
         ask("list", g, "mediaservers"),
         ask("patch", "apps", "deployments").ns(home),
+        ask("delete", "", "pods").ns(home),
         ask("watch", "", "nodes"),
         ask("get", coordination, "leases").ns(ns).named(MEDIASERVER),
         ask("watch", coordination, "leases").ns("kube-node-lease"),
@@ -814,10 +826,8 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("get", g, "usbdevicepins").ns(home),
         // Watched: a gateway whose stick is in no node is not Ready.
         ask("watch", g, "usbdevicepins"),
-        ask("get", "", "secrets").ns(home),
         ask("patch", "apps", "deployments").ns(home),
         ask("create", "", "persistentvolumeclaims").ns(home),
-        ask("delete", "", "pods").ns(home),
         ask("patch", "", "nodes"),
         ask("watch", coordination, "leases").ns("kube-node-lease"),
         ask("create", "events.k8s.io", "events").ns(home),
@@ -825,13 +835,10 @@ async fn chart_service_accounts_have_least_privilege() {
             .ns(ns)
             .named(SENSORGATEWAY),
     ];
-    let mut sensorgateway_not: Vec<Ask<'_>> = nobody()
-        .into_iter()
-        // By default it may get Secrets by name wherever a gateway may be (the
-        // restriction to sensorGateway.secretNamespaces is checked below).
-        .filter(|a| !(a.verb == "get" && a.resource == "secrets"))
-        .collect();
+    let mut sensorgateway_not = nobody();
     sensorgateway_not.extend([
+        ask("delete", "", "pods").ns(home),
+        ask("get", "", "secrets").ns("kube-system"),
         ask("patch", g, "sensorgateways").ns(home),
         ask("update", g, "usbdevicepins").ns(home),
         ask("patch", g, "usbdevicepins/status").ns(home),
@@ -851,34 +858,71 @@ async fn chart_service_accounts_have_least_privilege() {
     )
     .await;
 
-    // sensorGateway.secretNamespaces: Secrets only there.
+    // `namespaces`: Secret reads (by name) and pod deletes there, and nowhere else.
     let restricted = TestNamespace::new(&client, "chart-secrets").await.unwrap();
+    let there = restricted.name();
     release.install(
         &chart_dir(),
         &[
             "--reuse-values",
             "--set",
-            &format!("sensorGateway.secretNamespaces={{{}}}", restricted.name()),
+            &format!("namespaces={{{there}}}"),
         ],
     );
     assert_access(
         &client,
         ns,
         &account(SENSORGATEWAY),
-        &[ask("get", "", "secrets").ns(restricted.name())],
+        &[
+            ask("get", "", "secrets").ns(there),
+            ask("delete", "", "pods").ns(there),
+        ],
         &[
             ask("get", "", "secrets").ns(ns),
             ask("get", "", "secrets").ns(home),
-            ask("list", "", "secrets").ns(restricted.name()),
+            ask("get", "", "secrets").ns("kube-system"),
+            ask("list", "", "secrets").ns(there),
+            ask("delete", "", "pods").ns("kube-system"),
         ],
+    )
+    .await;
+    for component_name in [MEDIASERVER, USBDEVICEPIN] {
+        assert_access(
+            &client,
+            ns,
+            &account(component_name),
+            &[ask("delete", "", "pods").ns(there)],
+            &[
+                ask("delete", "", "pods").ns("kube-system"),
+                ask("get", "", "secrets").ns(there),
+            ],
+        )
+        .await;
+    }
+    // clusterWideAccess: the administrator's explicit opt-in to everywhere.
+    release.install(
+        &chart_dir(),
+        &["--reuse-values", "--set", "clusterWideAccess=true"],
+    );
+    assert_access(
+        &client,
+        ns,
+        &account(SENSORGATEWAY),
+        &[
+            ask("get", "", "secrets").ns("kube-system"),
+            ask("delete", "", "pods").ns(home),
+        ],
+        &[ask("list", "", "secrets")],
     )
     .await;
     release.install(
         &chart_dir(),
         &[
             "--reuse-values",
+            "--set",
+            "clusterWideAccess=false",
             "--set-json",
-            "sensorGateway.secretNamespaces=[]",
+            "namespaces=[]",
         ],
     );
 
@@ -901,14 +945,18 @@ async fn chart_service_accounts_have_least_privilege() {
 
     // The EtcdBackup controller: its CronJobs, its runs' pods (read only) and
     // the Secrets its objects name (get only); the runs themselves get no token.
+    // Its writes and Secret reads only in etcdBackup.namespaces (here the
+    // release's own namespace, see Release::install).
     let etcdbackup_needs = [
         ask("watch", g, "etcdbackups"),
         ask("patch", g, "etcdbackups/status").ns(home),
-        ask("create", "batch", "cronjobs").ns(home),
-        ask("patch", "batch", "cronjobs").ns(home),
+        ask("create", "batch", "cronjobs").ns(ns),
+        ask("patch", "batch", "cronjobs").ns(ns),
         ask("watch", "batch", "cronjobs"),
+        ask("watch", "batch", "jobs"),
         ask("list", "", "pods"),
-        ask("get", "", "secrets").ns(home),
+        ask("get", "", "secrets").ns(ns),
+        ask("get", "", "persistentvolumeclaims").ns(ns),
         ask("create", "events.k8s.io", "events").ns(home),
         ask("update", coordination, "leases")
             .ns(ns)
@@ -916,10 +964,12 @@ async fn chart_service_accounts_have_least_privilege() {
     ];
     let mut etcdbackup_not: Vec<Ask> = nobody()
         .into_iter()
-        .filter(|a| !(a.resource == "secrets" && a.verb == "get"))
+        .filter(|a| !(a.resource == "secrets" && a.verb == "get" && a.namespace == Some(ns)))
         .filter(|a| a.resource != "etcdbackups/status")
         .collect();
     etcdbackup_not.extend([
+        ask("create", "batch", "cronjobs").ns(home),
+        ask("get", "", "secrets").ns("kube-system"),
         ask("patch", g, "etcdbackups").ns(home),
         ask("delete", "batch", "cronjobs").ns(home),
         ask("create", "batch", "jobs").ns(home),

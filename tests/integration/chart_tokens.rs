@@ -52,11 +52,16 @@ async fn controllers_do_their_work_under_the_charts_service_account_tokens() {
     let admin = client().await.unwrap();
     install_crds(&admin).await.unwrap();
     let (namespace, release) = release(&admin, "chart-tokens").await;
+    let home = TestNamespace::new(&admin, "tokens-home").await.unwrap();
     // The chart's Deployments at 0: kwok would run nothing in them. The binaries'
-    // code runs here, with the tokens of the chart's ServiceAccounts.
+    // code runs here, with the tokens of the chart's ServiceAccounts. The home is
+    // named in `namespaces`: Secrets are read and pods deleted only there.
+    let namespaces = format!("namespaces={{{}}}", home.name());
     release.install(
         &chart_dir(),
         &[
+            "--set",
+            &namespaces,
             "--set",
             "crds.install=false",
             "--set",
@@ -68,7 +73,6 @@ async fn controllers_do_their_work_under_the_charts_service_account_tokens() {
         ],
     );
     let account = |component: &str| format!("{}-homelab-operators-{component}", release.name);
-    let home = TestNamespace::new(&admin, "tokens-home").await.unwrap();
     let as_mediaserver: Client =
         client_as(&admin, namespace.name(), &account("mediaserver-controller"))
             .await
@@ -132,7 +136,8 @@ async fn controllers_do_their_work_under_the_charts_service_account_tokens() {
                 "preset": "Zigbee2MQTT",
                 "mqtt": {"url": broker.url(),
                          "usernameSecretRef": {"name": "mqtt", "key": "username"},
-                         "passwordSecretRef": {"name": "mqtt", "key": "password"}},
+                         "passwordSecretRef": {"name": "mqtt", "key": "password"},
+                         "allowPlaintextCredentials": true},
                 "radio": {"networkAddress": "tcp://192.168.1.40:6638"},
                 "data": {"nfs": {"server": "nas.home.arpa", "path": "/zigbee2mqtt"}},
                 "availability": {"restartAfter": "5s"},

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use homelab_api::UsbDevicePin;
+use homelab_api::usbdevicepin::resource_name;
 use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
 use homelab_test_support::{
     TestNamespace, client, install_crds, wait_for, wait_for_event_reasons, wait_for_list,
@@ -171,8 +172,7 @@ async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
     .unwrap();
     let labelled = Api::<Node>::all(client.clone()).get("pi4-2").await.unwrap();
     assert_eq!(
-        crate::usbdevicepin::node_label(&labelled, &format!("devices.homelab.home.arpa/{name}"))
-            .as_deref(),
+        crate::usbdevicepin::node_label(&labelled, &resource_name(ns.name(), &name)).as_deref(),
         Some("true")
     );
 
@@ -180,7 +180,7 @@ async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
     // at the path the consumer asked for.
     let advertised = pi2.advertised(&name).borrow().clone();
     let id = advertised.devices[0].id.clone();
-    let resource = format!("devices.homelab.home.arpa/{name}");
+    let resource = resource_name(ns.name(), &name);
     let allocated = pi2.kubelet.allocate(&resource, &[&id]).await.unwrap();
     let device = &allocated.container_responses[0].devices[0];
     assert_eq!(

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use homelab_api::UsbDevicePin;
 use homelab_api::UsbDevicePinRef;
+use homelab_api::usbdevicepin::resource_name;
 use homelab_kit::conditions::Outcome;
 use homelab_kit::device_pin;
 use homelab_node_agent::fixtures::{AEOTEC_ZSTICK_7, SONOFF_ZIGBEE};
@@ -44,7 +45,7 @@ pub fn node_label(node: &Node, key: &str) -> Option<String> {
 pub async fn delete_pin_and_wait_for_labels(client: &Client, ns: &TestNamespace, name: &str) {
     let pins = ns.api::<UsbDevicePin>();
     pins.delete(name, &DeleteParams::default()).await.unwrap();
-    let label = format!("devices.homelab.home.arpa/{name}");
+    let label = resource_name(ns.name(), name);
     wait_for_list(
         &Api::<Node>::all(client.clone()),
         &ListParams::default().labels(&label),
@@ -135,7 +136,7 @@ async fn controller_reports_labels_and_flags_conflicts() {
         pins: vec![name.clone(), format!("{name}-b")],
         nodes: vec!["pi4-1".into(), "pi4-2".into()],
     };
-    let label = format!("devices.homelab.home.arpa/{name}");
+    let label = resource_name(ns.name(), &name);
     let pins = ns.api::<UsbDevicePin>();
     let nodes = Api::<Node>::all(client.clone());
     let controller = ControllerTask::start(&client, ns.name());

@@ -124,6 +124,11 @@ impl RealHome {
             format!("watchNamespace={}", ns.name()),
             "--set".into(),
             format!("nodeAgent.namespace.name={agent_namespace}"),
+            // EtcdBackups in the home (the backup scenario labels it privileged).
+            "--set".into(),
+            format!("etcdBackup.namespaces={{{}}}", ns.name()),
+            "--set".into(),
+            "etcdBackup.createNamespaces=false".into(),
         ];
         for set in sets {
             args.push("--set".into());

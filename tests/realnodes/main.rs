@@ -19,6 +19,7 @@ mod home;
 mod peers;
 mod stick;
 mod takeover;
+mod trust;
 #[path = "../shared/usb.rs"]
 mod usb;
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use homelab_api::UsbDevicePin;
+use homelab_api::usbdevicepin::resource_name;
 use homelab_node_agent::fixtures::{CONBEE_II, Stick, Tree, temp_root};
 use homelab_test_support::Cluster;
 use homelab_test_support::tools::tool;
@@ -228,7 +229,7 @@ fn exec(home: &RealHome, pod: &str, command: &[&str]) -> Said {
 /// Waits until the node's kubelet has the pin's device from its plugin.
 pub async fn advertised(home: &RealHome, node: &str, pin: &str) {
     let nodes = Api::<Node>::all(home.client.clone());
-    let key = format!("devices.homelab.home.arpa/{pin}");
+    let key = resource_name(home.ns.name(), pin);
     wait_for(&nodes, node, WAIT, move |n: &Node| {
         n.status
             .as_ref()

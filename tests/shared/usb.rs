@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use homelab_api::UsbDevicePin;
+use homelab_api::usbdevicepin::resource_name;
 use homelab_kit::Settings;
 use homelab_kit::device_pin::PodAdditions;
 use homelab_node_agent::fake_kubelet::{Advertised, FakeKubelet};
@@ -63,6 +64,8 @@ pub async fn create_pin(
 /// One fake node: its sysfs/dev tree, its kubelet stand-in, its agent task.
 pub struct FakeNode {
     pub name: String,
+    /// The namespace whose pins the agent watches.
+    pub namespace: String,
     pub tree: Tree,
     pub kubelet: FakeKubelet,
     stop: Option<oneshot::Sender<()>>,
@@ -93,6 +96,7 @@ impl FakeNode {
         });
         FakeNode {
             name: node.to_owned(),
+            namespace: namespace.to_owned(),
             tree,
             kubelet,
             stop: Some(stop),
@@ -114,8 +118,7 @@ impl FakeNode {
     }
 
     pub fn advertised(&self, pin: &str) -> watch::Receiver<Advertised> {
-        self.kubelet
-            .watch(&format!("devices.homelab.home.arpa/{pin}"))
+        self.kubelet.watch(&resource_name(&self.namespace, pin))
     }
 
     /// Stops the agent (its plugins remove their sockets), then the kubelet.
@@ -205,7 +208,7 @@ pub fn follow_plugin(client: &Client, node: &FakeNode, pin: &str) -> JoinHandle<
     let mut advertised = node.advertised(pin);
     let nodes = Api::<Node>::all(client.clone());
     let name = node.name.clone();
-    let key = format!("devices.homelab.home.arpa/{pin}");
+    let key = resource_name(&node.namespace, pin);
     tokio::spawn(async move {
         loop {
             let count = advertised.borrow_and_update().healthy().to_string();
@@ -285,7 +288,7 @@ impl Drop for ClusterCleanup {
                 let pin_api = Api::<UsbDevicePin>::namespaced(client, &namespace);
                 let merge = kube::api::PatchParams::default();
                 for pin in &pins {
-                    let key = format!("devices.homelab.home.arpa/{pin}");
+                    let key = resource_name(&namespace, pin);
                     for node in &nodes {
                         let status = json!({"status": {"capacity": {&key: null}, "allocatable": {&key: null}}});
                         let _ = node_api.patch_status(node, &merge, &kube::api::Patch::Merge(&status)).await;

@@ -137,6 +137,11 @@ spec:
               value: {{ $root.Values.watchNamespace | quote }}
             - name: HOMELAB_CONCURRENCY
               value: {{ $v.concurrency | quote }}
+            # The administrator's settings (fencing.enabled, hostPaths.allowed).
+            - name: HOMELAB_FENCING_ALLOWED
+              value: {{ $root.Values.fencing.enabled | quote }}
+            - name: HOMELAB_ALLOWED_HOST_PATHS
+              value: {{ join "," $root.Values.hostPaths.allowed | quote }}
             - name: HOMELAB_LOG_FORMAT
               value: {{ $root.Values.logFormat | quote }}
             - name: RUST_LOG
@@ -346,4 +351,73 @@ subjects:
   - kind: ServiceAccount
     name: {{ $name }}
     namespace: {{ $root.Release.Namespace }}
+{{- end -}}
+
+{{/*
+The namespaces where the controllers may read Secrets and delete pods, as a
+comma-separated list: `namespaces`, else watchNamespace, else none.
+*/}}
+{{- define "homelab.homeNamespaces" -}}
+{{- $namespaces := .Values.namespaces -}}
+{{- if and (not $namespaces) .Values.watchNamespace -}}
+{{- $namespaces = list .Values.watchNamespace -}}
+{{- end -}}
+{{- join "," $namespaces -}}
+{{- end -}}
+
+{{/*
+A controller's rights that reach into a home's data (Secrets, deleting pods):
+the ClusterRole `<name>-<suffix>` holding `rules`, bound with a RoleBinding in
+each namespace of `namespaces` (a comma-separated list), or with one
+ClusterRoleBinding when `clusterWide`. Dict: root, component, suffix, rules
+(YAML), namespaces, clusterWide.
+*/}}
+{{- define "homelab.controller.scopedAccess" -}}
+{{- $root := .root -}}
+{{- $ctx := . -}}
+{{- $name := printf "%s-%s" (include "homelab.component.name" .) .suffix -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "homelab.component.labels" . | nindent 4 }}
+rules:
+  {{- .rules | nindent 2 }}
+{{- if .clusterWide }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "homelab.component.labels" $ctx | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ $name }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "homelab.component.name" $ctx }}
+    namespace: {{ $root.Release.Namespace }}
+{{- else }}
+{{- range $ns := compact (splitList "," .namespaces) }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ $name }}
+  namespace: {{ $ns }}
+  labels:
+    {{- include "homelab.component.labels" $ctx | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ $name }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "homelab.component.name" $ctx }}
+    namespace: {{ $root.Release.Namespace }}
+{{- end }}
+{{- end }}
 {{- end -}}

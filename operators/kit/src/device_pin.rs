@@ -351,7 +351,9 @@ mod tests {
     use crate::conditions::Outcome;
 
     fn pin(spec: serde_json::Value) -> UsbDevicePin {
-        UsbDevicePin::new("zwave-stick", serde_json::from_value(spec).unwrap())
+        let mut pin = UsbDevicePin::new("zwave-stick", serde_json::from_value(spec).unwrap());
+        pin.metadata.namespace = Some("home".into());
+        pin
     }
 
     fn pod() -> PodSpec {
@@ -391,7 +393,7 @@ mod tests {
         additions.apply(&mut spec, "zwave-js-ui");
         let c = &spec.containers[0];
         let resources = c.resources.as_ref().unwrap();
-        let key = "devices.homelab.home.arpa/zwave-stick";
+        let key = "home.devices.homelab.home.arpa/zwave-stick";
         assert_eq!(resources.limits.as_ref().unwrap()[key].0, "1");
         assert_eq!(resources.requests.as_ref().unwrap()[key].0, "1");
         let env = c.env.as_ref().unwrap();
@@ -440,7 +442,7 @@ mod tests {
         let terms = required_terms(&spec);
         assert_eq!(
             terms[0].match_expressions.as_ref().unwrap()[0].key,
-            "devices.homelab.home.arpa/zwave-stick"
+            "home.devices.homelab.home.arpa/zwave-stick"
         );
     }
 

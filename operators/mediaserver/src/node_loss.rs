@@ -64,6 +64,7 @@ pub async fn handle(
             metrics: &ctx.state.failover,
             controller: CONTROLLER_NAME,
             manager: &ctx.manager,
+            fencing_allowed: ctx.fencing_allowed,
         },
     )
     .await

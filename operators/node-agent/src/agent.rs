@@ -146,13 +146,16 @@ impl Agent {
     /// One pass: everything level-triggered from what sysfs and the cache say now.
     async fn pass(&mut self) {
         let roots = self.settings.roots.clone();
-        let devices = match tokio::task::spawn_blocking(move || roots.scan()).await {
+        let mut devices = match tokio::task::spawn_blocking(move || roots.scan()).await {
             Ok(devices) => devices,
             Err(err) => {
                 tracing::warn!(error = %err, "sysfs scan failed");
                 return;
             }
         };
+        for device in &mut devices {
+            self.settings.device_classes.restrict(device);
+        }
         self.metrics.scanned(devices.len());
         self.seen.observe(&devices, homelab_kit::conditions::now());
         let pins = self.store.state();
@@ -181,8 +184,8 @@ impl Agent {
     }
 }
 
-/// The device plugin of every pin using the device plugin, by resource name. Pins of
-/// the same name in two namespaces share a resource name: the oldest gets it.
+/// The device plugin of every pin using the device plugin, by resource name (which
+/// holds the pin's namespace and name, so each pin has its own).
 pub fn plugin_states(
     pins: &[Arc<UsbDevicePin>],
     assigned: &BTreeMap<PinKey, Vec<&UsbDevice>>,
@@ -197,7 +200,7 @@ pub fn plugin_states(
     for pin in ordered {
         let resource = pin.resource_name();
         if states.contains_key(&resource) {
-            tracing::warn!(pin = %matching::pin_key(pin).1, namespace = %matching::pin_key(pin).0, %resource, "another namespace's pin of the same name owns this resource");
+            tracing::warn!(pin = %matching::pin_key(pin).1, namespace = %matching::pin_key(pin).0, %resource, "another pin owns this resource");
             continue;
         }
         let mine = assigned

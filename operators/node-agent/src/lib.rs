@@ -10,6 +10,7 @@
 //! real-shaped trees and [`fake_kubelet`] plays the kubelet, for tests and kwok.
 
 pub mod agent;
+pub mod device_class;
 pub mod deviceplugin;
 pub mod error;
 pub mod fake_kubelet;

@@ -9,6 +9,7 @@
 //! | `HOMELAB_DEVICE_PLUGINS` | `true` | serve the device-plugin API (off on nodes without a kubelet) |
 //! | `HOMELAB_RESCAN_SECONDS` | `2` | how often sysfs is read again |
 //! | `HOMELAB_WATCH_NAMESPACE` | all namespaces | only pins in this namespace |
+//! | `HOMELAB_DEVICE_CLASSES` | `serial,hidraw` | the device nodes a pin may hand out (also `video`, `usbfs`, `block`) |
 //! | `HOMELAB_HTTP_ADDR` | `0.0.0.0:8080` | `/metrics`, `/healthz`, `/readyz` |
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Error;
+use crate::device_class::AllowedClasses;
 use crate::sysfs::Roots;
 
 /// The kubelet's device-plugin directory.
@@ -36,6 +38,8 @@ pub struct Settings {
     pub rescan_interval: Duration,
     /// Only pins in this namespace; `None` for all.
     pub namespace: Option<String>,
+    /// The kinds of device node pins may hand out.
+    pub device_classes: AllowedClasses,
     /// The health and metrics port; `None` serves none (tests).
     pub http_addr: Option<SocketAddr>,
 }
@@ -53,6 +57,7 @@ impl Settings {
             device_plugins: true,
             rescan_interval: Duration::from_secs(2),
             namespace: None,
+            device_classes: AllowedClasses::default(),
             http_addr: None,
         }
     }
@@ -117,6 +122,13 @@ impl Settings {
             s.rescan_interval = Duration::from_secs(secs);
         }
         s.namespace = get("HOMELAB_WATCH_NAMESPACE");
+        if let Some(v) = get("HOMELAB_DEVICE_CLASSES") {
+            s.device_classes = AllowedClasses::parse(&v).map_err(|_| Error::InvalidSetting {
+                name: "HOMELAB_DEVICE_CLASSES",
+                value: v,
+                expected: "a comma-separated list of serial, hidraw, video, usbfs, block",
+            })?;
+        }
         let addr = get("HOMELAB_HTTP_ADDR").unwrap_or_else(|| "0.0.0.0:8080".to_owned());
         s.http_addr = Some(addr.parse().map_err(|_| Error::InvalidSetting {
             name: "HOMELAB_HTTP_ADDR",

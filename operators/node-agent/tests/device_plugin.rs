@@ -16,7 +16,7 @@ use homelab_node_agent::fixtures::{SONOFF_ZIGBEE, Tree, temp_root};
 use homelab_node_agent::matching::assign;
 use tokio::sync::watch;
 
-const RESOURCE: &str = "devices.homelab.home.arpa/zigbee";
+const RESOURCE: &str = "home.devices.homelab.home.arpa/zigbee";
 
 fn pins() -> Vec<Arc<UsbDevicePin>> {
     let mut pin = UsbDevicePin::new(

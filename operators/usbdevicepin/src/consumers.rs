@@ -20,8 +20,11 @@ pub fn requests(pod: &Pod, resource: &str) -> bool {
     })
 }
 
-/// The extended resources of the `devices.homelab.home.arpa/` kind a pod requests.
+/// The pins of the pod's own namespace whose devices the pod requests. A request
+/// for another namespace's device is not a consumer of it: the chart's admission
+/// policy refuses such pods, and without it the pin still does not follow them.
 pub fn requested_pins(pod: &Pod) -> Vec<String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
     let mut pins: Vec<String> = pod
         .spec
         .iter()
@@ -37,8 +40,9 @@ pub fn requested_pins(pod: &Pod) -> Vec<String> {
                 .chain(r.requests.iter())
                 .flat_map(|m| m.keys())
         })
-        .filter_map(|key| key.strip_prefix(homelab_api::usbdevicepin::RESOURCE_PREFIX))
-        .map(str::to_owned)
+        .filter_map(|key| homelab_api::usbdevicepin::pin_of_resource(key))
+        .filter(|(ns, _)| *ns == namespace)
+        .map(|(_, pin)| pin.to_owned())
         .collect();
     pins.sort();
     pins.dedup();

@@ -236,6 +236,13 @@ async fn act(
         match pods.delete(&removal.pod, &params).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                let message = format!(
+                    "delete pod {}: this controller may delete pods only in the namespaces the administrator listed in the chart value `namespaces`",
+                    removal.pod
+                );
+                return Err(Error::kube(message, kube::Error::Api(s)));
+            }
             Err(e) => return Err(Error::kube(format!("delete pod {}", removal.pod), e)),
         }
         tracing::info!(pod = %removal.pod, force = removal.force, reason = removal.reason, "removed consumer pod");

@@ -51,7 +51,7 @@ fn consumer(name: &str, node: &str, started: i64) -> Pod {
         "metadata": {"name": name, "namespace": "home"},
         "spec": {"nodeName": node, "containers": [{
             "name": "zwave-js-ui", "image": "zwavejs/zwave-js-ui:9",
-            "resources": {"limits": {"devices.homelab.home.arpa/zwave": "1"}}
+            "resources": {"limits": {"home.devices.homelab.home.arpa/zwave": "1"}}
         }]},
         "status": {"phase": "Running", "startTime": Time(t(started)),
                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": Time(t(started + 1))}]}

@@ -69,6 +69,8 @@ pub struct Observation<'a> {
     pub last_failover: Option<&'a FailoverRecord>,
     /// Most nodes are silent at once ([`super::observe::disrupted`]).
     pub disrupted: bool,
+    /// The administrator lets failover fence nodes (`fencing.enabled` in the chart).
+    pub fencing_allowed: bool,
     /// The clock.
     pub now: Timestamp,
 }
@@ -224,6 +226,15 @@ pub fn decide(o: &Observation<'_>) -> Decision {
     }
 
     let fence = policy.fence_node && !o.node.out_of_service;
+    if fence && !o.fencing_allowed {
+        return blocked(
+            reasons::FENCING_NOT_ALLOWED,
+            format!(
+                "node {node} {silent}; failover.fenceNode asks to fence it with the out-of-service taint, but the cluster's administrator has not enabled fencing (chart value fencing.enabled): ask them to, or add the taint to {node} by hand once it is off"
+            ),
+            None,
+        );
+    }
     let shared = o.holds.iter().find_map(|h| match h {
         Holds::SharedStorage { what } => Some(what),
         _ => None,
@@ -235,7 +246,7 @@ pub fn decide(o: &Observation<'_>) -> Decision {
         return blocked(
             reasons::FENCING_REQUIRED,
             format!(
-                "node {node} {silent}, but {what} could be written by two copies if the node is in fact still running: set failover.fenceNode (only when a silent node is really off), or add the node.kubernetes.io/out-of-service taint to {node} once it is off"
+                "node {node} {silent}, but {what} could be written by two copies if the node is in fact still running: set failover.fenceNode (only when a silent node is really off; the administrator must enable fencing too), or add the node.kubernetes.io/out-of-service taint to {node} once it is off"
             ),
             None,
         );
@@ -315,6 +326,7 @@ mod tests {
             candidates: &candidates,
             last_failover: None,
             disrupted: false,
+            fencing_allowed: true,
             now: t(now),
         })
     }
@@ -398,6 +410,7 @@ mod tests {
             candidates: &candidates,
             last_failover: None,
             disrupted: true,
+            fencing_allowed: true,
             now: t(600),
         });
         assert_eq!(reason(&d), reasons::CLUSTER_DISRUPTED);
@@ -430,6 +443,20 @@ mod tests {
         };
         let d = at(&fencing, &lost(0), &holds, 600);
         assert!(matches!(d, Decision::Move { fence: true, .. }), "{d:?}");
+
+        // The object's own fenceNode is not enough: the administrator decides.
+        let candidates = candidates();
+        let d = decide(&Observation {
+            policy: &fencing,
+            node: &lost(0),
+            holds: &holds,
+            candidates: &candidates,
+            last_failover: None,
+            disrupted: false,
+            fencing_allowed: false,
+            now: t(600),
+        });
+        assert_eq!(reason(&d), reasons::FENCING_NOT_ALLOWED);
 
         // An admin fenced it already: move, and do not fence again.
         let fenced = NodeView {
@@ -489,6 +516,7 @@ mod tests {
             candidates: &only_itself,
             last_failover: None,
             disrupted: false,
+            fencing_allowed: true,
             now: t(600),
         });
         assert_eq!(reason(&d), reasons::NO_ELIGIBLE_NODE);
@@ -520,6 +548,7 @@ mod tests {
             candidates: &candidates,
             last_failover: Some(record),
             disrupted: false,
+            fencing_allowed: true,
             now: t(now),
         })
     }

@@ -104,6 +104,15 @@ pub async fn force_delete(pods: &Api<Pod>, pod: &Pod) -> Result<(), Error> {
     match pods.delete(&name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            let namespace = pod.namespace().unwrap_or_default();
+            Err(Error::kube(
+                format!(
+                    "force-delete Pod {name}: this controller may delete pods only in the namespaces the administrator listed in the chart value `namespaces`; add {namespace}"
+                ),
+                kube::Error::Api(s),
+            ))
+        }
         Err(e) => Err(Error::kube(format!("force-delete Pod {name}"), e)),
     }
 }

@@ -70,6 +70,8 @@ pub struct Actor<'a> {
     pub controller: &'a str,
     /// Writes the record of a failover into the object's status.
     pub manager: &'a FieldManager,
+    /// The administrator lets failover fence a lost node.
+    pub fencing_allowed: bool,
 }
 
 /// Why a lost node's workload cannot move (or, in Manual mode, would).
@@ -176,6 +178,7 @@ where
             candidates: &candidates,
             last_failover: last,
             disrupted,
+            fencing_allowed: actor.fencing_allowed,
             now,
         });
         tracing::debug!(node, ?decision, "failover decision");

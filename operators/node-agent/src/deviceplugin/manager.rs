@@ -166,10 +166,13 @@ fn remove_socket(path: &Path) {
     }
 }
 
-/// The socket file of a resource: `homelab-<pin>.sock`, shortened with a hash when
-/// the pin's name is long.
+/// The socket file of a resource: `homelab-<namespace>.<pin>.sock`, shortened with a
+/// hash when the names are long.
 pub fn socket_name(resource: &str) -> String {
-    let pin = resource.rsplit('/').next().unwrap_or(resource);
+    let pin = match homelab_api::usbdevicepin::pin_of_resource(resource) {
+        Some((namespace, pin)) => format!("{namespace}.{pin}"),
+        None => resource.rsplit('/').next().unwrap_or(resource).to_owned(),
+    };
     if pin.len() <= MAX_SOCKET_NAME {
         return format!("homelab-{pin}.sock");
     }
@@ -189,11 +192,21 @@ mod tests {
     #[test]
     fn socket_names_stay_short_and_distinct() {
         assert_eq!(
-            socket_name("devices.homelab.home.arpa/zwave"),
-            "homelab-zwave.sock"
+            socket_name("home.devices.homelab.home.arpa/zwave"),
+            "homelab-home.zwave.sock"
         );
-        let a = socket_name(&format!("devices.homelab.home.arpa/{}a", "x".repeat(62)));
-        let b = socket_name(&format!("devices.homelab.home.arpa/{}b", "x".repeat(62)));
+        assert_ne!(
+            socket_name("home.devices.homelab.home.arpa/zwave"),
+            socket_name("lab.devices.homelab.home.arpa/zwave")
+        );
+        let a = socket_name(&format!(
+            "home.devices.homelab.home.arpa/{}a",
+            "x".repeat(62)
+        ));
+        let b = socket_name(&format!(
+            "home.devices.homelab.home.arpa/{}b",
+            "x".repeat(62)
+        ));
         assert_ne!(a, b);
         assert!(a.len() <= MAX_SOCKET_NAME + "homelab-.sock".len());
     }
