@@ -102,6 +102,17 @@ fn secret_env(name: &str, from: &SecretKeyRef) -> EnvVar {
     }
 }
 
+/// The host directory a SQLite database at `db` is mounted from, and the file's
+/// name in it (the policy checks the same directory that is mounted).
+#[must_use]
+pub fn sqlite_dir(db: &str) -> (&str, &str) {
+    match db.rsplit_once('/') {
+        Some(("", file)) => ("/", file),
+        Some((dir, file)) => (dir, file),
+        None => ("/", db),
+    }
+}
+
 /// The runner's arguments, environment and volumes for `backup`.
 #[allow(clippy::too_many_lines)]
 fn runner(backup: &EtcdBackup) -> (Vec<String>, Vec<EnvVar>, Mounts) {
@@ -168,15 +179,9 @@ fn runner(backup: &EtcdBackup) -> (Vec<String>, Vec<EnvVar>, Mounts) {
                 .sqlite_path
                 .clone()
                 .unwrap_or_else(|| preset::K3S_SQLITE.into());
-            let (dir, file) = db.rsplit_once('/').unwrap_or(("/", db.as_str()));
+            let (dir, file) = sqlite_dir(&db);
             // The directory, not the file: SQLite needs the -wal and -shm beside it.
-            m.host(
-                "sqlite",
-                if dir.is_empty() { "/" } else { dir },
-                "Directory",
-                SQLITE_DIR,
-                false,
-            );
+            m.host("sqlite", dir, "Directory", SQLITE_DIR, false);
             flag(&mut args, "--datastore", "sqlite".into());
             flag(&mut args, "--sqlite-path", format!("{SQLITE_DIR}/{file}"));
         }

@@ -1,6 +1,8 @@
-//! The reconcile: read (the EtcdBackup, the Secrets it names, its runs' Pods) →
+//! The reconcile: admit (pure: the namespace and host paths an administrator
+//! allows) → read (the Secrets and claim it names, its runs' Jobs and Pods) →
 //! validate (pure) → build the CronJob (pure) → apply (skipped when unchanged) →
-//! status (pure, from the runs' reports) → Events and metrics.
+//! status (pure, from the reports of the pods its CronJob's Jobs ran) → Events and
+//! metrics.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -11,14 +13,16 @@ use homelab_api::conditions::{reasons, types};
 use homelab_api::etcdbackup::Datastore;
 use homelab_kit::{Action, Context, Outcome, StatusPatch};
 use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 use crate::build::{self, BACKUP_LABEL, Image};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::provenance::{self, Distrust};
 use crate::report::RunReport;
 use crate::schedule::{self, Schedule};
 use crate::status::{self, Facts, Run};
@@ -32,22 +36,32 @@ pub struct State {
     pub metrics: Metrics,
     /// Pods whose failure was already counted and announced.
     pub seen_failures: Arc<Mutex<HashSet<String>>>,
+    /// Pods whose report was ignored and announced as not from a run.
+    pub seen_untrusted: Arc<Mutex<HashSet<String>>>,
     /// How long to wait before looking again when nothing is due.
     pub resync: Duration,
+    /// The namespaces and host paths an administrator allows.
+    pub policy: Policy,
 }
 
 impl State {
-    /// Defaults: resync every 10 minutes.
+    /// Defaults: resync every 10 minutes; EtcdBackups honoured in no namespace
+    /// until a [`Policy`] says where.
     #[must_use]
     pub fn new(image: Image, metrics: Metrics) -> Self {
         Self {
             image,
             metrics,
             seen_failures: Arc::default(),
+            seen_untrusted: Arc::default(),
             resync: Duration::from_secs(600),
+            policy: Policy::nothing(),
         }
     }
 }
+
+/// Condition reason: `spec.destination.pvc.claimName` names no claim in the namespace.
+pub const DESTINATION_MISSING: &str = "DestinationMissing";
 
 /// A spec the controller cannot act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,7 +182,70 @@ async fn missing_secret_keys(api: &Api<Secret>, eb: &EtcdBackup) -> Result<Vec<S
     Ok(missing)
 }
 
-/// The finished runs of `eb`, from its Pods' termination messages.
+/// The PVC destination of `eb` when it does not exist (`claim_exists` says whether
+/// the claim it names was found), as a [`Problem`].
+#[must_use]
+pub fn missing_destination(eb: &EtcdBackup, claim_exists: bool) -> Option<Problem> {
+    let claim = &eb.spec.destination.pvc.as_ref()?.claim_name;
+    (!claim_exists).then(|| Problem {
+        reason: DESTINATION_MISSING,
+        message: format!(
+            "PersistentVolumeClaim {claim} (spec.destination.pvc.claimName) does not exist in namespace {}: create it, or name an existing claim; backups start once it exists",
+            eb.namespace().unwrap_or_default()
+        ),
+    })
+}
+
+/// Whether the claim `eb` backs up to exists (true when it names none).
+async fn claim_exists(api: &Api<PersistentVolumeClaim>, eb: &EtcdBackup) -> Result<bool, Error> {
+    let Some(pvc) = &eb.spec.destination.pvc else {
+        return Ok(true);
+    };
+    let found = api.get_metadata_opt(&pvc.claim_name).await.map_err(|e| {
+        Error::Read(homelab_kit::Error::kube(
+            format!("get PersistentVolumeClaim {}", pvc.claim_name),
+            e,
+        ))
+    })?;
+    Ok(found.is_some())
+}
+
+/// How long until a refused EtcdBackup is looked at again: soon for what appears
+/// without its spec changing (a Secret or claim created), else only now and then
+/// (a spec change wakes the reconcile at once).
+fn retry_after(problem: &Problem) -> Duration {
+    if [reasons::REFERENCE_NOT_FOUND, DESTINATION_MISSING].contains(&problem.reason) {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(300)
+    }
+}
+
+/// The pods whose reports count for `eb` (see [`provenance`]), and the rest with
+/// why not. `cronjob` is the CronJob as read, `jobs` the namespace's Jobs with the
+/// backup's label.
+#[must_use]
+pub fn trusted_pods(
+    eb: &EtcdBackup,
+    cronjob: Option<&CronJob>,
+    jobs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta],
+    pods: Vec<Pod>,
+) -> (Vec<Pod>, Vec<(Pod, Distrust)>) {
+    let uid = eb.uid().unwrap_or_default();
+    let cronjob_uid = cronjob.and_then(|cj| provenance::owned_cronjob_uid(&cj.metadata, &uid));
+    let mut trusted = Vec::new();
+    let mut ignored = Vec::new();
+    for pod in pods {
+        match provenance::check(&pod.metadata, jobs, cronjob_uid) {
+            Ok(()) => trusted.push(pod),
+            Err(why) => ignored.push((pod, why)),
+        }
+    }
+    (trusted, ignored)
+}
+
+/// The finished runs of `eb`, from its Pods' termination messages (only pods
+/// [`trusted_pods`] lets through).
 #[must_use]
 pub fn runs_from_pods(pods: &[Pod]) -> Vec<Run> {
     pods.iter()
@@ -224,6 +301,11 @@ pub async fn reconcile(cached: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Res
     if eb.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // Before anything is read or written on its behalf: outside the allowed
+    // namespaces the controller has no business there (nor the rights).
+    if let Err(problem) = ctx.state.policy.admit(&eb) {
+        return refuse(&api, &eb, &ctx, &problem).await;
+    }
     let now = homelab_kit::conditions::now();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let missing = missing_secret_keys(&secrets, &eb).await?;
@@ -231,6 +313,10 @@ pub async fn reconcile(cached: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Res
         Ok(plan) => plan,
         Err(problem) => return refuse(&api, &eb, &ctx, &problem).await,
     };
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(problem) = missing_destination(&eb, claim_exists(&claims, &eb).await?) {
+        return refuse(&api, &eb, &ctx, &problem).await;
+    }
 
     let cronjobs: Api<CronJob> = Api::namespaced(ctx.client.clone(), &ns);
     let desired = build::cronjob(&eb, &ctx.state.image).map_err(Error::Apply)?;
@@ -264,12 +350,24 @@ pub async fn reconcile(cached: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Res
             .await;
     }
 
+    let selector = ListParams::default().labels(&format!("{BACKUP_LABEL}={name}"));
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs: Vec<_> = jobs
+        .list_metadata(&selector)
+        .await
+        .map_err(|e| Error::Read(homelab_kit::Error::kube("list the backup Jobs", e)))?
+        .items
+        .into_iter()
+        .map(|j| j.metadata)
+        .collect();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let pods = pods
-        .list(&ListParams::default().labels(&format!("{BACKUP_LABEL}={name}")))
+        .list(&selector)
         .await
         .map_err(|e| Error::Read(homelab_kit::Error::kube("list the backup pods", e)))?
         .items;
+    let (pods, ignored) = trusted_pods(&eb, current.as_ref(), &jobs, pods);
+    ignore(&eb, &ns, &ctx, &ignored).await;
     let runs = runs_from_pods(&pods);
     let facts = Facts {
         now,
@@ -367,6 +465,40 @@ async fn announce(
     }
 }
 
+/// Pods that carry the backup's label but are no run of its CronJob: their reports
+/// are left out, and each pod that plainly is not a run is announced once, in the
+/// log and in a Warning Event about the backup (later ones join the first Event's
+/// series). A pod whose Job was merely deleted is no news.
+async fn ignore(eb: &EtcdBackup, ns: &str, ctx: &Context<State>, ignored: &[(Pod, Distrust)]) {
+    for (pod, why) in ignored {
+        let pod = pod.name_any();
+        tracing::debug!(pod, %why, "report not counted");
+        if !why.is_definite() {
+            continue;
+        }
+        let new = ctx
+            .state
+            .seen_untrusted
+            .lock()
+            .map(|mut seen| seen.insert(format!("{ns}/{pod}")))
+            .unwrap_or(false);
+        if new {
+            let note = format!(
+                "ignored pod {pod}: it carries the label {BACKUP_LABEL}={} but is no run of CronJob {}: {why}",
+                eb.name_any(),
+                build::cronjob_name(eb)
+            );
+            tracing::warn!(pod, %why, "a pod claims to be a backup run");
+            ctx.events
+                .warning(eb, UNTRUSTED_REPORT, "Backup", note)
+                .await;
+        }
+    }
+}
+
+/// Event reason: a labelled pod's report was ignored.
+pub const UNTRUSTED_REPORT: &str = "UntrustedReport";
+
 /// A spec it cannot act on: Stalled, one Warning Event per distinct problem.
 async fn refuse(
     api: &Api<EtcdBackup>,
@@ -394,5 +526,109 @@ async fn refuse(
         .apply_status(api, eb, eb.status.as_ref(), &status, StatusPatch::Apply)
         .await
         .map_err(Error::Status)?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(retry_after(problem)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use homelab_api::etcdbackup::EtcdBackupSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn backup(destination: serde_json::Value) -> EtcdBackup {
+        let spec: EtcdBackupSpec = serde_json::from_value(serde_json::json!({
+            "schedule": "@hourly",
+            "source": {"distribution": "Kubeadm"},
+            "destination": destination,
+        }))
+        .unwrap();
+        let mut b = EtcdBackup::new("cluster", spec);
+        b.metadata.namespace = Some("homelab".into());
+        b.metadata.uid = Some("eb-uid".into());
+        b
+    }
+
+    #[test]
+    fn a_missing_claim_is_a_problem_that_is_looked_at_again_soon() {
+        let b = backup(serde_json::json!({"pvc": {"claimName": "etcd-backups"}}));
+        assert_eq!(missing_destination(&b, true), None);
+        let problem = missing_destination(&b, false).unwrap();
+        assert_eq!(problem.reason, DESTINATION_MISSING);
+        assert!(
+            problem
+                .message
+                .contains("PersistentVolumeClaim etcd-backups (spec.destination.pvc.claimName) does not exist in namespace homelab"),
+            "{}",
+            problem.message
+        );
+        assert_eq!(retry_after(&problem), Duration::from_secs(30));
+        // Other destinations name no claim.
+        let b = backup(serde_json::json!({"hostPath": {"path": "/var/backups"}}));
+        assert_eq!(missing_destination(&b, false), None);
+        // A refusal only a spec change (or an administrator) lifts waits longer.
+        let refused = crate::policy::Policy::only("elsewhere")
+            .admit(&b)
+            .unwrap_err();
+        assert_eq!(retry_after(&refused), Duration::from_secs(300));
+    }
+
+    fn owned(kind: &str, name: &str, uid: &str) -> Option<Vec<OwnerReference>> {
+        Some(vec![OwnerReference {
+            api_version: if kind == "EtcdBackup" {
+                "homelab.home.arpa/v1alpha1".into()
+            } else {
+                "batch/v1".into()
+            },
+            kind: kind.into(),
+            name: name.into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }])
+    }
+
+    #[test]
+    fn only_pods_of_the_cronjobs_jobs_are_trusted() {
+        let b = backup(serde_json::json!({"hostPath": {"path": "/var/backups"}}));
+        let cronjob = CronJob {
+            metadata: ObjectMeta {
+                name: Some("cluster-etcd-backup".into()),
+                uid: Some("cj-uid".into()),
+                owner_references: owned("EtcdBackup", "cluster", "eb-uid"),
+                ..ObjectMeta::default()
+            },
+            ..CronJob::default()
+        };
+        let jobs = [ObjectMeta {
+            name: Some("run-1".into()),
+            uid: Some("job-uid".into()),
+            owner_references: owned("CronJob", "cluster-etcd-backup", "cj-uid"),
+            ..ObjectMeta::default()
+        }];
+        let pod = |name: &str, owners| Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                owner_references: owners,
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        let pods = vec![
+            pod("real", owned("Job", "run-1", "job-uid")),
+            pod("forged", None),
+        ];
+        let (trusted, ignored) = trusted_pods(&b, Some(&cronjob), &jobs, pods.clone());
+        assert_eq!(
+            trusted
+                .iter()
+                .map(ResourceExt::name_any)
+                .collect::<Vec<_>>(),
+            ["real"]
+        );
+        assert_eq!(ignored.len(), 1);
+        assert_eq!(ignored[0].1, Distrust::NoController);
+        // Before the CronJob is read (just created), nothing counts.
+        let (trusted, _) = trusted_pods(&b, None, &jobs, pods);
+        assert!(trusted.is_empty());
+    }
 }

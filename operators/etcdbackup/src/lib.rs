@@ -15,32 +15,39 @@ pub mod report;
 pub mod retention;
 pub mod run;
 pub mod schedule;
+pub mod shell;
 pub mod sqlite;
 pub mod store;
 
-// The controller: [`controller`] (read → validate → build → apply → status),
-// [`build`] (the CronJob), [`preset`] (distributions), [`status`], [`metrics`].
+// The controller: [`controller`] (admit → read → validate → build → apply →
+// status), [`policy`] (the namespaces and host paths an administrator allows),
+// [`build`] (the CronJob), [`preset`] (distributions), [`provenance`] (which pods'
+// reports count), [`status`], [`metrics`].
 pub mod build;
 pub mod controller;
 pub mod error;
 pub mod metrics;
+pub mod policy;
 pub mod preset;
+pub mod provenance;
 pub mod status;
 
 use std::future::Future;
 
 use homelab_api::EtcdBackup;
 use homelab_kit::{Runner, Settings};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
 pub use build::Image;
 pub use controller::{State, reconcile};
 pub use error::Error;
 pub use metrics::Metrics;
+pub use policy::Policy;
 
 /// The controller's name: field manager, Event reporter, Lease and metric label.
 pub const CONTROLLER_NAME: &str = "etcdbackup-controller";
@@ -74,31 +81,54 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Watches EtcdBackups, their CronJobs, and the Pods of their runs (a finished
-    /// run's report arrives as a Pod status change).
+    /// Watches EtcdBackups, their CronJobs, the Jobs and Pods of their runs (a
+    /// finished run's report arrives as a Pod status change). EtcdBackups are
+    /// honoured only in the client's namespace until [`Controller::with_policy`]
+    /// says otherwise.
     #[must_use]
     pub fn new(client: Client, settings: Settings, image: Image) -> Self {
+        let policy = Policy::only(client.default_namespace());
         let pods: Api<Pod> = match &settings.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
+        // Metadata is enough: a Job matters only as the link between a pod and
+        // the CronJob that made it.
+        let jobs: Api<PartialObjectMeta<Job>> = match &settings.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let by_label = |meta: &kube::api::ObjectMeta| {
+            let owner = meta.labels.as_ref()?.get(build::BACKUP_LABEL)?;
+            let ns = meta.namespace.as_deref().unwrap_or_default();
+            Some(ObjectRef::<EtcdBackup>::new(owner).within(ns))
+        };
         let mut runner = Runner::<EtcdBackup>::new(client, settings)
             .owns::<CronJob>()
+            // A run starting or ending (or its Job deleted by the history limit)
+            // changes which pods' reports count.
+            .watches(
+                jobs,
+                watcher::Config::default().labels(build::BACKUP_LABEL),
+                move |job: PartialObjectMeta<Job>| by_label(&job.metadata),
+            )
             .watches(
                 pods,
                 watcher::Config::default().labels(build::BACKUP_LABEL),
-                |pod: Pod| {
-                    let owner = pod.labels().get(build::BACKUP_LABEL).cloned();
-                    let ns = pod.namespace().unwrap_or_default();
-                    owner.map(|name| ObjectRef::<EtcdBackup>::new(&name).within(&ns))
-                },
+                move |pod: Pod| by_label(&pod.metadata),
             );
         let metrics = Metrics::default();
         metrics.register(runner.registry());
-        Self {
-            runner,
-            state: State::new(image, metrics),
-        }
+        let mut state = State::new(image, metrics);
+        state.policy = policy;
+        Self { runner, state }
+    }
+
+    /// Honours EtcdBackups only where `policy` allows, mounting only what it allows.
+    #[must_use]
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.state.policy = policy;
+        self
     }
 
     /// The controller's metrics.

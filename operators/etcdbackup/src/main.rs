@@ -1,5 +1,6 @@
 //! `etcd-backup controller`: the EtcdBackup controller (settings from the
-//! environment, see `homelab_kit::settings`).
+//! environment, see `homelab_kit::settings`, and the namespaces and host paths it
+//! allows, see `homelab_etcdbackup::policy`).
 //! `etcd-backup snapshot --name … --endpoints … --dest-dir …|--s3-bucket …`: one
 //! backup run, as the CronJob's container does it; exits 1 when it failed.
 
@@ -38,7 +39,19 @@ async fn controller() -> ExitCode {
             .await
             .map_err(|e| homelab_kit::Error::kube("connect to the API server", e))?;
         let image = homelab_etcdbackup::Image::from_env()?;
+        let policy = homelab_etcdbackup::Policy::from_env(client.default_namespace())?;
+        tracing::info!(
+            namespaces = %policy.namespaces().collect::<Vec<_>>().join(","),
+            host_paths = %policy
+                .host_paths()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "EtcdBackups are honoured in these namespaces, with these host paths besides the presets"
+        );
         homelab_etcdbackup::Controller::new(client, settings, image)
+            .with_policy(policy)
             .run()
             .await
     }

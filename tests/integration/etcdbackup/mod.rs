@@ -4,7 +4,12 @@
 //! host paths it mounts pointed at local files), against the cluster's own etcd, a
 //! throwaway etcd, versitygw or a live SQLite file. kwok runs no containers, so a
 //! run's result reaches the controller the way a kubelet would deliver it: as the
-//! terminated container's message in a Pod status.
+//! terminated container's message in the Pod status of a Job the CronJob owns (the
+//! controller believes no other pod).
+//!
+//! The controller under test honours EtcdBackups in its test's namespace only, and
+//! host paths under the temporary directory and the cluster's PKI directory, where
+//! the tests keep their backups, databases and etcd's client certificates.
 
 mod peers;
 mod tests;
@@ -17,13 +22,13 @@ use std::time::Duration;
 use homelab_api::EtcdBackup;
 use homelab_etcdbackup::build::BACKUP_LABEL;
 use homelab_etcdbackup::report::RunReport;
-use homelab_etcdbackup::{CONTROLLER_NAME, Controller, Image, Metrics};
+use homelab_etcdbackup::{CONTROLLER_NAME, Controller, Image, Metrics, Policy};
 use homelab_kit::Settings;
-use homelab_test_support::{TestNamespace, client, install_crds, wait_for};
-use k8s_openapi::api::batch::v1::CronJob;
+use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const TEST_MANAGER: &str = "homelab-tests";
@@ -47,28 +52,40 @@ pub async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
     let client = client().await.unwrap();
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, prefix).await.unwrap();
+    let running = start(&client, ns.name(), policy(&[ns.name()]));
+    (client, ns, running)
+}
+
+/// What the tests allow: EtcdBackups in `namespaces`, host paths under the
+/// temporary directory (backups, SQLite files) and the cluster's PKI directory
+/// (etcd's client certificates).
+pub fn policy(namespaces: &[&str]) -> Policy {
+    let etcd = peers::cluster_etcd();
+    let pki = etcd.ca.parent().unwrap().display().to_string();
+    let tmp = std::env::temp_dir().display().to_string();
+    Policy::new(namespaces.iter().copied(), [tmp, pki]).unwrap()
+}
+
+/// The controller watching namespace `watch` only, allowing what `policy` allows.
+pub fn start(client: &Client, watch: &str, policy: Policy) -> Running {
     let mut settings = Settings::new(CONTROLLER_NAME);
-    settings.namespace = Some(ns.name().to_owned());
+    settings.namespace = Some(watch.to_owned());
     settings.http_addr = "127.0.0.1:0".parse().unwrap();
     settings.leader_election = false;
     let image = Image {
         name: "homelab-operators:test".into(),
         pull_policy: "IfNotPresent".into(),
     };
-    let controller = Controller::new(client.clone(), settings, image);
+    let controller = Controller::new(client.clone(), settings, image).with_policy(policy);
     let metrics = controller.metrics();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(controller.run_until(async move {
         let _ = stopped.await;
     }));
-    (
-        client,
-        ns,
-        Running {
-            metrics,
-            stop: Some(stop),
-        },
-    )
+    Running {
+        metrics,
+        stop: Some(stop),
+    }
 }
 
 /// Applies an EtcdBackup as a user would.
@@ -200,11 +217,74 @@ pub fn run_runner(args: &[String], env: &[(String, String)], report: &Path) -> (
     (out.status.success(), RunReport::parse(&text).unwrap())
 }
 
-/// Delivers a run's result as its kubelet would: a Pod of the backup (held by a
-/// scheduling gate, so no scheduler or kwok touches it) whose container terminated
-/// with the report as its message.
-pub async fn deliver(ns: &TestNamespace, backup: &str, pod: &str, ok: bool, report: &RunReport) {
-    let pods = ns.api::<Pod>();
+/// Delivers a run's result as the cluster would: a Job of the backup's CronJob (as
+/// `kubectl create job --from=cronjob/…` makes one), whose pod the Job controller
+/// creates (held by a scheduling gate, so no scheduler or kwok touches it), and
+/// whose container then terminates with the report as its message, as its kubelet
+/// would write it. Returns the pod's name.
+pub async fn deliver(
+    ns: &TestNamespace,
+    backup: &str,
+    run: &str,
+    ok: bool,
+    report: &RunReport,
+) -> String {
+    let cj = ns
+        .api::<CronJob>()
+        .get(&format!("{backup}-etcd-backup"))
+        .await
+        .unwrap();
+    let owner = json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "name": cj.metadata.name, "uid": cj.metadata.uid,
+        "controller": true, "blockOwnerDeletion": true,
+    });
+    create_job(ns, backup, run, Some(owner)).await;
+    let pod = job_pod(ns, run).await;
+    terminate(ns, &pod, ok, report).await;
+    pod
+}
+
+/// A Job carrying the backup's label, owned by `owner` (its controller) or by
+/// nothing, whose pod never schedules.
+pub async fn create_job(ns: &TestNamespace, backup: &str, name: &str, owner: Option<Value>) -> Job {
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "labels": {BACKUP_LABEL: backup},
+            "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {BACKUP_LABEL: backup}},
+                "spec": {
+                    "schedulingGates": [{"name": "homelab.home.arpa/test-delivered-result"}],
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "snapshot", "image": "homelab-operators:test"}],
+                },
+            },
+        },
+    }))
+    .unwrap();
+    ns.api::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap()
+}
+
+/// The name of the pod the Job controller made for Job `job`.
+pub async fn job_pod(ns: &TestNamespace, job: &str) -> String {
+    let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    let pods = wait_for_list(&ns.api::<Pod>(), &params, WAIT, |pods| !pods.is_empty())
+        .await
+        .unwrap();
+    pods[0].metadata.name.clone().unwrap()
+}
+
+/// A pod that only carries the backup's label, no owner: anyone allowed to create
+/// pods in the namespace could make it. Its container ends with `report`.
+pub async fn forge_pod(ns: &TestNamespace, backup: &str, pod: &str, report: &RunReport) {
     let body: Pod = serde_json::from_value(json!({
         "metadata": {"name": pod, "labels": {BACKUP_LABEL: backup}},
         "spec": {
@@ -214,7 +294,16 @@ pub async fn deliver(ns: &TestNamespace, backup: &str, pod: &str, ok: bool, repo
         },
     }))
     .unwrap();
-    pods.create(&PostParams::default(), &body).await.unwrap();
+    ns.api::<Pod>()
+        .create(&PostParams::default(), &body)
+        .await
+        .unwrap();
+    terminate(ns, pod, report.ok, report).await;
+}
+
+/// Writes what a kubelet writes when the pod's container ends: the phase, and the
+/// terminated state with the report as its message.
+async fn terminate(ns: &TestNamespace, pod: &str, ok: bool, report: &RunReport) {
     let now = jiff::Timestamp::now().to_string();
     let status = json!({"status": {
         "phase": if ok { "Succeeded" } else { "Failed" },
@@ -229,7 +318,8 @@ pub async fn deliver(ns: &TestNamespace, backup: &str, pod: &str, ok: bool, repo
             }},
         }],
     }});
-    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
+    ns.api::<Pod>()
+        .patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap();
 }

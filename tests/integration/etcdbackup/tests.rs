@@ -5,12 +5,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use homelab_api::EtcdBackup;
 use homelab_api::conditions::{reasons, types};
+use homelab_api::etcdbackup::BackupRecord;
 use homelab_etcdbackup::etcd::{self, KvClient, pb};
+use homelab_etcdbackup::policy::{
+    HOST_PATH_NOT_ALLOWED, HOST_PATHS_VALUE, NAMESPACE_NOT_ALLOWED, NAMESPACES_VALUE,
+};
 use homelab_etcdbackup::store::{S3Settings, Store, Target};
-use homelab_test_support::{wait_for, wait_until};
+use homelab_test_support::{TestNamespace, wait_for, wait_for_event_reasons, wait_until};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::PostParams;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
 use super::peers::{self, Etcd, S3Server, TempDir, Tools};
@@ -577,7 +584,7 @@ async fn a_missing_secret_stalls_with_an_event() {
         json!({
             "schedule": "@daily",
             "source": {"distribution": "Talos", "tls": {"secretName": "etcd-client"}},
-            "destination": {"hostPath": {"path": "/var/backups/etcd"}},
+            "destination": {"hostPath": {"path": std::env::temp_dir().join("etcdbak-bad")}},
         }),
     )
     .await;
@@ -605,4 +612,294 @@ async fn a_missing_secret_stalls_with_an_event() {
             .unwrap()
             .is_none()
     );
+}
+
+fn message(eb: &EtcdBackup, type_: &str) -> String {
+    eb.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Kubeadm's own certificates (allowed without a list), backups under a directory
+/// of the test's own.
+fn kubeadm_to(dest: &std::path::Path) -> serde_json::Value {
+    json!({
+        "schedule": "@daily",
+        "source": {"distribution": "Kubeadm"},
+        "destination": {"hostPath": {"path": dest}},
+    })
+}
+
+#[tokio::test]
+async fn an_etcdbackup_outside_the_allowed_namespaces_gets_no_cronjob_and_no_pod() {
+    let client = homelab_test_support::client().await.unwrap();
+    homelab_test_support::install_crds(&client).await.unwrap();
+    let allowed = TestNamespace::new(&client, "etcdbak-allowed")
+        .await
+        .unwrap();
+    let elsewhere = TestNamespace::new(&client, "etcdbak-elsewhere")
+        .await
+        .unwrap();
+    // The controller sees the other namespace but honours only the first.
+    let _running = start(&client, elsewhere.name(), policy(&[allowed.name()]));
+    apply(
+        &elsewhere,
+        "sneaky",
+        kubeadm_to(&std::env::temp_dir().join("etcdbak-elsewhere")),
+    )
+    .await;
+    let eb = wait_for(&elsewhere.api::<EtcdBackup>(), "sneaky", WAIT, |eb| {
+        is(eb, types::STALLED, "True", NAMESPACE_NOT_ALLOWED)
+            && is(eb, types::READY, "False", NAMESPACE_NOT_ALLOWED)
+    })
+    .await
+    .unwrap();
+    let said = message(&eb, types::STALLED);
+    assert!(
+        said.contains(elsewhere.name()) && said.contains(NAMESPACES_VALUE),
+        "{said}"
+    );
+    assert!(
+        !said.contains(allowed.name()),
+        "names the allowed namespaces: {said}"
+    );
+    wait_for_event_reasons(&elsewhere, "sneaky", &[NAMESPACE_NOT_ALLOWED], WAIT)
+        .await
+        .unwrap();
+    // Stalled is written before anything is applied: nothing was, nothing runs.
+    assert!(
+        elsewhere
+            .api::<CronJob>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        elsewhere
+            .api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        elsewhere
+            .api::<Pod>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_host_path_outside_the_allowed_prefixes_is_refused_until_the_spec_changes() {
+    let (_client, ns, _running) = setup("etcdbak-hostpath").await;
+    let dir = TempDir::new("etcdbak-hostpath");
+    apply(
+        &ns,
+        "to-etc",
+        kubeadm_to(std::path::Path::new("/etc/etcd-backups")),
+    )
+    .await;
+    let eb = wait_for(&ns.api::<EtcdBackup>(), "to-etc", WAIT, |eb| {
+        is(eb, types::STALLED, "True", HOST_PATH_NOT_ALLOWED)
+    })
+    .await
+    .unwrap();
+    let said = message(&eb, types::STALLED);
+    assert!(
+        said.contains("spec.destination.hostPath.path /etc/etcd-backups")
+            && said.contains(HOST_PATHS_VALUE),
+        "{said}"
+    );
+    wait_for_event_reasons(&ns, "to-etc", &[HOST_PATH_NOT_ALLOWED], WAIT)
+        .await
+        .unwrap();
+    assert!(
+        ns.api::<CronJob>()
+            .get_opt("to-etc-etcd-backup")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Pointed at an allowed directory, it is honoured.
+    apply(&ns, "to-etc", kubeadm_to(&dir.path().join("backups"))).await;
+    cronjob(&ns, "to-etc", |_| true).await;
+    wait_for(&ns.api::<EtcdBackup>(), "to-etc", WAIT, |eb| {
+        condition(eb, types::STALLED).is_none()
+    })
+    .await
+    .unwrap();
+}
+
+fn record(location: &str, at: jiff::Timestamp) -> BackupRecord {
+    BackupRecord {
+        time: Time(at),
+        location: location.to_owned(),
+        size_bytes: 1000,
+        sha256: "00".repeat(32),
+        revision: Some(7),
+        duration_millis: Some(10),
+    }
+}
+
+fn succeeded(backup: BackupRecord) -> RunReport {
+    RunReport {
+        ok: true,
+        recent: vec![backup.clone()],
+        backup: Some(backup),
+        ..RunReport::default()
+    }
+}
+
+#[tokio::test]
+async fn a_report_counts_only_from_a_pod_of_a_job_of_the_cronjob() {
+    let (_client, ns, _running) = setup("etcdbak-forged").await;
+    let dir = TempDir::new("etcdbak-forged");
+    apply(&ns, "guarded", kubeadm_to(&dir.path().join("backups"))).await;
+    cronjob(&ns, "guarded", |_| true).await;
+    // Forged reports of backups newer than the real one: were they believed, the
+    // status would name them.
+    // Whole seconds: a status keeps no more.
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
+    let forged = succeeded(record("/forged/bare.db.zst", now));
+    forge_pod(&ns, "guarded", "forged-bare", &forged).await;
+    // The controller says so in a Warning Event about the backup.
+    let untrusted = |e: &Event| {
+        e.reason.as_deref() == Some(homelab_etcdbackup::controller::UNTRUSTED_REPORT)
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("guarded")
+    };
+    let events = wait_for_list(&ns.api::<Event>(), &ListParams::default(), WAIT, |all| {
+        all.iter().any(|e| {
+            untrusted(e)
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("ignored pod forged-bare: "))
+        })
+    })
+    .await
+    .unwrap();
+    println!(
+        "{:?}",
+        events
+            .iter()
+            .filter(|e| untrusted(e))
+            .filter_map(|e| e.note.as_deref())
+            .collect::<Vec<_>>()
+    );
+
+    // A Job made by hand with the label: its pod has an owner chain, just not one
+    // that leads to the CronJob. Its Event joins the first one's series (Events
+    // about one object with one reason fold into a series).
+    create_job(&ns, "guarded", "forged-job", None).await;
+    let forged_job_pod = job_pod(&ns, "forged-job").await;
+    let from_job = succeeded(record("/forged/job.db.zst", now));
+    terminate(&ns, &forged_job_pod, true, &from_job).await;
+    wait_for_list(&ns.api::<Event>(), &ListParams::default(), WAIT, |all| {
+        all.iter()
+            .any(|e| untrusted(e) && e.series.as_ref().is_some_and(|s| s.count >= 2))
+    })
+    .await
+    .unwrap();
+
+    // The real run, older than the forgeries, is the one the status shows.
+    let real = record(
+        &dir.path()
+            .join("backups/guarded-real.db.zst")
+            .display()
+            .to_string(),
+        now.checked_sub(jiff::SignedDuration::from_hours(1))
+            .unwrap(),
+    );
+    deliver(
+        &ns,
+        "guarded",
+        "guarded-run-1",
+        true,
+        &succeeded(real.clone()),
+    )
+    .await;
+    let eb = wait_for(&ns.api::<EtcdBackup>(), "guarded", WAIT, |eb| {
+        is(eb, types::READY, "True", reasons::BACKUP_SUCCEEDED)
+    })
+    .await
+    .unwrap();
+    let status = eb.status.unwrap();
+    assert_eq!(status.last_successful_backup, Some(real.clone()));
+    assert_eq!(status.recent_backups, [real]);
+    assert!(!status.restore_command.unwrap().contains("/forged/"));
+}
+
+#[tokio::test]
+async fn a_missing_claim_is_reported_before_the_first_run_and_recovers_when_it_appears() {
+    let (_client, ns, _running) = setup("etcdbak-pvc").await;
+    apply(
+        &ns,
+        "to-claim",
+        json!({
+            "schedule": "@daily",
+            "source": {"distribution": "Kubeadm"},
+            "destination": {"pvc": {"claimName": "etcd-backups"}},
+        }),
+    )
+    .await;
+    let eb = wait_for(&ns.api::<EtcdBackup>(), "to-claim", WAIT, |eb| {
+        is(
+            eb,
+            types::STALLED,
+            "True",
+            homelab_etcdbackup::controller::DESTINATION_MISSING,
+        )
+    })
+    .await
+    .unwrap();
+    let said = message(&eb, types::READY);
+    assert!(
+        said.contains("PersistentVolumeClaim etcd-backups"),
+        "{said}"
+    );
+    wait_for_event_reasons(
+        &ns,
+        "to-claim",
+        &[homelab_etcdbackup::controller::DESTINATION_MISSING],
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert!(
+        ns.api::<CronJob>()
+            .get_opt("to-claim-etcd-backup")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The claim appears: the next look finds it (no spec change wakes it).
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "etcd-backups"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }))
+    .unwrap();
+    ns.api::<PersistentVolumeClaim>()
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+    cronjob(&ns, "to-claim", |_| true).await;
+    wait_for(&ns.api::<EtcdBackup>(), "to-claim", WAIT, |eb| {
+        condition(eb, types::STALLED).is_none()
+            && is(eb, types::RECONCILING, "True", reasons::PROGRESSING)
+    })
+    .await
+    .unwrap();
 }
