@@ -83,6 +83,8 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
             "usbDevicePin.enabled=false",
             "sensorGateway.enabled=false",
             "nodeAgent.enabled=false",
+            // The administrator's allow-list for the local backup below.
+            "etcdBackup.allowedHostPaths={/var/lib/homelab-e2e/backups}",
         ],
     )
     .await;
