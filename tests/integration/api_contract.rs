@@ -347,7 +347,7 @@ fn refusals() -> Vec<Refusal> {
     const HEX: &str = "must be exactly four hexadecimal digits";
     const DURATION: &str = "must be a duration such as 30s, 10m or 1h30m";
     const PIN_IMMUTABLE: &str = "consumers would silently follow a different device";
-    vec![
+    let mut cases = vec![
         // UsbDevicePin
         invalid(
             "vendor id written with 0x",
@@ -716,7 +716,587 @@ fn refusals() -> Vec<Refusal> {
             backup(spec(json!({ "timeZone": "Europe Berlin" }))),
             "must be an IANA time zone name",
         ),
+    ];
+    cases.extend(pin_format_refusals());
+    cases.extend(gateway_format_refusals());
+    cases.extend(media_format_refusals());
+    cases.extend(backup_format_refusals());
+    cases
+}
+
+// What can be checked without looking at the cluster is refused at admission: names
+// and paths that are not names and paths, ports that are not ports, zero durations,
+// control characters, out-of-range cron fields, credentials in clear text.
+
+const NODE_NAME: &str = "must be a node name as `kubectl get nodes` shows it";
+const SECRET_NAME: &str = "must be the name of a Secret in the same namespace";
+const CLAIM_NAME: &str = "must be the name of a PersistentVolumeClaim";
+const CLEAN_PATH: &str = "must be an absolute path without . or .. segments or control characters";
+const NOT_ZERO: &str = "must be longer than 0";
+const CONTROL: &str = "must not contain control characters";
+const CRON_RANGE: &str = "each field of the schedule must be within its range";
+const PLAINTEXT: &str = "credentials over a plain mqtt:// url travel unencrypted: use an mqtts:// broker url, or set allowPlaintextCredentials: true";
+
+/// An S3 destination (replacing the claim), changed by `patch`.
+fn s3(patch: Value) -> Value {
+    backup(spec(
+        json!({ "destination": { "pvc": null, "s3": merge(json!({
+        "bucket": "homelab-backups",
+        "accessKeyIdSecretRef": { "name": "s3", "key": "id" },
+        "secretAccessKeySecretRef": { "name": "s3", "key": "secret" },
+    }), patch) } }),
+    ))
+}
+
+/// MQTT settings with a user name and password from the Secret `mqtt`, changed by
+/// `patch`.
+fn credentials(patch: Value) -> Value {
+    gateway(spec(json!({ "mqtt": merge(json!({
+        "usernameSecretRef": { "name": "mqtt", "key": "username" },
+        "passwordSecretRef": { "name": "mqtt", "key": "password" },
+    }), patch) })))
+}
+
+fn pin_format_refusals() -> Vec<Refusal> {
+    const DEV_PATH: &str = "must be a path under /dev";
+    const SERIAL: &str = "must be the device's USB serial number";
+    let mut cases: Vec<Refusal> = [
+        ("container path climbing out of /dev", "/dev/../etc/shadow"),
+        ("container path ending in ..", "/dev/serial/.."),
+        ("container path with a . segment", "/dev/./zigbee"),
+        ("container path with //", "/dev//zigbee"),
+        ("container path with a trailing /", "/dev/zigbee/"),
+        ("container path that is /dev itself", "/dev/"),
+        ("container path with a newline", "/dev/zig\nbee"),
     ]
+    .into_iter()
+    .map(|(what, path)| invalid(what, pin(spec(json!({ "containerPath": path }))), DEV_PATH))
+    .collect();
+    cases.extend([
+        invalid(
+            "serial with a space",
+            pin(spec(json!({ "serial": "c0e8 eeaa" }))),
+            SERIAL,
+        ),
+        invalid(
+            "serial with a newline",
+            pin(spec(json!({ "serial": "c0e8eeaa\n" }))),
+            SERIAL,
+        ),
+        invalid_created(
+            "serial with a DEL character",
+            pin(spec(json!({ "serial": "c0e8\u{7f}eeaa" }))),
+            SERIAL,
+        ),
+        invalid(
+            "preferred node in capitals",
+            pin(spec(json!({ "failover": { "preferredNodes": ["Pi4-1"] } }))),
+            NODE_NAME,
+        ),
+        invalid(
+            "allowed node with an underscore",
+            pin(spec(json!({ "failover": { "allowedNodes": ["pi4_1"] } }))),
+            NODE_NAME,
+        ),
+        invalid(
+            "allowed node ending in a dot",
+            pin(spec(
+                json!({ "failover": { "allowedNodes": ["pi4-1", "pi4-2."] } }),
+            )),
+            NODE_NAME,
+        ),
+        invalid(
+            "preferred node with a newline",
+            pin(spec(
+                json!({ "failover": { "preferredNodes": ["pi4-1\n"] } }),
+            )),
+            NODE_NAME,
+        ),
+        invalid(
+            "node name longer than 253",
+            pin(spec(
+                json!({ "failover": { "preferredNodes": ["a".repeat(254)] } }),
+            )),
+            "Too long",
+        ),
+        invalid(
+            "grace of zero",
+            pin(spec(json!({ "failover": { "unreachableAfter": "0s" } }))),
+            "unreachableAfter must be at least 10s",
+        ),
+    ]);
+    cases
+}
+
+fn gateway_format_refusals() -> Vec<Refusal> {
+    const BROKER_PORT: &str = "the broker's port must be 1 to 65535";
+    const RADIO_PORT: &str = "the coordinator's port must be 1 to 65535";
+    const ONLY_WILDCARDS: &str = "must name at least one topic level";
+    const IMAGE: &str = "must be a container image reference without spaces";
+    let sensor = |topic: &str, stale_after: &str| {
+        gateway(spec(json!({ "sensors": [
+            { "name": "tomato-bed", "topic": topic, "staleAfter": stale_after },
+        ] })))
+    };
+    vec![
+        invalid(
+            "broker port 0",
+            gateway(spec(json!({ "mqtt": { "url": "mqtt://mosquitto:0" } }))),
+            BROKER_PORT,
+        ),
+        invalid(
+            "broker port 65536",
+            gateway(spec(json!({ "mqtt": { "url": "mqtt://mosquitto:65536" } }))),
+            BROKER_PORT,
+        ),
+        invalid(
+            "broker port 99999 on IPv6",
+            gateway(spec(
+                json!({ "mqtt": { "url": "mqtts://[fd00::1]:99999" } }),
+            )),
+            BROKER_PORT,
+        ),
+        invalid(
+            "broker port with a leading zero",
+            gateway(spec(json!({ "mqtt": { "url": "mqtt://mosquitto:01883" } }))),
+            BROKER_PORT,
+        ),
+        invalid(
+            "coordinator port 0",
+            gateway(spec(
+                json!({ "radio": { "networkAddress": "tcp://192.168.1.40:0" } }),
+            )),
+            RADIO_PORT,
+        ),
+        invalid(
+            "coordinator port 65536 on IPv6",
+            gateway(spec(
+                json!({ "radio": { "networkAddress": "tcp://[fd00::40]:65536" } }),
+            )),
+            RADIO_PORT,
+        ),
+        invalid("sensor topic #", sensor("#", "10m"), ONLY_WILDCARDS),
+        invalid("sensor topic +/#", sensor("+/#", "10m"), ONLY_WILDCARDS),
+        invalid("sensor topic +/+", sensor("+/+", "10m"), ONLY_WILDCARDS),
+        invalid("sensor topic /#", sensor("/#", "10m"), ONLY_WILDCARDS),
+        invalid(
+            "sensor topic with a newline",
+            sensor("garden/tomato\n", "10m"),
+            CONTROL,
+        ),
+        invalid(
+            "sensor topic with a tab",
+            sensor("garden/\ttomato", "10m"),
+            CONTROL,
+        ),
+        invalid(
+            "sensor topic with a trailing space",
+            sensor("garden/tomato ", "10m"),
+            CONTROL,
+        ),
+        invalid(
+            "sensor stale after 0",
+            sensor("garden/tomato", "0"),
+            NOT_ZERO,
+        ),
+        invalid(
+            "sensor stale after 0s",
+            sensor("garden/tomato", "0s"),
+            NOT_ZERO,
+        ),
+        invalid(
+            "sensor stale after 0h0m0.0s",
+            sensor("garden/tomato", "0h0m0.0s"),
+            NOT_ZERO,
+        ),
+        invalid(
+            "restart after 0s",
+            gateway(spec(json!({ "availability": { "restartAfter": "0s" } }))),
+            NOT_ZERO,
+        ),
+        invalid(
+            "availability topic with a newline",
+            gateway(spec(
+                json!({ "availability": { "topic": "zigbee2mqtt/bridge/state\n" } }),
+            )),
+            CONTROL,
+        ),
+        invalid(
+            "topic prefix with a newline",
+            gateway(spec(json!({ "topicPrefix": "zigbee\n2mqtt" }))),
+            CONTROL,
+        ),
+        invalid(
+            "user name and password over plain mqtt://",
+            credentials(json!({})),
+            PLAINTEXT,
+        ),
+        invalid(
+            "user name alone over plain mqtt://",
+            gateway(spec(
+                json!({ "mqtt": { "usernameSecretRef": { "name": "mqtt", "key": "username" } } }),
+            )),
+            PLAINTEXT,
+        ),
+        invalid(
+            "plain mqtt:// credentials with allowPlaintextCredentials false",
+            credentials(json!({ "allowPlaintextCredentials": false })),
+            PLAINTEXT,
+        ),
+        invalid(
+            "Secret name with capitals and an underscore",
+            credentials(json!({ "allowPlaintextCredentials": true,
+                "usernameSecretRef": { "name": "MQTT_Credentials", "key": "username" } })),
+            SECRET_NAME,
+        ),
+        invalid(
+            "Secret key with a space",
+            credentials(json!({ "allowPlaintextCredentials": true,
+                "passwordSecretRef": { "name": "mqtt", "key": "pass word" } })),
+            "must be a key of the Secret",
+        ),
+        invalid(
+            "Secret key ..",
+            credentials(json!({ "allowPlaintextCredentials": true,
+                "passwordSecretRef": { "name": "mqtt", "key": ".." } })),
+            "must be a key of the Secret",
+        ),
+        invalid(
+            "client certificate Secret name with a space",
+            gateway(spec(
+                json!({ "mqtt": { "url": "mqtts://broker.home.arpa:8883",
+                "tls": { "clientCertificateSecretName": "mqtt client" } } }),
+            )),
+            SECRET_NAME,
+        ),
+        invalid(
+            "UsbDevicePin reference in capitals",
+            gateway(spec(
+                json!({ "radio": { "usbDevicePin": { "name": "Sonoff-Zigbee" } } }),
+            )),
+            "must be the name of a UsbDevicePin",
+        ),
+        invalid(
+            "image with a space",
+            gateway(spec(
+                json!({ "image": "ghcr.io/koenkk/zigbee2mqtt: 2.1.3" }),
+            )),
+            IMAGE,
+        ),
+        invalid(
+            "image with a newline",
+            gateway(spec(json!({ "image": "ghcr.io/koenkk/zigbee2mqtt\n" }))),
+            IMAGE,
+        ),
+        invalid(
+            "gateway data on a node in capitals",
+            gateway(spec(
+                json!({ "data": { "volumeClaim": null, "hostPath": { "node": "PI4-1", "path": "/srv/z2m" } } }),
+            )),
+            NODE_NAME,
+        ),
+        invalid(
+            "gateway data in a directory climbing out",
+            gateway(spec(
+                json!({ "data": { "volumeClaim": null, "hostPath": { "node": "pi4-1", "path": "/srv/../etc" } } }),
+            )),
+            CLEAN_PATH,
+        ),
+        invalid(
+            "gateway data claim with a space",
+            gateway(spec(
+                json!({ "data": { "volumeClaim": null, "existingClaim": "z2m data" } }),
+            )),
+            CLAIM_NAME,
+        ),
+        invalid(
+            "gateway preferred node with a space",
+            gateway(spec(json!({ "failover": { "preferredNodes": ["pi4 1"] } }))),
+            NODE_NAME,
+        ),
+    ]
+}
+
+fn media_format_refusals() -> Vec<Refusal> {
+    const RENDER_GROUP: &str = "must be the group id that owns /dev/dri/renderD128";
+    vec![
+        invalid(
+            "config on a node with an underscore",
+            media(spec(
+                json!({ "config": { "volumeClaim": null, "hostPath": { "node": "pi4_2", "path": "/srv/jellyfin" } } }),
+            )),
+            NODE_NAME,
+        ),
+        invalid(
+            "media on a host path climbing out",
+            media(spec(
+                json!({ "media": [{ "name": "movies", "mountPath": "/media", "hostPath": { "node": "pi4-2", "path": "/mnt/movies/../../etc" } }] }),
+            )),
+            CLEAN_PATH,
+        ),
+        invalid(
+            "mount path with ..",
+            media(spec(
+                json!({ "media": [{ "name": "movies", "mountPath": "/media/../etc", "existingClaim": "movies" }] }),
+            )),
+            CLEAN_PATH,
+        ),
+        invalid(
+            "mount path with a newline",
+            media(spec(
+                json!({ "media": [{ "name": "movies", "mountPath": "/media/movies\n", "existingClaim": "movies" }] }),
+            )),
+            CLEAN_PATH,
+        ),
+        invalid(
+            "NFS server with a space",
+            media(spec(
+                json!({ "media": [{ "name": "movies", "mountPath": "/media", "nfs": { "server": "nas home", "path": "/volume1/movies" } }] }),
+            )),
+            "must be a host name or IP address",
+        ),
+        invalid(
+            "NFS export ending in ..",
+            media(spec(
+                json!({ "media": [{ "name": "movies", "mountPath": "/media", "nfs": { "server": "nas.home.arpa", "path": "/volume1/.." } }] }),
+            )),
+            CLEAN_PATH,
+        ),
+        invalid(
+            "media claim with an exclamation mark",
+            media(spec(
+                json!({ "media": [{ "name": "movies", "mountPath": "/media", "existingClaim": "movies!" }] }),
+            )),
+            CLAIM_NAME,
+        ),
+        invalid(
+            "config claim in capitals",
+            media(spec(
+                json!({ "config": { "volumeClaim": null, "existingClaim": "Jellyfin-Config" } }),
+            )),
+            CLAIM_NAME,
+        ),
+        invalid(
+            "StorageClass with a space",
+            media(spec(
+                json!({ "config": { "volumeClaim": { "storageClassName": "longhorn ssd" } } }),
+            )),
+            "must be the name of a StorageClass",
+        ),
+        invalid(
+            "render group 0 (root)",
+            media(spec(
+                json!({ "transcoding": { "hardware": "IntelQuickSync", "renderGroupId": 0 } }),
+            )),
+            RENDER_GROUP,
+        ),
+        invalid(
+            "negative render group",
+            media(spec(
+                json!({ "transcoding": { "hardware": "Nvidia", "renderGroupId": -1 } }),
+            )),
+            RENDER_GROUP,
+        ),
+        invalid(
+            "server port 0",
+            media(spec(json!({ "port": 0 }))),
+            "greater than or equal to 1",
+        ),
+        invalid(
+            "Service port 0",
+            media(spec(json!({ "service": { "port": 0 } }))),
+            "greater than or equal to 1",
+        ),
+        invalid(
+            "Service port 65536",
+            media(spec(json!({ "service": { "port": 65536 } }))),
+            "less than or equal to 65535",
+        ),
+        invalid(
+            "image with a tab",
+            media(spec(
+                json!({ "image": "docker.io/jellyfin/jellyfin:\t10.10.7" }),
+            )),
+            "must be a container image reference without spaces",
+        ),
+        invalid(
+            "allowed node with a colon",
+            media(spec(
+                json!({ "failover": { "allowedNodes": ["n100-1:6443"] } }),
+            )),
+            NODE_NAME,
+        ),
+    ]
+}
+
+fn backup_format_refusals() -> Vec<Refusal> {
+    const ENDPOINT_PORT: &str = "each endpoint's port must be 1 to 65535";
+    let mut cases: Vec<Refusal> = [
+        ("minute 60", "60 * * * *"),
+        ("hour 24", "0 24 * * *"),
+        ("day of month 0", "0 0 0 * *"),
+        ("day of month 32", "0 0 32 * *"),
+        ("month 0", "0 0 1 0 *"),
+        ("month 13", "0 0 1 13 *"),
+        ("day of week 7, which the CronJob API refuses", "30 2 * * 7"),
+        ("a weekday range ending in 7", "0 0 * * 0-7"),
+        ("day of week 8", "0 0 * * 8"),
+        ("a step of 0", "*/0 * * * *"),
+        ("a range past the hour", "0-60 * * * *"),
+        ("a month that is no month", "0 0 1 FOO *"),
+        ("a day that is no day", "0 0 * * MON-FUN"),
+        ("a list with one value out of range", "0,15,30,61 * * * *"),
+        ("an empty list entry", "0,,30 * * * *"),
+        ("a step without a range", "/5 * * * *"),
+    ]
+    .into_iter()
+    .map(|(what, schedule)| {
+        invalid(
+            what,
+            backup(spec(json!({ "schedule": schedule }))),
+            CRON_RANGE,
+        )
+    })
+    .collect();
+    cases.extend([
+        invalid(
+            "stale after 0",
+            backup(spec(json!({ "staleAfter": "0" }))),
+            NOT_ZERO,
+        ),
+        invalid(
+            "stale after 0m0s",
+            backup(spec(json!({ "staleAfter": "0m0s" }))),
+            NOT_ZERO,
+        ),
+        invalid(
+            "etcd endpoint port 0",
+            backup(spec(
+                json!({ "source": { "endpoints": ["https://10.0.0.10:0"] } }),
+            )),
+            ENDPOINT_PORT,
+        ),
+        invalid(
+            "etcd endpoint port 65536",
+            backup(spec(
+                json!({ "source": { "endpoints": ["https://10.0.0.10:2379", "https://10.0.0.11:65536"] } }),
+            )),
+            ENDPOINT_PORT,
+        ),
+        invalid(
+            "etcd endpoint with a newline",
+            backup(spec(
+                json!({ "source": { "endpoints": ["https://10.0.0.10:2379\n"] } }),
+            )),
+            "each endpoint must be a URL without a path",
+        ),
+        invalid(
+            "S3 endpoint port 0",
+            s3(json!({ "endpoint": "http://minio.storage.svc:0" })),
+            "the port must be 1 to 65535",
+        ),
+        invalid(
+            "S3 endpoint port 70000 with a path",
+            s3(json!({ "endpoint": "http://minio.storage.svc:70000/s3" })),
+            "the port must be 1 to 65535",
+        ),
+        invalid(
+            "S3 endpoint with a space",
+            s3(json!({ "endpoint": "http://minio storage" })),
+            "must be an http:// or https:// URL",
+        ),
+        invalid(
+            "bucket with two dots in a row",
+            s3(json!({ "bucket": "homelab..backups" })),
+            "must be an S3 bucket name",
+        ),
+        invalid(
+            "region with a space",
+            s3(json!({ "region": "eu central" })),
+            "must be a region name",
+        ),
+        invalid(
+            "region with a newline",
+            s3(json!({ "region": "us-east-1\n" })),
+            "must be a region name",
+        ),
+        invalid(
+            "prefix climbing out",
+            s3(json!({ "prefix": "../other-cluster/" })),
+            "must be a key prefix",
+        ),
+        invalid(
+            "prefix with a .. segment inside",
+            s3(json!({ "prefix": "homelab/../etcd/" })),
+            "must be a key prefix",
+        ),
+        invalid(
+            "prefix with a space",
+            s3(json!({ "prefix": "homelab etcd/" })),
+            "must be a key prefix",
+        ),
+        invalid(
+            "S3 key Secret name with a space",
+            s3(json!({ "accessKeyIdSecretRef": { "name": "s3 keys", "key": "id" } })),
+            SECRET_NAME,
+        ),
+        invalid(
+            "S3 Secret key with a newline",
+            s3(json!({ "secretAccessKeySecretRef": { "name": "s3", "key": "secret\n" } })),
+            "must be a key of the Secret",
+        ),
+        invalid(
+            "backup node in capitals",
+            backup(spec(
+                json!({ "destination": { "pvc": null, "hostPath": { "path": "/var/backups/etcd", "node": "CP-1" } } }),
+            )),
+            NODE_NAME,
+        ),
+        invalid(
+            "backup directory climbing out",
+            backup(spec(
+                json!({ "destination": { "pvc": null, "hostPath": { "path": "/var/backups/../../etc" } } }),
+            )),
+            CLEAN_PATH,
+        ),
+        invalid(
+            "backup claim with a space",
+            backup(spec(
+                json!({ "destination": { "pvc": { "claimName": "etcd backups" } } }),
+            )),
+            CLAIM_NAME,
+        ),
+        invalid(
+            "backup sub path with a newline",
+            backup(spec(
+                json!({ "destination": { "pvc": { "claimName": "etcd-backups", "subPath": "etcd\nbackups" } } }),
+            )),
+            "must be a path without control characters",
+        ),
+        invalid(
+            "client certificate Secret name with a space",
+            backup(spec(
+                json!({ "source": { "distribution": "Talos", "tls": { "secretName": "etcd client" } } }),
+            )),
+            SECRET_NAME,
+        ),
+        invalid(
+            "client certificate file climbing out",
+            backup(spec(
+                json!({ "source": { "distribution": "Custom", "endpoints": ["https://10.0.0.10:2379"],
+                "tls": { "hostPath": { "caFile": "/etc/etcd/../../root/ca.crt", "certFile": "/etc/etcd/client.crt", "keyFile": "/etc/etcd/client.key" } } } }),
+            )),
+            CLEAN_PATH,
+        ),
+        invalid(
+            "SQLite path climbing out",
+            backup(spec(
+                json!({ "source": { "distribution": "K3s", "datastore": "SQLite", "sqlitePath": "/var/lib/rancher/../state.db" } }),
+            )),
+            CLEAN_PATH,
+        ),
+    ]);
+    cases
 }
 
 #[tokio::test]
@@ -826,7 +1406,7 @@ async fn invalid_objects_are_refused_with_a_message_for_a_person() {
 
 /// Valid input at the edges of the rules above, so no rule is stricter than it says.
 fn acceptances() -> Vec<(&'static str, Value)> {
-    vec![
+    let mut cases = vec![
         (
             "upper-case hex ids",
             pin(spec(json!({ "vendorId": "10C4", "productId": "EA60" }))),
@@ -869,7 +1449,9 @@ fn acceptances() -> Vec<(&'static str, Value)> {
             gateway(spec(json!({ "sensors": [
                 { "name": "all-garden", "topic": "garden/#", "staleAfter": "10m" },
                 { "name": "any-bed", "topic": "garden/+/moisture", "staleAfter": "10m" },
-                { "name": "everything", "topic": "#", "staleAfter": "1h" },
+                { "name": "whole-bridge", "topic": "zigbee2mqtt/#", "staleAfter": "1h" },
+                { "name": "any-hub-status", "topic": "+/status", "staleAfter": "1h" },
+                { "name": "living-room", "topic": "zigbee2mqtt/Living Room Lamp", "staleAfter": "1h" },
             ] }))),
         ),
         (
@@ -924,7 +1506,165 @@ fn acceptances() -> Vec<(&'static str, Value)> {
                 "tls": { "hostPath": { "caFile": "/etc/etcd/ca.crt", "certFile": "/etc/etcd/client.crt", "keyFile": "/etc/etcd/client.key" } } } }),
             )),
         ),
+    ];
+    cases.extend(format_acceptances());
+    cases
+}
+
+/// Valid input at the edges of the format rules: the largest and smallest ports, names
+/// and durations, every cron form, credentials where they are safe or allowed.
+fn format_acceptances() -> Vec<(&'static str, Value)> {
+    let mut cases: Vec<(&'static str, Value)> = [
+        ("the largest value of every field", "59 23 31 12 6"),
+        ("names across the week", "0 0 * JAN-DEC/3 SUN-SAT"),
+        ("the smallest value of every field", "0 0 1 1 0"),
+        (
+            "ranges with steps in every field",
+            "0-59/5 0-23/2 1-31/3 1-12/4 0-6/2",
+        ),
+        ("working hours", "0 9-17 * * MON-FRI"),
+        ("names in any case", "0 0 * jan,Jul sun"),
+        ("leading zeros", "00 03 01 01 *"),
+        ("question marks", "*/15 * ? * ?"),
+        ("a step from a start", "5/20 * * * *"),
+        ("two spaces between fields", "0  3 * * *"),
+        ("@midnight", "@midnight"),
+        ("@annually", "@annually"),
+        ("@weekly", "@weekly"),
+        ("@monthly", "@monthly"),
     ]
+    .into_iter()
+    .map(|(what, schedule)| (what, backup(spec(json!({ "schedule": schedule })))))
+    .collect();
+    cases.extend([
+        (
+            "a nested device path with dots and dashes",
+            pin(spec(
+                json!({ "containerPath": "/dev/serial/by-id/usb-ITead_Sonoff_3.0-if00-port0" }),
+            )),
+        ),
+        (
+            "a device file whose name starts with a dot",
+            pin(spec(json!({ "containerPath": "/dev/.zigbee" }))),
+        ),
+        (
+            "a serial with punctuation",
+            pin(spec(json!({ "serial": "4C00A1B2-01_X:3" }))),
+        ),
+        (
+            "node names with dots, digits and the longest length",
+            pin(spec(json!({ "failover": {
+                "allowedNodes": ["pi4-1.home.arpa", "1", "a".repeat(253)],
+                "preferredNodes": ["1"],
+            } }))),
+        ),
+        (
+            "a cooldown of 0: failovers may follow each other",
+            pin(spec(json!({ "failover": { "cooldown": "0" } }))),
+        ),
+        (
+            "the smallest and largest broker ports",
+            gateway(spec(
+                json!({ "mqtt": { "url": "mqtt://mosquitto:1" }, "radio": { "networkAddress": "tcp://coordinator:65535" } }),
+            )),
+        ),
+        (
+            "an IPv6 broker without a port",
+            gateway(spec(json!({ "mqtt": { "url": "mqtt://[fd00::1883]" } }))),
+        ),
+        (
+            "an IPv6 broker on the largest port",
+            gateway(spec(json!({ "mqtt": { "url": "mqtts://[fd00::1]:65535/" } }))),
+        ),
+        (
+            "credentials over mqtts:// without allowPlaintextCredentials",
+            credentials(json!({ "url": "mqtts://broker.home.arpa:8883" })),
+        ),
+        (
+            "credentials over plain mqtt:// on a trusted LAN",
+            credentials(json!({ "allowPlaintextCredentials": true })),
+        ),
+        (
+            "Secret keys that start with one dot or hold dots",
+            credentials(json!({ "allowPlaintextCredentials": true,
+                "usernameSecretRef": { "name": "mqtt.credentials", "key": ".username" },
+                "passwordSecretRef": { "name": "mqtt.credentials", "key": "pass.word_2" } })),
+        ),
+        (
+            "the shortest durations",
+            gateway(spec(json!({
+                "availability": { "restartAfter": "1s" },
+                "sensors": [{ "name": "fast", "topic": "garden/fast", "staleAfter": "1ns" }],
+            }))),
+        ),
+        (
+            "a topic prefix with a space inside",
+            gateway(spec(json!({ "topicPrefix": "garden hub" }))),
+        ),
+        (
+            "an image by digest",
+            gateway(spec(json!({ "image": "ghcr.io/koenkk/zigbee2mqtt@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" }))),
+        ),
+        (
+            "host paths with a trailing slash and NFS by IPv4 and IPv6",
+            media(spec(json!({
+                "config": { "volumeClaim": null, "hostPath": { "node": "pi4-2.lan", "path": "/srv/jellyfin/" } },
+                "media": [
+                    { "name": "music", "mountPath": "/music", "hostPath": { "node": "pi4-2.lan", "path": "/mnt/music" } },
+                    { "name": "films", "mountPath": "/media/films", "nfs": { "server": "192.168.1.10", "path": "/volume1/films" } },
+                    { "name": "shows", "mountPath": "/media/shows", "nfs": { "server": "fd00::10", "path": "/volume1/shows" } },
+                ],
+            }))),
+        ),
+        (
+            "the smallest and largest render group, claim names with dots",
+            media(spec(json!({
+                "config": { "volumeClaim": null, "existingClaim": "jellyfin.config" },
+                "transcoding": { "hardware": "IntelQuickSync", "renderGroupId": 2147483647 },
+                "service": { "port": 65535 },
+                "port": 1,
+            }))),
+        ),
+        (
+            "render group 1",
+            media(spec(json!({ "transcoding": { "hardware": "Nvidia", "renderGroupId": 1 } }))),
+        ),
+        (
+            "a StorageClass with dots",
+            media(spec(
+                json!({ "config": { "volumeClaim": { "size": "10Gi", "storageClassName": "local-path.k3s" } } }),
+            )),
+        ),
+        (
+            "etcd endpoints at the edges of the port range, IPv6 with and without a port",
+            backup(spec(json!({ "source": { "distribution": "Custom", "endpoints": [
+                "https://10.0.0.10:1", "https://10.0.0.11:65535", "http://etcd-0",
+                "https://[fd00::10]:2379", "https://[fd00::2379]",
+            ] } }))),
+        ),
+        (
+            "the shortest staleness",
+            backup(spec(json!({ "staleAfter": "1m" }))),
+        ),
+        (
+            "S3 with an endpoint path, a region and prefix of its own, on the largest port",
+            s3(json!({ "endpoint": "https://s3.home.arpa:65535/storage/", "region": "garage",
+                "prefix": "homelab/etcd..old/", "bucket": "homelab.backups.1" })),
+        ),
+        (
+            "S3 on IPv6 without a port",
+            s3(json!({ "endpoint": "http://[fd00::9000]" })),
+        ),
+        (
+            "a backup node and directory, a sub path",
+            backup(spec(json!({ "destination": { "pvc": null, "hostPath": { "path": "/var/backups/etcd/", "node": "cp-1.home.arpa" } } }))),
+        ),
+        (
+            "a nested sub path",
+            backup(spec(json!({ "destination": { "pvc": { "claimName": "etcd-backups", "subPath": "etcd/cluster-a" } } }))),
+        ),
+    ]);
+    cases
 }
 
 #[tokio::test]

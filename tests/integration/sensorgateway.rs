@@ -171,6 +171,7 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
                 "url": broker.url(),
                 "usernameSecretRef": {"name": "mqtt", "key": "username"},
                 "passwordSecretRef": {"name": "mqtt", "key": "password"},
+                "allowPlaintextCredentials": true,
             },
             "radio": {"networkAddress": "tcp://192.168.1.40:6638"},
             "data": nfs_data(),
@@ -304,6 +305,7 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
                 "url": broker.url(),
                 "usernameSecretRef": {"name": "mqtt", "key": "username"},
                 "passwordSecretRef": {"name": "mqtt", "key": "password"},
+                "allowPlaintextCredentials": true,
             },
             "sensors": [
                 {"name": "tomato-bed", "topic": "garden-hub/sensor/+/moisture", "staleAfter": "6s"},
@@ -389,6 +391,7 @@ async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
                 "url": broker.url(),
                 "usernameSecretRef": {"name": "mqtt", "key": "username"},
                 "passwordSecretRef": {"name": "mqtt", "key": "password"},
+                "allowPlaintextCredentials": true,
             },
             "data": nfs_data(),
             "availability": {"restartAfter": "5s"},
@@ -460,6 +463,7 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
         "url": broker.url(),
         "usernameSecretRef": {"name": "mqtt", "key": "username"},
         "passwordSecretRef": {"name": "mqtt", "key": "password"},
+        "allowPlaintextCredentials": true,
     });
     for name in ["porch", "hall"] {
         apply(
@@ -485,6 +489,7 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
         json!({"preset": "ESPHome", "external": true, "topicPrefix": "x", "mqtt": {
             "url": broker.url(),
             "usernameSecretRef": {"name": "mqtt-typo", "key": "username"},
+            "allowPlaintextCredentials": true,
         }}),
     )
     .await
@@ -504,6 +509,7 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
         json!({"preset": "ESPHome", "external": true, "topicPrefix": "y", "mqtt": {
             "url": broker.url(),
             "usernameSecretRef": {"name": "mqtt", "key": "user"},
+            "allowPlaintextCredentials": true,
         }}),
     )
     .await
@@ -600,6 +606,7 @@ async fn a_gateway_that_keeps_failing_on_one_node_is_moved_off_it() {
                 "url": broker.url(),
                 "usernameSecretRef": {"name": "mqtt", "key": "username"},
                 "passwordSecretRef": {"name": "mqtt", "key": "password"},
+                "allowPlaintextCredentials": true,
             },
             "radio": {"networkAddress": "tcp://192.168.1.41:6638"},
             "data": nfs_data(),

@@ -163,6 +163,73 @@ mod tests {
         }
     }
 
+    /// The API server refuses a CRD whose rules it estimates too costly; the estimate
+    /// of a rule grows with the longest string and the longest list it can see, and
+    /// is unbounded without maxLength and maxItems.
+    #[test]
+    fn every_rule_sees_only_bounded_strings_and_lists() {
+        fn walk(
+            path: &str,
+            schema: &serde_json::Value,
+            unbounded_lists: &[String],
+            problems: &mut Vec<String>,
+        ) {
+            let has_rules = schema
+                .get("x-kubernetes-validations")
+                .and_then(|v| v.as_array())
+                .is_some_and(|v| !v.is_empty());
+            if has_rules {
+                if !unbounded_lists.is_empty() {
+                    problems.push(format!(
+                        "{path}: inside lists without maxItems {unbounded_lists:?}"
+                    ));
+                }
+                let is_string = schema.get("type").and_then(|t| t.as_str()) == Some("string");
+                if is_string && schema.get("maxLength").is_none() {
+                    problems.push(format!("{path}: a string with rules but no maxLength"));
+                }
+                let is_array = schema.get("type").and_then(|t| t.as_str()) == Some("array");
+                if is_array {
+                    if schema.get("maxItems").is_none() {
+                        problems.push(format!("{path}: a list with rules but no maxItems"));
+                    }
+                    let items = &schema["items"];
+                    if items.get("type").and_then(|t| t.as_str()) == Some("string")
+                        && items.get("maxLength").is_none()
+                    {
+                        problems.push(format!("{path}[]: strings a rule reads without maxLength"));
+                    }
+                }
+            }
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (key, prop) in props {
+                    walk(&format!("{path}.{key}"), prop, unbounded_lists, problems);
+                }
+            }
+            if let Some(items) = schema.get("items") {
+                let mut lists = unbounded_lists.to_vec();
+                if schema.get("maxItems").is_none() {
+                    lists.push(path.to_owned());
+                }
+                walk(&format!("{path}[]"), items, &lists, problems);
+            }
+        }
+        let mut problems = Vec::new();
+        for crd in all() {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            walk(
+                &format!("{}.spec", crd.spec.names.kind),
+                &schema["openAPIV3Schema"]["properties"]["spec"],
+                &[],
+                &mut problems,
+            );
+        }
+        assert!(
+            problems.is_empty(),
+            "unbounded input to rules: {problems:#?}"
+        );
+    }
+
     #[test]
     fn every_spec_field_is_documented() {
         fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {

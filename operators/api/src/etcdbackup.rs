@@ -13,12 +13,98 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditions::impl_conditioned_status;
 use crate::duration::GoDuration;
+use crate::formats::{
+    ABSOLUTE_PATH_RULE, CLAIM_NAME_MESSAGE, DNS_SUBDOMAIN_RULE, NO_CONTROL_CHARACTERS_RULE,
+    NODE_NAME_MESSAGE, POSITIVE_DURATION_RULE, SECRET_NAME_MESSAGE, URL_PORT_RULE,
+    dot_segment_pattern, host_pattern, port_pattern,
+};
 use crate::references::SecretKeyRef;
 
 /// Default for [`Retention::keep_last`].
 pub const DEFAULT_KEEP_LAST: i32 = 24;
 
-const ABSOLUTE_PATH_RULE: &str = "self.startsWith('/')";
+/// A schedule's shape: five fields of cron characters, or a macro. A schedule of the
+/// wrong shape gets this rule's message only; [`CRON_RANGES_RULE`] checks the rest.
+macro_rules! cron_shape_pattern {
+    () => {
+        "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*/,?-]+( +[0-9A-Za-z*/,?-]+){4})$"
+    };
+}
+
+/// One cron field whose values match `$value`: `*` or `?`, a value or a range of
+/// values, each with an optional step of 1 or more, and comma-separated lists of those;
+/// what the CronJob controller and the EtcdBackup controller both read.
+macro_rules! cron_field_pattern {
+    ($value:literal) => {
+        concat!(
+            "([*?]|",
+            $value,
+            "(-",
+            $value,
+            ")?)(/[1-9][0-9]{0,2})?",
+            "(,([*?]|",
+            $value,
+            "(-",
+            $value,
+            ")?)(/[1-9][0-9]{0,2})?)*"
+        )
+    };
+}
+
+const CRON_SHAPE_RULE: &str = concat!("self.matches('", cron_shape_pattern!(), "')");
+
+/// Each field of a five-field schedule within its range: minute 0-59, hour 0-23, day
+/// of month 1-31, month 1-12 or JAN-DEC, day of week 0-6 or SUN-SAT (names in any
+/// case). Day of week 7, Sunday in some crons, is refused: the CronJob API that runs
+/// the backups reads weekdays as 0-6 and would refuse the CronJob after the
+/// EtcdBackup was accepted. Guarded by the shape, so a malformed schedule gets one
+/// message.
+const CRON_RANGES_RULE: &str = concat!(
+    "!self.matches('",
+    cron_shape_pattern!(),
+    "') || self.startsWith('@') || self.matches('^",
+    cron_field_pattern!("[0-5]?[0-9]"),
+    " +",
+    cron_field_pattern!("([01]?[0-9]|2[0-3])"),
+    " +",
+    cron_field_pattern!("(0?[1-9]|[12][0-9]|3[01])"),
+    " +",
+    cron_field_pattern!("(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))"),
+    " +",
+    cron_field_pattern!("(0?[0-6]|(?i:sun|mon|tue|wed|thu|fri|sat))"),
+    "$')"
+);
+
+const CRON_RANGES_MESSAGE: &str = "each field of the schedule must be within its range: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-6 or SUN-SAT (Sunday is 0, not 7); use *, ranges (1-5), steps of 1 or more (*/15) and lists (1,15), such as \"30 2 * * MON-FRI\"";
+
+/// An etcd client URL: http(s), a host, an optional port, nothing after it.
+const ETCD_ENDPOINTS_RULE: &str = concat!(
+    "self.all(e, e.matches('^https?://",
+    host_pattern!(),
+    "(:[0-9]{1,5})?$'))"
+);
+
+/// The port, where an endpoint names one, is 1 to 65535.
+const ETCD_ENDPOINT_PORTS_RULE: &str = concat!(
+    "self.all(e, !e.matches('^https?://[^/]*:[0-9]+$') || e.matches('^https?://[^/]*:",
+    port_pattern!(),
+    "$'))"
+);
+
+/// An S3 endpoint: http(s), a host, an optional port, an optional path, all printable.
+const S3_ENDPOINT_RULE: &str = concat!(
+    "self.matches('^https?://",
+    host_pattern!(),
+    "(:[0-9]{1,5})?(/[!-~]*)?$')"
+);
+
+/// A key prefix: printable, not absolute, no `.` or `..` segment (HTTP clients and
+/// S3-compatible servers resolve those, writing outside the prefix).
+const S3_PREFIX_RULE: &str = concat!(
+    "self.matches('^[!-~]+$') && !self.startsWith('/') && !self.matches('",
+    dot_segment_pattern!(),
+    "')"
+);
 
 /// Scheduled, verified snapshots of the cluster's etcd (or k3s's SQLite datastore) to a
 /// PVC, a host path or S3-compatible storage, with a retention policy that never deletes
@@ -92,9 +178,8 @@ pub struct EtcdBackupSpec {
     /// When to back up, as a cron schedule with five fields (minute hour day-of-month
     /// month day-of-week), such as "0 * * * *" for hourly, or a macro such as @daily.
     #[schemars(length(min = 1, max = 128))]
-    #[x_kube(validation = Rule::new(
-        "self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*/,?-]+( +[0-9A-Za-z*/,?-]+){4})$')"
-    ).message("must be a cron schedule with five fields (minute hour day-of-month month day-of-week), such as \"0 * * * *\", or a macro such as @hourly"))]
+    #[x_kube(validation = Rule::new(CRON_SHAPE_RULE).message("must be a cron schedule with five fields (minute hour day-of-month month day-of-week), such as \"0 * * * *\", or a macro such as @hourly"))]
+    #[x_kube(validation = Rule::new(CRON_RANGES_RULE).message(CRON_RANGES_MESSAGE))]
     pub schedule: String,
 
     /// Time zone of the schedule, as an IANA name such as Europe/Berlin. The
@@ -134,6 +219,7 @@ pub struct EtcdBackupSpec {
     /// The Stale condition turns true when the newest verified backup is older than
     /// this, as a duration such as 3h. Defaults to twice the schedule's interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(POSITIVE_DURATION_RULE).message("must be longer than 0, such as 3h: every backup would be stale the moment it is taken; leave staleAfter unset for twice the schedule's interval"))]
     pub stale_after: Option<GoDuration>,
 }
 
@@ -159,7 +245,8 @@ pub struct EtcdSource {
     /// etcd client URLs, such as https://10.0.0.10:2379, overriding the distribution's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 7), inner(length(min = 1, max = 256)))]
-    #[x_kube(validation = Rule::new("self.all(e, e.matches('^https?://[^/ ]+$'))").message("each endpoint must be a URL without a path, such as https://10.0.0.10:2379"))]
+    #[x_kube(validation = Rule::new(ETCD_ENDPOINTS_RULE).message("each endpoint must be a URL without a path, such as https://10.0.0.10:2379"))]
+    #[x_kube(validation = Rule::new(ETCD_ENDPOINT_PORTS_RULE).message("each endpoint's port must be 1 to 65535, without leading zeros, such as https://10.0.0.10:2379"))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub endpoints: Vec<String>,
 
@@ -171,7 +258,7 @@ pub struct EtcdSource {
     /// /var/lib/rancher/k3s/server/db/state.db.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path, such as /var/lib/rancher/k3s/server/db/state.db"))]
+    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path without . or .. segments or control characters, such as /var/lib/rancher/k3s/server/db/state.db"))]
     pub sqlite_path: Option<String>,
 }
 
@@ -207,6 +294,7 @@ pub struct EtcdTls {
     /// A Secret in the same namespace with ca.crt, tls.crt and tls.key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message(SECRET_NAME_MESSAGE))]
     pub secret_name: Option<String>,
 
     /// Files on the control-plane node.
@@ -220,17 +308,17 @@ pub struct EtcdTls {
 pub struct EtcdTlsFiles {
     /// CA certificate that signed etcd's server certificate.
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path"))]
+    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path without . or .. segments or control characters, such as /etc/etcd/pki/ca.crt"))]
     pub ca_file: String,
 
     /// Client certificate.
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path"))]
+    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path without . or .. segments or control characters, such as /etc/etcd/pki/ca.crt"))]
     pub cert_file: String,
 
     /// Client private key.
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path"))]
+    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path without . or .. segments or control characters, such as /etc/etcd/pki/ca.crt"))]
     pub key_file: String,
 }
 
@@ -258,12 +346,14 @@ pub struct BackupDestination {
 pub struct PvcDestination {
     /// Name of the PersistentVolumeClaim.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message(CLAIM_NAME_MESSAGE))]
     pub claim_name: String,
 
     /// Directory inside the claim. The claim's root when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("must be a relative path inside the claim, without .."))]
+    #[x_kube(validation = Rule::new(NO_CONTROL_CHARACTERS_RULE).message("must be a path without control characters (newlines, tabs), such as etcd/cluster-a"))]
     pub sub_path: Option<String>,
 }
 
@@ -273,13 +363,14 @@ pub struct PvcDestination {
 pub struct HostPathDestination {
     /// Absolute path of the directory.
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path, such as /var/backups/etcd"))]
+    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path without . or .. segments or control characters, such as /var/backups/etcd"))]
     pub path: String,
 
     /// The control-plane node to run on, so all backups land in one place. Any
     /// control-plane node when unset (then each node keeps the backups it took).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message(NODE_NAME_MESSAGE))]
     pub node: Option<String>,
 }
 
@@ -290,26 +381,28 @@ pub struct HostPathDestination {
 pub struct S3Destination {
     /// Bucket name.
     #[schemars(length(min = 3, max = 63))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]*[a-z0-9]$')").message("must be an S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]*[a-z0-9]$') && !self.contains('..')").message("must be an S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, without two dots in a row, such as homelab-backups"))]
     pub bucket: String,
 
     /// Endpoint URL for S3-compatible servers, such as http://minio.storage.svc:9000.
     /// AWS S3 when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^ ]+$')").message("must be an http:// or https:// URL, such as https://s3.eu-central-1.amazonaws.com"))]
+    #[x_kube(validation = Rule::new(S3_ENDPOINT_RULE).message("must be an http:// or https:// URL, such as https://s3.eu-central-1.amazonaws.com or http://minio.storage.svc:9000"))]
+    #[x_kube(validation = Rule::new(URL_PORT_RULE).message("the port must be 1 to 65535, without leading zeros, such as http://minio.storage.svc:9000"))]
     pub endpoint: Option<String>,
 
     /// Region of the bucket. us-east-1 when unset (what most S3-compatible servers
     /// expect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$')").message("must be a region name: letters, digits, '-', '_' and '.', such as us-east-1 or eu-central-003"))]
     pub region: Option<String>,
 
     /// Key prefix for the backups, such as homelab/etcd/. The bucket's root when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
-    #[x_kube(validation = Rule::new("!self.startsWith('/')").message("must not start with /"))]
+    #[x_kube(validation = Rule::new(S3_PREFIX_RULE).message("must be a key prefix such as homelab/etcd/: printable characters without spaces, not starting with /, without . or .. segments"))]
     pub prefix: Option<String>,
 
     /// Address the bucket as endpoint/bucket instead of bucket.endpoint; most

@@ -17,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::GoDuration;
+use crate::formats::{NODE_NAMES_MESSAGE, NODE_NAMES_RULE};
 
 /// Default for [`FailoverPolicy::unreachable_after`]: 30 s, against Kubernetes' 300 s.
 pub const DEFAULT_UNREACHABLE_AFTER: &str = "30s";
@@ -53,6 +54,7 @@ pub struct FailoverPolicy {
     /// Nodes to run on when they can; the first eligible one in this list wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
+    #[x_kube(validation = Rule::new(NODE_NAMES_RULE).message(NODE_NAMES_MESSAGE))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub preferred_nodes: Vec<String>,
 
@@ -60,6 +62,7 @@ pub struct FailoverPolicy {
     /// that can run it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
+    #[x_kube(validation = Rule::new(NODE_NAMES_RULE).message(NODE_NAMES_MESSAGE))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub allowed_nodes: Vec<String>,
 
@@ -76,7 +79,8 @@ pub struct FailoverPolicy {
     pub fence_node: bool,
 
     /// The shortest time between two failovers of this object, so a flapping node does
-    /// not move the workload back and forth. Defaults to 10m.
+    /// not move the workload back and forth. Defaults to 10m; 0 lets a failover follow
+    /// another at once (unreachableAfter still applies to each).
     #[serde(default = "default_cooldown")]
     pub cooldown: GoDuration,
 }

@@ -3,8 +3,8 @@
 //! One module per kind ([`mediaserver`], [`sensorgateway`], [`usbdevicepin`],
 //! [`etcdbackup`]) and the pieces they share: the [`failover`] policy, [`conditions`]
 //! (types, reasons, and [`ConditionedStatus`] for generic access), Secret
-//! [`references`], [`storage`] volumes, [`workload`] settings and Go-style
-//! [`duration`]s.
+//! [`references`], [`storage`] volumes, [`workload`] settings, Go-style
+//! [`duration`]s and the [`formats`] (names, ports, paths) several kinds check.
 //!
 //! Validation lives in the schema, so the API server refuses bad input with a message
 //! for a person: plain schema keywords (enums, ranges, lengths, list types) where they
@@ -20,6 +20,7 @@ pub mod crd;
 pub mod duration;
 pub mod etcdbackup;
 pub mod failover;
+pub mod formats;
 pub mod mediaserver;
 pub mod references;
 pub mod sensorgateway;

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditions::impl_conditioned_status;
 use crate::failover::{FailoverPolicy, FailoverRecord, impl_failover};
+use crate::formats::{
+    ABSOLUTE_PATH_RULE, CLAIM_NAME_MESSAGE, DNS_SUBDOMAIN_RULE, PRINTABLE_WORD_RULE,
+};
 use crate::storage::{
     HostPathVolume, NfsVolume, STATE_CLASS_IMMUTABLE_MESSAGE, STATE_CLASS_IMMUTABLE_RULE,
     STATE_HOST_PATH_IMMUTABLE_MESSAGE, STATE_HOST_PATH_IMMUTABLE_RULE,
@@ -104,6 +107,7 @@ pub struct MediaServerSpec {
     /// docker.io/jellyfin/jellyfin:10.10.7. Required for Generic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(PRINTABLE_WORD_RULE).message("must be a container image reference without spaces, such as docker.io/jellyfin/jellyfin:10.10.7"))]
     pub image: Option<String>,
 
     /// CPU architectures the image runs on, overriding the preset's. The server is
@@ -201,7 +205,7 @@ pub struct MediaVolume {
 
     /// Where the library appears inside the container, such as /media/movies.
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("self.startsWith('/')").message("must be an absolute path, such as /media/movies"))]
+    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path without . or .. segments or control characters, such as /media/movies"))]
     pub mount_path: String,
 
     /// Mount read-only. Defaults to true: a media server reads media, and a bug or a
@@ -212,6 +216,7 @@ pub struct MediaVolume {
     /// A PersistentVolumeClaim you created, in the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message(CLAIM_NAME_MESSAGE))]
     pub existing_claim: Option<String>,
 
     /// An NFS export, mounted directly.
@@ -229,7 +234,7 @@ fn default_true() -> bool {
 }
 
 /// Hardware transcoding.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Transcoding {
     /// The transcoding hardware: IntelQuickSync (the iGPU of an Intel CPU, through the
@@ -242,7 +247,8 @@ pub struct Transcoding {
     /// open the device without privileges. When unset, the preset's usual render and
     /// video group IDs are used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 2147483647))]
+    #[schemars(range(max = 2147483647))]
+    #[x_kube(validation = Rule::new("self >= 1").message("must be the group id that owns /dev/dri/renderD128 (see ls -ln /dev/dri), such as 993; 0 is the root group, which would give the server every file root's group can open"))]
     pub render_group_id: Option<i64>,
 }
 

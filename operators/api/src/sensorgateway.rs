@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::conditions::impl_conditioned_status;
 use crate::duration::GoDuration;
 use crate::failover::{FailoverPolicy, FailoverRecord, impl_failover};
+use crate::formats::{
+    DNS_SUBDOMAIN_RULE, POSITIVE_DURATION_RULE, PRINTABLE_WORD_RULE, SECRET_NAME_MESSAGE,
+    URL_PORT_RULE,
+};
 use crate::references::{SecretKeyRef, UsbDevicePinRef};
 use crate::storage::{
     STATE_CLASS_IMMUTABLE_MESSAGE, STATE_CLASS_IMMUTABLE_RULE, STATE_HOST_PATH_IMMUTABLE_MESSAGE,
@@ -31,6 +35,28 @@ pub const DEFAULT_DATA_SIZE: &str = "1Gi";
 /// An MQTT topic filter: `+` only as a whole level, `#` only as the whole last level.
 const TOPIC_FILTER_RULE: &str = r"self.matches('^(#|(\\+|[^+#/]*)(/(\\+|[^+#/]*))*(/#)?)$')";
 const TOPIC_FILTER_MESSAGE: &str = "must be an MQTT topic filter: + only as a whole level, # only as the whole last level (such as garden/+/moisture or garden/#)";
+
+/// A filter that names at least one level: `#`, `+/#` or `+/+` would subscribe the
+/// operator to everything on the broker (every other gateway's traffic, every retained
+/// message), for one sensor.
+const TOPIC_NOT_ONLY_WILDCARDS_RULE: &str = "!self.matches('^[+/#]*$')";
+const TOPIC_NOT_ONLY_WILDCARDS_MESSAGE: &str = "must name at least one topic level: a filter of only wildcards (such as # or +/#) subscribes to everything on the broker; use the sensor's own topic, such as garden/+/moisture or garden/#";
+
+/// Topics may hold spaces (zigbee2mqtt's friendly names do), but neither control
+/// characters nor leading or trailing spaces, which no client shows and nobody types
+/// on purpose.
+const TOPIC_CHARACTERS_RULE: &str =
+    r"!self.matches('\\p{Cc}') && !self.startsWith(' ') && !self.endsWith(' ')";
+const TOPIC_CHARACTERS_MESSAGE: &str =
+    "must not contain control characters (newlines, tabs) or start or end with a space";
+
+/// A user name or password goes to the broker only over mqtts://, unless the user
+/// says the plain path is trusted: over mqtt:// anyone on the way can read them.
+const PLAINTEXT_CREDENTIALS_RULE: &str = "self.url.startsWith('mqtts://') || (!has(self.usernameSecretRef) && !has(self.passwordSecretRef)) || (has(self.allowPlaintextCredentials) && self.allowPlaintextCredentials)";
+const PLAINTEXT_CREDENTIALS_MESSAGE: &str = "credentials over a plain mqtt:// url travel unencrypted: use an mqtts:// broker url, or set allowPlaintextCredentials: true if the broker is on a trusted LAN";
+
+const IMAGE_MESSAGE: &str =
+    "must be a container image reference without spaces, such as ghcr.io/koenkk/zigbee2mqtt:2.1.3";
 
 /// A gateway between radios or sensors and MQTT (zigbee2mqtt, zwave-js-ui, an
 /// ESPHome-style hub, or any image), watched over MQTT itself.
@@ -120,6 +146,7 @@ pub struct SensorGatewaySpec {
     /// ghcr.io/koenkk/zigbee2mqtt:2.1.3. Required for Generic unless external.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(PRINTABLE_WORD_RULE).message(IMAGE_MESSAGE))]
     pub image: Option<String>,
 
     /// The MQTT broker the gateway publishes to, and the operator reads from.
@@ -130,6 +157,7 @@ pub struct SensorGatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = Rule::new("!self.contains('+') && !self.contains('#') && !self.startsWith('/') && !self.endsWith('/')").message("must be a topic without wildcards (+, #) and without a leading or trailing /"))]
+    #[x_kube(validation = Rule::new(TOPIC_CHARACTERS_RULE).message(TOPIC_CHARACTERS_MESSAGE))]
     pub topic_prefix: Option<String>,
 
     /// Where and how the gateway says whether it is online, and how long it may be
@@ -215,6 +243,7 @@ pub enum GatewayPreset {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.passwordSecretRef) || has(self.usernameSecretRef)").message("a password needs a username: set usernameSecretRef too"))]
 #[x_kube(validation = Rule::new("!has(self.tls) || self.url.startsWith('mqtts://')").message("tls settings need an mqtts:// broker url"))]
+#[x_kube(validation = Rule::new(PLAINTEXT_CREDENTIALS_RULE).message(PLAINTEXT_CREDENTIALS_MESSAGE))]
 pub struct MqttSettings {
     /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS, such as
     /// mqtt://mosquitto.home.svc:1883. The port defaults to 1883 (mqtt) or 8883 (mqtts).
@@ -223,6 +252,7 @@ pub struct MqttSettings {
     /// no such Service, the name as written.
     #[schemars(length(min = 1, max = 270))]
     #[x_kube(validation = Rule::new(r"self.matches('^mqtts?://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?/?$')").message("must be a broker URL such as mqtt://mosquitto.home.svc:1883 or mqtts://broker.home.arpa:8883"))]
+    #[x_kube(validation = Rule::new(URL_PORT_RULE).message("the broker's port must be 1 to 65535, without leading zeros, such as mqtt://mosquitto.home.svc:1883; leave it out for 1883 (mqtt) or 8883 (mqtts)"))]
     pub url: String,
 
     /// The MQTT user name, from a key of a Secret in the same namespace.
@@ -236,10 +266,16 @@ pub struct MqttSettings {
     /// TLS settings for an mqtts:// broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<MqttTls>,
+
+    /// Send the user name and password over a plain mqtt:// url, where anyone on the
+    /// network path can read them. Only for a broker on a trusted LAN; prefer
+    /// mqtts://. Defaults to false: credentials need an mqtts:// url.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
 }
 
 /// TLS to the broker.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MqttTls {
     /// CA certificate (PEM) that signed the broker's certificate, from a Secret. The
@@ -251,6 +287,7 @@ pub struct MqttTls {
     /// brokers that authenticate clients by certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message(SECRET_NAME_MESSAGE))]
     pub client_certificate_secret_name: Option<String>,
 }
 
@@ -263,6 +300,7 @@ pub struct Availability {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new("!self.contains('+') && !self.contains('#')").message("must be a single topic, without the wildcards + or #"))]
+    #[x_kube(validation = Rule::new(TOPIC_CHARACTERS_RULE).message(TOPIC_CHARACTERS_MESSAGE))]
     pub topic: Option<String>,
 
     /// Payload that means online. Defaults to the preset's (online; zigbee2mqtt 2.x's
@@ -280,6 +318,7 @@ pub struct Availability {
     /// operator restarts the pod (Manual failover mode only reports it). Defaults
     /// to 2m.
     #[serde(default = "default_restart_after")]
+    #[x_kube(validation = Rule::new(POSITIVE_DURATION_RULE).message("must be longer than 0, such as 2m: a gateway would be restarted the moment it says offline, even while it reconnects"))]
     pub restart_after: GoDuration,
 }
 
@@ -311,10 +350,13 @@ pub struct Sensor {
     /// zigbee2mqtt/garden-moisture-1 or garden-hub/sensor/+/state.
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new(TOPIC_FILTER_RULE).message(TOPIC_FILTER_MESSAGE))]
+    #[x_kube(validation = Rule::new(TOPIC_NOT_ONLY_WILDCARDS_RULE).message(TOPIC_NOT_ONLY_WILDCARDS_MESSAGE))]
+    #[x_kube(validation = Rule::new(TOPIC_CHARACTERS_RULE).message(TOPIC_CHARACTERS_MESSAGE))]
     pub topic: String,
 
     /// The sensor is stale when nothing arrived on its topic for this long, such as
     /// 10m for a sensor that reports every 5 minutes.
+    #[x_kube(validation = Rule::new(POSITIVE_DURATION_RULE).message("must be longer than 0, such as 10m for a sensor that reports every 5 minutes: with 0 the sensor would always be stale"))]
     pub stale_after: GoDuration,
 }
 
@@ -334,6 +376,7 @@ pub struct Radio {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 270))]
     #[x_kube(validation = Rule::new(r"self.matches('^tcp://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\\[[0-9A-Fa-f:.]+\\]):[0-9]{1,5}$')").message("must be tcp://host:port, such as tcp://192.168.1.40:6638"))]
+    #[x_kube(validation = Rule::new(URL_PORT_RULE).message("the coordinator's port must be 1 to 65535, without leading zeros, such as tcp://192.168.1.40:6638"))]
     pub network_address: Option<String>,
 }
 

@@ -10,6 +10,10 @@ use kube::KubeSchema;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+use crate::formats::{
+    ABSOLUTE_PATH_RULE, CLAIM_NAME_MESSAGE, DNS_SUBDOMAIN_RULE, NODE_NAME_MESSAGE,
+};
+
 /// CEL rule refusing a change of storage kind on an existing object (put it on the
 /// field that holds a [`StateVolume`]).
 pub const STATE_KIND_IMMUTABLE_RULE: &str = "[has(self.existingClaim), has(self.volumeClaim), has(self.hostPath), has(self.nfs)] == [has(oldSelf.existingClaim), has(oldSelf.volumeClaim), has(oldSelf.hostPath), has(oldSelf.nfs)]";
@@ -37,6 +41,7 @@ pub struct StateVolume {
     /// deletes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message(CLAIM_NAME_MESSAGE))]
     pub existing_claim: Option<String>,
 
     /// A PersistentVolumeClaim the operator creates and owns.
@@ -78,7 +83,7 @@ impl StateVolume {
 
 /// A PersistentVolumeClaim the operator creates, owns, and (unless keepOnDelete) deletes
 /// with the object.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeClaim {
     /// Requested size, such as 10Gi. Used when the claim is created; to grow it later,
@@ -89,6 +94,7 @@ pub struct VolumeClaim {
     /// StorageClass of the claim. The cluster's default class when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message("must be the name of a StorageClass as `kubectl get storageclass` shows it: lowercase letters, digits, '-' and '.', such as longhorn"))]
     pub storage_class_name: Option<String>,
 
     /// Access mode of the claim: ReadWriteOnce (when unset), ReadWriteOncePod or
@@ -143,11 +149,12 @@ impl AccessMode {
 pub struct HostPathVolume {
     /// The node that has the directory.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message(NODE_NAME_MESSAGE))]
     pub node: String,
 
     /// Absolute path of the directory on that node.
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("self.startsWith('/')").message("must be an absolute path, such as /srv/media"))]
+    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path without . or .. segments or control characters, such as /srv/media"))]
     pub path: String,
 }
 
@@ -157,11 +164,12 @@ pub struct HostPathVolume {
 pub struct NfsVolume {
     /// Host name or IP address of the NFS server, such as nas.home.arpa.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$')").message("must be a host name or IP address, such as nas.home.arpa or 192.168.1.10"))]
     pub server: String,
 
     /// Exported path on the server, such as /volume1/media.
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("self.startsWith('/')").message("must be an absolute path, such as /volume1/media"))]
+    #[x_kube(validation = Rule::new(ABSOLUTE_PATH_RULE).message("must be an absolute path without . or .. segments or control characters, such as /volume1/media"))]
     pub path: String,
 }
 

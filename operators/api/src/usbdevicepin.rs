@@ -16,11 +16,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditions::impl_conditioned_status;
 use crate::failover::{FailoverPolicy, FailoverRecord, impl_failover};
+use crate::formats::{PRINTABLE_WORD_RULE, dot_segment_pattern};
 
 /// Prefix of the extended resource and node label of a pin.
 pub const RESOURCE_PREFIX: &str = "devices.homelab.home.arpa/";
 
 const HEX4_RULE: &str = "self.matches('^[0-9a-fA-F]{4}$')";
+
+/// A clean absolute path under /dev: no `.` or `..` segment (which would name a file
+/// outside /dev), no empty segment, no trailing slash.
+const CONTAINER_PATH_RULE: &str = concat!(
+    "self.matches('^/dev(/[A-Za-z0-9._-]+)+$') && !self.matches('",
+    dot_segment_pattern!(),
+    "')"
+);
 
 /// A USB device (vendor and product id, optionally serial) plugged into some node. Its
 /// consumers run where it is, and follow it when it moves.
@@ -71,6 +80,7 @@ pub struct UsbDevicePinSpec {
     /// matches. Fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new(PRINTABLE_WORD_RULE).message("must be the device's USB serial number as in /dev/serial/by-id/: printable characters without spaces, such as c0e8eeaaf4c9"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("serial cannot change: consumers would silently follow a different device; create a new UsbDevicePin"))]
     pub serial: Option<String>,
 
@@ -78,7 +88,7 @@ pub struct UsbDevicePinSpec {
     /// /dev/zigbee. Defaults to /dev/<pin name>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 6, max = 128))]
-    #[x_kube(validation = Rule::new("self.matches('^/dev/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$')").message("must be a path under /dev, such as /dev/zigbee"))]
+    #[x_kube(validation = Rule::new(CONTAINER_PATH_RULE).message("must be a path under /dev, such as /dev/zigbee or /dev/serial/zigbee: letters, digits, '.', '_' and '-', without . or .. segments, // or a trailing /"))]
     pub container_path: Option<String>,
 
     /// At most one matching device may be plugged in at a time (default true). When
