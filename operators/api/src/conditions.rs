@@ -77,6 +77,9 @@ pub mod reasons {
     /// Storage two copies could both write (an NFS share) is safe to move only once
     /// the lost node is fenced, and `failover.fenceNode` is false.
     pub const FENCING_REQUIRED: &str = "FencingRequired";
+    /// `failover.fenceNode` asks to fence a lost node, but the cluster's
+    /// administrator has not enabled fencing (the chart's `fencing.enabled`).
+    pub const FENCING_NOT_ALLOWED: &str = "FencingNotAllowed";
     /// Most nodes fell silent at once (the control plane or the network, not the
     /// nodes): nothing is moved, as Kubernetes' own node-lifecycle controller does.
     pub const CLUSTER_DISRUPTED: &str = "ClusterDisrupted";

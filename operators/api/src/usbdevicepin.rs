@@ -5,9 +5,11 @@
 //! node writing only its own entry with its own server-side-apply field manager (the
 //! list is a map keyed by `node`, so entries merge). The controller turns that into
 //! placement for the pin's consumers: an extended resource
-//! `devices.homelab.home.arpa/<pin>` advertised by the agent's device plugin (so the
-//! real scheduler places a consumer only where the stick is, and only one consumer
-//! holds it) and a node label of the same name.
+//! `<namespace>.devices.homelab.home.arpa/<pin>` advertised by the agent's device
+//! plugin (so the real scheduler places a consumer only where the stick is, and only
+//! one consumer holds it) and a node label of the same name. The namespace is part of
+//! the name because extended resources are cluster-wide: the chart's admission policy
+//! lets a pod request only its own namespace's devices.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema, ResourceExt};
@@ -18,8 +20,9 @@ use crate::conditions::impl_conditioned_status;
 use crate::failover::{FailoverPolicy, FailoverRecord, impl_failover};
 use crate::formats::{PRINTABLE_WORD_RULE, dot_segment_pattern};
 
-/// Prefix of the extended resource and node label of a pin.
-pub const RESOURCE_PREFIX: &str = "devices.homelab.home.arpa/";
+/// The domain of a pin's extended resource and node label, after the pin's namespace:
+/// `<namespace>.devices.homelab.home.arpa/<pin>`.
+pub const RESOURCE_DOMAIN: &str = "devices.homelab.home.arpa";
 
 const HEX4_RULE: &str = "self.matches('^[0-9a-fA-F]{4}$')";
 
@@ -47,7 +50,7 @@ const CONTAINER_PATH_RULE: &str = concat!(
     shortname = "usbpin",
     category = "homelab",
     doc = "A USB device (vendor and product id, optionally serial) plugged into some node. Node agents report where it is; its consumers are placed there through an extended resource, without privileged pods, and follow the device when it moves.",
-    validation = Rule::new("self.metadata.name.size() <= 63").message("a UsbDevicePin name becomes the extended resource devices.homelab.home.arpa/<name> and must be at most 63 characters"),
+    validation = Rule::new("self.metadata.name.size() <= 63").message("a UsbDevicePin name becomes the extended resource <namespace>.devices.homelab.home.arpa/<name> and must be at most 63 characters"),
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#, description = "Whether the device is present and usable"),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.currentNode", description = "Node the device is plugged into"),
     printcolumn(name = "Holder", type_ = "string", json_path = ".status.holderPod", description = "Pod that holds the device"),
@@ -225,9 +228,9 @@ impl_failover!(UsbDevicePin => UsbDevicePinStatus);
 
 impl UsbDevicePin {
     /// The extended resource consumers request (one unit), and the node label set on
-    /// nodes holding the device: `devices.homelab.home.arpa/<pin name>`.
+    /// nodes holding the device: `<namespace>.devices.homelab.home.arpa/<pin name>`.
     pub fn resource_name(&self) -> String {
-        format!("{RESOURCE_PREFIX}{}", self.name_any())
+        resource_name(&self.namespace().unwrap_or_default(), &self.name_any())
     }
 
     /// Where consumers see the device inside their containers.
@@ -237,6 +240,20 @@ impl UsbDevicePin {
             .clone()
             .unwrap_or_else(|| format!("/dev/{}", self.name_any()))
     }
+}
+
+/// The extended resource (and node label) of the pin `name` in `namespace`.
+pub fn resource_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{RESOURCE_DOMAIN}/{name}")
+}
+
+/// The pin a resource or label key names, as (namespace, name); `None` for any other
+/// key.
+pub fn pin_of_resource(key: &str) -> Option<(&str, &str)> {
+    let (domain, name) = key.split_once('/')?;
+    let namespace = domain.strip_suffix(RESOURCE_DOMAIN)?.strip_suffix('.')?;
+    (!namespace.is_empty() && !namespace.contains('.') && !name.is_empty())
+        .then_some((namespace, name))
 }
 
 impl UsbDevicePinSpec {
@@ -275,13 +292,32 @@ mod tests {
     }
 
     #[test]
-    fn names_derive_from_the_pin() {
-        let pin = pin();
+    fn names_derive_from_the_pin_and_its_namespace() {
+        let mut pin = pin();
+        pin.metadata.namespace = Some("home".into());
         assert_eq!(
             pin.resource_name(),
-            "devices.homelab.home.arpa/sonoff-zigbee"
+            "home.devices.homelab.home.arpa/sonoff-zigbee"
         );
         assert_eq!(pin.container_path(), "/dev/sonoff-zigbee");
+    }
+
+    #[test]
+    fn resource_keys_parse_back_into_namespace_and_pin() {
+        assert_eq!(
+            pin_of_resource("home.devices.homelab.home.arpa/zwave"),
+            Some(("home", "zwave"))
+        );
+        for other in [
+            "devices.homelab.home.arpa/zwave",
+            "a.b.devices.homelab.home.arpa/zwave",
+            "homedevices.homelab.home.arpa/zwave",
+            "home.devices.homelab.home.arpa/",
+            "nvidia.com/gpu",
+            "cpu",
+        ] {
+            assert_eq!(pin_of_resource(other), None, "{other}");
+        }
     }
 
     #[test]
