@@ -86,6 +86,9 @@ fn start_controller(client: &Client, ns: &TestNamespace) -> Stop {
     settings.namespace = Some(ns.name().to_owned());
     settings.http_addr = "127.0.0.1:0".parse().unwrap();
     settings.leader_election = false;
+    // The node-local library below: an administrator allows that directory.
+    settings.allowed_host_paths =
+        homelab_kit::settings::AllowedHostPaths::parse("/mnt/usb-music").unwrap();
     let controller = Controller::new(client.clone(), settings);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {

@@ -14,6 +14,7 @@ mod garbage_collection;
 mod mediaserver;
 mod metrics_scrape;
 mod node_agent_policy;
+mod refusals;
 mod scheduling;
 mod sensorgateway;
 mod status_writes;

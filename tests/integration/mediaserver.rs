@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use homelab_api::conditions::{reasons, types};
 use homelab_api::{ConditionedStatus, MediaServer};
+use homelab_kit::settings::AllowedHostPaths;
 use homelab_kit::{Context, Settings};
 use homelab_mediaserver::build::names::{KEEP_ANNOTATION, SERVER_LABEL};
 use homelab_mediaserver::{CONTROLLER_NAME, Controller, Metrics, State};
@@ -40,7 +41,9 @@ async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
     let client = client().await.unwrap();
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, prefix).await.unwrap();
-    let settings = controller::settings(CONTROLLER_NAME, ns.name());
+    let mut settings = controller::settings(CONTROLLER_NAME, ns.name());
+    // The node-local library test mounts a USB disk an administrator allows.
+    settings.allowed_host_paths = AllowedHostPaths::parse("/mnt/usb-music").unwrap();
     let running = Controller::new(client.clone(), settings.clone());
     let metrics = running.metrics();
     let running = Running {
@@ -496,7 +499,10 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
         client.clone(),
         &controller.settings,
         homelab_kit::metrics::Metrics::new().controller("direct"),
-        State::new(controller.metrics.clone()),
+        State {
+            allowed_host_paths: controller.settings.allowed_host_paths.clone(),
+            ..State::new(controller.metrics.clone())
+        },
     );
     homelab_mediaserver::reconcile(Arc::new(nudged), Arc::new(ctx))
         .await

@@ -65,7 +65,8 @@ impl FieldManager {
     ///
     /// # Errors
     /// [`Error::MissingName`] without `metadata.name`, [`Error::Serialize`],
-    /// or [`Error::Kube`] when the API server refuses.
+    /// [`Error::Refused`] when the API server refuses the object as invalid,
+    /// or [`Error::Kube`] when the request fails otherwise.
     pub async fn apply<C>(&self, api: &Api<C>, desired: &C) -> Result<C, Error>
     where
         C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
@@ -81,7 +82,19 @@ impl FieldManager {
         let body = apply_body(desired)?;
         api.patch(&name, &self.apply_params(), &Patch::Apply(&body))
             .await
-            .map_err(|e| Error::kube(format!("apply {kind} {}", describe(desired)), e))
+            .map_err(|e| {
+                // An invalid object stays invalid however often it is sent:
+                // say so, so that the runner stalls instead of retrying.
+                if crate::error::is_invalid(&e) {
+                    Error::Refused {
+                        kind: kind.to_string(),
+                        object: describe(desired),
+                        source: e,
+                    }
+                } else {
+                    Error::kube(format!("apply {kind} {}", describe(desired)), e)
+                }
+            })
     }
 
     /// Applies `desired` only when [`is_applied`] says `current` (the object
@@ -219,6 +232,37 @@ impl FieldManager {
         }
     }
 
+    /// Sets `Ready`, `Reconciling` and `Stalled` for `outcome` (and
+    /// `observedGeneration`) in the status of `obj`, whatever its kind,
+    /// keeping every other status field as read. For what the kit itself
+    /// concludes about an object (a refused child); a controller that knows
+    /// its status type builds the whole status and uses
+    /// [`FieldManager::apply_status`].
+    ///
+    /// `obj` must be fresh: the write carries its `resourceVersion`, and a
+    /// stale one is [`StatusWrite::Stale`].
+    ///
+    /// # Errors
+    /// [`Error::MissingName`], [`Error::Serialize`] or [`Error::Kube`].
+    pub async fn write_outcome<K>(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        outcome: &crate::conditions::Outcome,
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> Result<StatusWrite, Error>
+    where
+        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+    {
+        let current = to_value(obj)?
+            .get_mut("status")
+            .map(Value::take)
+            .unwrap_or(Value::Null);
+        let desired = with_outcome(&current, outcome, obj.meta().generation, now)?;
+        self.apply_status(api, obj, Some(&current), &desired, StatusPatch::Apply)
+            .await
+    }
+
     /// Applies `partial` (a status with only some fields set; unset ones must
     /// not serialize) onto the status of `obj` as stored now, whatever its
     /// version. For the record of something this reconcile has just done (a pod
@@ -284,6 +328,90 @@ impl StatusWrite {
     pub fn wrote(self) -> bool {
         self == Self::Written
     }
+}
+
+/// Checks the quantities of `resources`, found at `field` of a spec
+/// (`spec.resources`), before a controller copies them into an object to
+/// apply. The API server refuses a malformed quantity with an error that names
+/// no field (HTTP 500, "quantities must match the regular expression"), so
+/// the controller says which one it is.
+///
+/// # Errors
+/// A message naming the first field whose value is not a quantity.
+pub fn check_resources(
+    field: &str,
+    resources: &k8s_openapi::api::core::v1::ResourceRequirements,
+) -> Result<(), String> {
+    for (part, map) in [
+        ("limits", &resources.limits),
+        ("requests", &resources.requests),
+    ] {
+        for (name, quantity) in map.iter().flatten() {
+            if !is_quantity(&quantity.0) {
+                return Err(format!(
+                    "{field}.{part}.{name}: {:?} is not a quantity: write a number with an optional suffix, such as 512Mi, 2Gi, 500m or 1",
+                    quantity.0
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `s` is a Kubernetes quantity: an optionally signed decimal number
+/// followed by nothing, a binary suffix (`Ki` … `Ei`), a decimal suffix (`n`,
+/// `u`, `m`, `k`, `M` … `E`) or an exponent (`e3`, `E-2`).
+#[must_use]
+pub fn is_quantity(s: &str) -> bool {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let number_end = unsigned
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(number_end);
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    let dots = number.len() - digits;
+    if digits == 0 || dots > 1 {
+        return false;
+    }
+    let exponent = |e: &str| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+    };
+    match suffix {
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T"
+        | "P" | "E" => true,
+        other => other.strip_prefix(['e', 'E']).is_some_and(exponent),
+    }
+}
+
+/// `status` (any kind's, as JSON) with the kstatus trio set for `outcome` and
+/// `observedGeneration` set to `generation`; every other field as it is.
+fn with_outcome(
+    status: &Value,
+    outcome: &crate::conditions::Outcome,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<Value, Error> {
+    let mut status = match status {
+        Value::Object(fields) => fields.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let mut conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> =
+        match status.get("conditions") {
+            Some(list) if !list.is_null() => {
+                serde_json::from_value(list.clone()).map_err(|source| Error::Serialize {
+                    what: "status.conditions".to_owned(),
+                    source,
+                })?
+            }
+            _ => Vec::new(),
+        };
+    crate::conditions::set_outcome(&mut conditions, outcome, generation, now);
+    status.insert("conditions".to_owned(), to_value(&conditions)?);
+    if let Some(generation) = generation {
+        status.insert("observedGeneration".to_owned(), Value::from(generation));
+    }
+    Ok(Value::Object(status))
 }
 
 /// Annotation holding the hash of the desired object last applied by
@@ -563,6 +691,77 @@ mod tests {
         desired.node = Some("pi-3".into());
         assert!(status_differs(Some(&current), &desired).unwrap());
         assert!(status_differs(None, &current).unwrap());
+    }
+
+    #[test]
+    fn an_outcome_keeps_the_rest_of_any_status() {
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        let mut conditions = Vec::new();
+        set_outcome(
+            &mut conditions,
+            &Outcome::ready("Running", "on pi-3"),
+            Some(1),
+            t0,
+        );
+        let current = json!({
+            "observedGeneration": 1,
+            "node": "pi-3",
+            "conditions": conditions,
+            "lastFailover": {"fromNode": "pi-2"},
+        });
+        let stalled = Outcome::stalled("ChildRefused", "env[0].name: Required value");
+        let desired = with_outcome(&current, &stalled, Some(2), t0).unwrap();
+        assert_eq!(desired["node"], "pi-3");
+        assert_eq!(desired["lastFailover"]["fromNode"], "pi-2");
+        assert_eq!(desired["observedGeneration"], 2);
+        let conditions: Vec<Condition> =
+            serde_json::from_value(desired["conditions"].clone()).unwrap();
+        let find = |t: &str| conditions.iter().find(|c| c.type_ == t).unwrap();
+        assert_eq!(find("Ready").status, "False");
+        assert_eq!(find("Stalled").reason, "ChildRefused");
+        assert_eq!(find("Stalled").observed_generation, Some(2));
+        assert!(status_differs(Some(&current), &desired).unwrap());
+
+        // The same outcome again writes nothing.
+        let again = with_outcome(&desired, &stalled, Some(2), t0).unwrap();
+        assert!(!status_differs(Some(&desired), &again).unwrap());
+
+        // No status yet: one is made.
+        let fresh = with_outcome(&Value::Null, &stalled, Some(1), t0).unwrap();
+        assert_eq!(fresh["observedGeneration"], 1);
+        assert_eq!(fresh["conditions"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn quantities_are_what_the_api_server_reads() {
+        for ok in [
+            "1", "0", "500m", "512Mi", "2Gi", "1.5", ".5", "5.", "+1", "-1", "1e3", "1E-2", "100k",
+            "1Ei", "10n", "3u",
+        ] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in [
+            "lots", "", "Mi", "1.2.3", "1 Gi", "1gb", "1GB", "1e", "1Kib", "--1", ".",
+        ] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_quantity_names_its_field() {
+        use k8s_openapi::api::core::v1::ResourceRequirements;
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let resources = ResourceRequirements {
+            requests: Some([("cpu".to_owned(), Quantity("100m".into()))].into()),
+            limits: Some([("memory".to_owned(), Quantity("lots".into()))].into()),
+            ..ResourceRequirements::default()
+        };
+        let err = check_resources("spec.resources", &resources).unwrap_err();
+        assert!(
+            err.starts_with("spec.resources.limits.memory: \"lots\" is not a quantity"),
+            "{err}"
+        );
+        assert!(check_resources("spec.resources", &ResourceRequirements::default()).is_ok());
     }
 
     #[test]

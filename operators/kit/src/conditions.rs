@@ -19,6 +19,13 @@ pub const RECONCILING: &str = "Reconciling";
 /// kstatus: the controller cannot make progress without a person.
 pub const STALLED: &str = "Stalled";
 
+/// Reason of `Stalled`: the API server refused an object the controller built
+/// from the spec (the message is the API server's, naming the field).
+pub const CHILD_REFUSED: &str = "ChildRefused";
+/// Reason of `Stalled`: a hostPath volume outside what the administrator
+/// allows (see [`crate::settings::AllowedHostPaths`]).
+pub const HOST_PATH_NOT_ALLOWED: &str = "HostPathNotAllowed";
+
 /// Longest `message` the API server accepts on a condition.
 const MAX_MESSAGE_BYTES: usize = 32_768;
 /// Longest `reason` the API server accepts on a condition.

@@ -19,6 +19,20 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// The API server refused an object the controller built from a spec as
+    /// invalid (HTTP 400 or 422). Sending the same object again cannot work:
+    /// the spec has to change. See [`Refusal`].
+    #[error("{kind} {object} as built from the spec is invalid")]
+    Refused {
+        /// The refused object's kind.
+        kind: String,
+        /// `namespace/name` of the refused object.
+        object: String,
+        /// The client's error, an API status naming the field.
+        #[source]
+        source: kube::Error,
+    },
+
     /// An object could not be turned into JSON.
     #[error("could not serialize {what} to JSON")]
     Serialize {
@@ -98,7 +112,7 @@ impl Error {
     #[must_use]
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::Kube { source, .. } => kube_error_label(source),
+            Self::Kube { source, .. } | Self::Refused { source, .. } => kube_error_label(source),
             Self::Serialize { .. } => "serialize",
             Self::MissingName { .. } => "missing_name",
             Self::OwnerNotPersisted { .. } => "owner_not_persisted",
@@ -108,6 +122,73 @@ impl Error {
             Self::Telemetry(_) => "telemetry",
             Self::ControllerStopped | Self::ForcedShutdown => "shutdown",
         }
+    }
+}
+
+/// Whether the API server refused a request as invalid: the body is wrong,
+/// and sending it again cannot succeed.
+///
+/// Besides 400 and 422, that is a server-side apply the API server could not
+/// turn into its type (a memory limit of `lots`): it answers 500 "failed to
+/// convert new object", though nothing but the body is at fault.
+#[must_use]
+pub fn is_invalid(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => match status.code {
+            400 | 422 => true,
+            500 => status.message.starts_with("failed to convert new object"),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// An object a controller built from a spec and the API server refused as
+/// invalid, found in a reconcile's error chain by [`Refusal::find`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The refused object's kind (`Deployment`).
+    pub kind: String,
+    /// `namespace/name` of the refused object.
+    pub object: String,
+    /// The API server's own words, which name the refused field.
+    pub message: String,
+}
+
+impl Refusal {
+    /// The first [`Error::Refused`] in `err`'s chain of causes.
+    #[must_use]
+    pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if let Some(Error::Refused {
+                kind,
+                object,
+                source,
+            }) = e.downcast_ref::<Error>()
+            {
+                let message = match source {
+                    kube::Error::Api(status) => status.message.clone(),
+                    other => other.to_string(),
+                };
+                return Some(Self {
+                    kind: kind.clone(),
+                    object: object.clone(),
+                    message,
+                });
+            }
+            next = e.source();
+        }
+        None
+    }
+
+    /// What to tell the person who wrote the spec, in a condition and an Event.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        format!(
+            "the API server refused the {} {} built from this spec: {}; change the spec to fix it",
+            self.kind, self.object, self.message
+        )
     }
 }
 
@@ -242,6 +323,54 @@ mod tests {
             "Kubernetes API request failed: apply ConfigMap home/x: \
              API server refused (422 Invalid): ConfigMap \"x\" is invalid"
         );
+    }
+
+    #[test]
+    fn a_refused_child_is_found_through_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("could not apply what the MediaServer owns")]
+        struct Outer(#[source] Error);
+
+        let status = kube::core::Status::failure(
+            "Deployment.apps \"x\" is invalid: spec.template.spec.containers[0].env[0].name: Required value",
+            "Invalid",
+        )
+        .with_code(422);
+        let source = kube::Error::Api(Box::new(status));
+        assert!(is_invalid(&source));
+        let err = Outer(Error::Refused {
+            kind: "Deployment".into(),
+            object: "home/x".into(),
+            source,
+        });
+        let refusal = Refusal::find(&err).unwrap();
+        assert_eq!(refusal.kind, "Deployment");
+        assert!(
+            refusal
+                .describe()
+                .contains("the Deployment home/x built from this spec: Deployment.apps \"x\" is invalid: spec.template.spec.containers[0].env[0].name"),
+            "{}",
+            refusal.describe()
+        );
+        assert_eq!(err.0.metric_label(), "kube_invalid");
+        assert!(report(&err).contains("as built from the spec is invalid"));
+
+        // What server-side apply says of a body it cannot even type.
+        let untyped = kube::core::Status::failure(
+            "failed to convert new object (home/x; apps/v1, Kind=Deployment) to proper version: unable to convert unstructured object to apps/v1, Kind=Deployment: quantities must match the regular expression",
+            "",
+        )
+        .with_code(500);
+        assert!(is_invalid(&kube::Error::Api(Box::new(untyped))));
+        let busy = kube::core::Status::failure("etcdserver: request timed out", "").with_code(500);
+        assert!(!is_invalid(&kube::Error::Api(Box::new(busy))));
+
+        // A refusal of anything else, or another failure, is not a refused child.
+        let conflict = kube::Error::Api(Box::new(
+            kube::core::Status::failure("the object changed", "Conflict").with_code(409),
+        ));
+        assert!(!is_invalid(&conflict));
+        assert_eq!(Refusal::find(&Outer(Error::kube("apply", conflict))), None);
     }
 
     #[test]

@@ -116,10 +116,12 @@ impl EventPublisher {
     }
 }
 
-/// The Event with `reason` and `action` made valid and `note` cut to size.
+/// The Event with `reason` and `action` made valid and `note` cut to size,
+/// ending in `…` when cut so that a reader knows there was more.
 fn build_event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
+    const CUT: &str = "…";
     let note = if note.len() > MAX_NOTE_BYTES {
-        truncate(&note, MAX_NOTE_BYTES).to_owned()
+        format!("{}{CUT}", truncate(&note, MAX_NOTE_BYTES - CUT.len()))
     } else {
         note
     };
@@ -147,6 +149,11 @@ mod tests {
         assert_eq!(ev.reason, "SecretNotFound");
         assert_eq!(ev.action, "Reconcile");
         assert_eq!(ev.note.as_deref().map(str::len), Some(MAX_NOTE_BYTES));
+        assert!(ev.note.as_deref().is_some_and(|n| n.ends_with('…')));
+        // A note that fits is left whole.
+        let fits = build_event(EventType::Warning, "R", "A", "é".repeat(512));
+        assert_eq!(fits.note.as_deref().map(str::len), Some(MAX_NOTE_BYTES));
+        assert!(fits.note.as_deref().is_some_and(|n| !n.ends_with('…')));
         assert_eq!(ev.type_, EventType::Warning);
     }
 

@@ -6,18 +6,22 @@
 //!   (`object`) and generation;
 //! - reconcile metrics, with errors counted under their fixed label;
 //! - per-object exponential backoff on errors, plus a Warning Event;
+//! - an object whose child the API server refused as invalid is `Stalled`
+//!   with the API server's words and a `ChildRefused` Warning Event, and is
+//!   not reconciled again until its spec changes (or a slow retry);
 //! - leader election: every replica watches and serves health, only the
 //!   leader reconciles, and a new leader reconciles everything at once;
 //! - `/metrics`, `/healthz`, `/readyz` on one port;
 //! - graceful shutdown on SIGTERM/SIGINT: no new reconciles, running ones
 //!   finish, the Lease is released; a second signal forces the exit.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -28,13 +32,15 @@ use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::Error;
-use crate::apply::FieldManager;
+use crate::apply::{FieldManager, StatusWrite};
 use crate::backoff::ErrorBackoff;
-use crate::error::report;
+use crate::conditions::{CHILD_REFUSED, Outcome};
+use crate::error::{Refusal, report};
 use crate::events::{EventPublisher, RECONCILE_FAILED};
 use crate::health::Health;
 use crate::leader::{LeaderElector, Leadership, LeaseSettings};
@@ -76,8 +82,12 @@ pub struct Context<S> {
     pub leadership: Leadership,
     /// The controller's own state: its settings, metrics, extra clients.
     pub state: S,
+    /// The administrator lets failover fence nodes ([`Settings::fencing_allowed`]).
+    pub fencing_allowed: bool,
     /// Per-object error backoff, keyed by (namespace, name).
     backoff: ErrorBackoff<(Option<String>, String)>,
+    /// Objects whose current generation had a child refused.
+    refusals: RefusalGate,
 }
 
 impl<S> Context<S> {
@@ -95,7 +105,9 @@ impl<S> Context<S> {
             metrics,
             leadership: Leadership::always(),
             state,
+            fencing_allowed: settings.fencing_allowed,
             backoff: ErrorBackoff::new(settings.error_backoff_base, settings.error_backoff_cap),
+            refusals: RefusalGate::new(settings.error_backoff_cap),
         }
     }
 }
@@ -155,6 +167,7 @@ impl<K> Runner<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
+        + Serialize
         + DeserializeOwned
         + Debug
         + Send
@@ -490,13 +503,20 @@ where
 /// The future of one wrapped reconcile.
 type ReconcileFuture<E> = tracing::instrument::Instrumented<BoxFuture<'static, Result<Action, E>>>;
 
-/// The controller's reconcile with leadership, a span, metrics and backoff
-/// reset around it.
+/// The controller's reconcile with leadership, a span, metrics, backoff
+/// reset and the handling of refused children around it.
 fn wrap_reconcile<K, S, E, F, Fut>(
     reconcile: F,
 ) -> impl FnMut(Arc<K>, Arc<Context<S>>) -> ReconcileFuture<E>
 where
-    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
     S: Send + Sync + 'static,
     E: ReconcileError,
     F: Fn(Arc<K>, Arc<Context<S>>) -> Fut + Send + Sync + 'static,
@@ -521,16 +541,170 @@ where
                 return Ok(Action::await_change());
             }
             let key = (obj.namespace(), obj.name_any());
-            let _timer = ctx.metrics.reconcile_started();
-            let result = reconcile(obj, ctx.clone()).await;
-            match &result {
-                Ok(_) => ctx.backoff.succeeded(&key),
-                Err(err) => ctx.metrics.reconcile_failed(err.metric_label()),
+            let generation = obj.meta().generation;
+            if let Some(wait) = ctx.refusals.holds(&key, obj.uid(), generation, Instant::now()) {
+                tracing::debug!(
+                    retry_in_secs = wait.as_secs(),
+                    "not reconciling: the API server refused what this generation of the spec builds"
+                );
+                return Ok(Action::requeue(wait));
             }
-            result
+            let _timer = ctx.metrics.reconcile_started();
+            let result = reconcile(obj.clone(), ctx.clone()).await;
+            match result {
+                Ok(action) => {
+                    ctx.backoff.succeeded(&key);
+                    ctx.refusals.clear(&key);
+                    Ok(action)
+                }
+                Err(err) => {
+                    ctx.metrics.reconcile_failed(err.metric_label());
+                    let stalled = match Refusal::find(&err) {
+                        Some(refusal) => stall(obj.as_ref(), &ctx, &refusal).await,
+                        None => None,
+                    };
+                    // Without a status saying so, a refusal is an ordinary
+                    // failure: the error policy logs it and backs off.
+                    stalled.ok_or(err)
+                }
+            }
         }
         .boxed()
         .instrument(span)
+    }
+}
+
+/// After the API server refused a child of `obj` as invalid: `Ready=False`
+/// and `Stalled=True` with its words, a Warning Event when that is news, and
+/// no reconcile of this generation until the slow retry. Sending the same
+/// invalid object every few seconds would only fill the API server's log.
+///
+/// `None` when the status could not be written; the caller then treats the
+/// refusal as an ordinary failure.
+async fn stall<K, S>(obj: &K, ctx: &Context<S>, refusal: &Refusal) -> Option<Action>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let message = refusal.describe();
+    let key = (obj.namespace(), obj.name_any());
+    tracing::warn!(
+        controller = %ctx.manager.name(),
+        namespace = key.0.as_deref().unwrap_or_default(),
+        name = %key.1,
+        refused = %refusal.kind,
+        error = %message,
+        retry_in_secs = ctx.refusals.hold.as_secs(),
+        "the API server refused an object built from the spec; stalled until the spec changes"
+    );
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), key.0.as_deref()?);
+    // The cached object can be older than the controller's own last status
+    // write, and a write on top of it would be refused as stale.
+    let fresh = match api.get_opt(&key.1).await {
+        Ok(Some(fresh)) => fresh,
+        Ok(None) => return Some(Action::await_change()),
+        Err(err) => {
+            let err = Error::kube(format!("get {} {}", K::kind(&()), key.1), err);
+            tracing::warn!(error = %report(&err), "could not read the object to stall it");
+            return None;
+        }
+    };
+    // The spec changed while the reconcile ran: what was refused may not be
+    // what the new spec builds. Look again at once.
+    if fresh.meta().generation != obj.meta().generation || fresh.uid() != obj.uid() {
+        return Some(Action::requeue(Duration::from_secs(1)));
+    }
+    let outcome = Outcome::stalled(CHILD_REFUSED, &message);
+    let now = crate::conditions::now();
+    match ctx.manager.write_outcome(&api, &fresh, &outcome, now).await {
+        Ok(StatusWrite::Stale) => Some(Action::requeue(Duration::from_secs(1))),
+        Ok(write) => {
+            ctx.refusals
+                .refused(&key, fresh.uid(), fresh.meta().generation, Instant::now());
+            // The status says it for as long as it lasts; the Event is for the
+            // moment it starts (or its words change).
+            if write.wrote() {
+                ctx.events
+                    .warning(&fresh, CHILD_REFUSED, "Apply", message)
+                    .await;
+            }
+            Some(Action::requeue(ctx.refusals.hold))
+        }
+        Err(err) => {
+            tracing::warn!(error = %report(&err), "could not write the refusal into the status");
+            None
+        }
+    }
+}
+
+/// Which objects had a child refused, at which generation, and until when
+/// their reconciles wait: a refusal of what a spec builds cannot heal until
+/// the spec changes (a new generation), except through something the
+/// controller does not watch (an admission policy relaxed), which the slow
+/// retry catches.
+struct RefusalGate {
+    /// How long a refused generation waits before it is tried again.
+    hold: Duration,
+    /// Per (namespace, name): the uid and generation refused, and until when.
+    refused: Mutex<HashMap<(Option<String>, String), Held>>,
+}
+
+struct Held {
+    uid: Option<String>,
+    generation: Option<i64>,
+    until: Instant,
+}
+
+impl RefusalGate {
+    fn new(hold: Duration) -> Self {
+        Self {
+            hold,
+            refused: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long the reconcile of this object (uid, generation) should still
+    /// wait; `None` when it should run.
+    fn holds(
+        &self,
+        key: &(Option<String>, String),
+        uid: Option<String>,
+        generation: Option<i64>,
+        now: Instant,
+    ) -> Option<Duration> {
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = refused.get(key)?;
+        // A recreated object of the same name starts again at generation 1.
+        (held.uid == uid && held.generation == generation && now < held.until)
+            .then(|| held.until - now)
+    }
+
+    fn refused(
+        &self,
+        key: &(Option<String>, String),
+        uid: Option<String>,
+        generation: Option<i64>,
+        now: Instant,
+    ) {
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        // Deleted objects are never reconciled again to clear their entry.
+        refused.retain(|_, held| held.until + self.hold > now);
+        refused.insert(
+            key.clone(),
+            Held {
+                uid,
+                generation,
+                until: now + self.hold,
+            },
+        );
+    }
+
+    fn clear(&self, key: &(Option<String>, String)) {
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        refused.remove(key);
     }
 }
 
@@ -671,6 +845,51 @@ mod tests {
             ReconcileError::metric_label(&Error::ControllerStopped),
             "shutdown"
         );
+    }
+
+    #[test]
+    fn a_refused_generation_waits_until_the_spec_changes_or_the_hold_ends() {
+        let gate = RefusalGate::new(Duration::from_secs(300));
+        let key = (Some("home".to_owned()), "jellyfin".to_owned());
+        let uid = || Some("u-1".to_owned());
+        let t0 = Instant::now();
+        assert_eq!(gate.holds(&key, uid(), Some(3), t0), None);
+        gate.refused(&key, uid(), Some(3), t0);
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(
+            gate.holds(&key, uid(), Some(3), later),
+            Some(Duration::from_secs(240))
+        );
+        // A new spec, or the object deleted and made again, runs at once.
+        assert_eq!(gate.holds(&key, uid(), Some(4), later), None);
+        assert_eq!(
+            gate.holds(&key, Some("u-2".to_owned()), Some(3), later),
+            None
+        );
+        // The slow retry.
+        assert_eq!(
+            gate.holds(&key, uid(), Some(3), t0 + Duration::from_secs(300)),
+            None
+        );
+        gate.clear(&key);
+        assert_eq!(gate.holds(&key, uid(), Some(3), later), None);
+    }
+
+    #[test]
+    fn old_refusals_are_dropped() {
+        let gate = RefusalGate::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let gone = (Some("home".to_owned()), "gone".to_owned());
+        gate.refused(&gone, None, Some(1), t0);
+        gate.refused(
+            &(Some("home".to_owned()), "other".to_owned()),
+            None,
+            Some(1),
+            t0 + Duration::from_secs(30),
+        );
+        let refused = gate.refused.lock().unwrap();
+        assert!(!refused.contains_key(&gone));
+        assert_eq!(refused.len(), 1);
     }
 
     #[test]

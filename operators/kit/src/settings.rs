@@ -10,6 +10,8 @@
 //! | `POD_NAME` | `HOSTNAME`, else `local-<pid>` | this replica's identity (Lease holder, Event instance) |
 //! | `HOMELAB_WATCH_FAILURE_WINDOW` | `180` | seconds a watch may fail before `/healthz` fails |
 //! | `HOMELAB_CONCURRENCY` | `4` | reconciles at once (0 = unbounded) |
+//! | `HOMELAB_ALLOWED_HOST_PATHS` | none | comma-separated absolute paths under which workloads may mount host directories (chart value `hostPaths.allowed`) |
+//! | `HOMELAB_FENCING_ALLOWED` | `false` | failover may fence a lost node (`failover.fenceNode`) |
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,6 +42,12 @@ pub struct Settings {
     pub error_backoff_base: Duration,
     /// Longest delay after failed reconciles.
     pub error_backoff_cap: Duration,
+    /// The administrator lets failover fence a lost node with the out-of-service
+    /// taint (`failover.fenceNode`); without it, such objects are refused.
+    pub fencing_allowed: bool,
+    /// Where on a node the workloads this controller runs may mount a host
+    /// directory; empty allows none.
+    pub allowed_host_paths: AllowedHostPaths,
 }
 
 impl Settings {
@@ -56,6 +64,8 @@ impl Settings {
             concurrency: 4,
             error_backoff_base: Duration::from_secs(5),
             error_backoff_cap: Duration::from_secs(300),
+            fencing_allowed: false,
+            allowed_host_paths: AllowedHostPaths::none(),
         }
     }
 
@@ -104,8 +114,131 @@ impl Settings {
         if let Some(v) = get("HOMELAB_CONCURRENCY") {
             s.concurrency = parse("HOMELAB_CONCURRENCY", &v, "a number from 0 to 65535")?;
         }
+        if let Some(v) = get("HOMELAB_FENCING_ALLOWED") {
+            s.fencing_allowed = parse_bool("HOMELAB_FENCING_ALLOWED", &v)?;
+        }
+        if let Some(v) = get(ALLOWED_HOST_PATHS) {
+            s.allowed_host_paths = AllowedHostPaths::parse(&v)?;
+        }
         Ok(s)
     }
+}
+
+/// The variable holding the host-path allow-list.
+pub const ALLOWED_HOST_PATHS: &str = "HOMELAB_ALLOWED_HOST_PATHS";
+/// The chart value that sets [`ALLOWED_HOST_PATHS`], for messages to a person.
+pub const ALLOWED_HOST_PATHS_CHART_VALUE: &str = "hostPaths.allowed";
+
+/// The directories under which an administrator lets workloads mount host
+/// paths. A hostPath volume runs with the node's file permissions, so
+/// whoever may create a MediaServer or SensorGateway could otherwise read
+/// `/etc` or `/var/lib/kubelet` of any node; the default allows nothing.
+///
+/// Paths are compared by component: `/srv/media` allows `/srv/media` and
+/// `/srv/media/films`, not `/srv/media2`. A path with a `..` component is
+/// never allowed, whatever it would resolve to on the node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowedHostPaths {
+    /// Each allowed directory, as its components (`/srv/media` is
+    /// `["srv", "media"]`; `/` is empty and allows everything).
+    prefixes: Vec<Vec<String>>,
+}
+
+/// Why a host path is not allowed, for a condition message and an Event.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HostPathRefused(String);
+
+impl AllowedHostPaths {
+    /// Allows no host path at all.
+    #[must_use]
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// A comma-separated list of absolute directories; blanks between commas
+    /// are ignored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] for an entry that is not absolute or climbs
+    /// with `..`: an administrator's typo must not widen or silently narrow
+    /// what workloads may mount.
+    pub fn parse(list: &str) -> Result<Self, Error> {
+        let mut prefixes = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let components = components(entry).ok_or_else(|| Error::InvalidSetting {
+                name: ALLOWED_HOST_PATHS,
+                value: list.to_owned(),
+                expected: "comma-separated absolute directories without '..', such as /srv/media,/mnt/usb",
+            })?;
+            prefixes.push(components);
+        }
+        Ok(Self { prefixes })
+    }
+
+    /// Whether no host path is allowed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+
+    /// Whether `path` lies in (or is) an allowed directory.
+    #[must_use]
+    pub fn allows(&self, path: &str) -> bool {
+        components(path).is_some_and(|path| {
+            self.prefixes
+                .iter()
+                .any(|prefix| path.starts_with(prefix.as_slice()))
+        })
+    }
+
+    /// Checks `path`, found at `field` of a spec (`spec.config.hostPath.path`).
+    ///
+    /// # Errors
+    /// [`HostPathRefused`] naming the path, the field, what is allowed and
+    /// the setting that allows more.
+    pub fn check(&self, field: &str, path: &str) -> Result<(), HostPathRefused> {
+        if self.allows(path) {
+            return Ok(());
+        }
+        let why = if components(path).is_none() {
+            "is not an absolute path without '..'".to_owned()
+        } else if self.is_empty() {
+            "is not allowed: this cluster allows no host paths".to_owned()
+        } else {
+            format!("is not under an allowed directory ({self})")
+        };
+        Err(HostPathRefused(format!(
+            "host path {path:?} ({field}) {why}; an administrator allows host directories with the chart value {ALLOWED_HOST_PATHS_CHART_VALUE} ({ALLOWED_HOST_PATHS}), or use a volume claim or NFS instead"
+        )))
+    }
+}
+
+impl std::fmt::Display for AllowedHostPaths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, prefix) in self.prefixes.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "/{}", prefix.join("/"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The components of an absolute path, without empty and `.` ones; `None`
+/// for a relative path or one with a `..` component.
+fn components(path: &str) -> Option<Vec<String>> {
+    let rest = path.strip_prefix('/')?;
+    let mut out = Vec::new();
+    for part in rest.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return None,
+            other => out.push(other.to_owned()),
+        }
+    }
+    Some(out)
 }
 
 fn parse<T: std::str::FromStr>(
@@ -153,6 +286,7 @@ mod tests {
         assert_eq!(s.lease_namespace.as_deref(), Some("homelab"));
         assert_eq!(s.namespace, None);
         assert_eq!(s.http_addr.port(), 8080);
+        assert!(!s.fencing_allowed, "fencing is the administrator's opt-in");
     }
 
     #[test]
@@ -166,6 +300,7 @@ mod tests {
             ("HOSTNAME", "host-1"),
             ("HOMELAB_WATCH_FAILURE_WINDOW", "30"),
             ("HOMELAB_CONCURRENCY", "1"),
+            ("HOMELAB_FENCING_ALLOWED", "true"),
         ])
         .unwrap();
         assert_eq!(s.http_addr, "127.0.0.1:9090".parse().unwrap());
@@ -175,6 +310,7 @@ mod tests {
         assert_eq!(s.identity, "host-1");
         assert_eq!(s.watch_failure_window, Duration::from_secs(30));
         assert_eq!(s.concurrency, 1);
+        assert!(s.fencing_allowed);
     }
 
     #[test]
@@ -183,6 +319,87 @@ mod tests {
         assert!(err.to_string().contains("HOMELAB_LEADER_ELECTION"), "{err}");
         let err = from(&[("HOMELAB_HTTP_ADDR", ":8080")]).unwrap_err();
         assert!(err.to_string().contains("0.0.0.0:8080"), "{err}");
+    }
+
+    #[test]
+    fn host_paths_are_none_unless_listed() {
+        let s = from(&[]).unwrap();
+        assert!(s.allowed_host_paths.is_empty());
+        assert!(!s.allowed_host_paths.allows("/srv/media"));
+        assert!(!s.allowed_host_paths.allows("/"));
+        let s = from(&[(ALLOWED_HOST_PATHS, " ")]).unwrap();
+        assert!(s.allowed_host_paths.is_empty());
+    }
+
+    #[test]
+    fn host_paths_compare_whole_components() {
+        let s = from(&[(ALLOWED_HOST_PATHS, "/srv/media/, /mnt/usb,,")]).unwrap();
+        let allowed = &s.allowed_host_paths;
+        assert_eq!(allowed.to_string(), "/srv/media, /mnt/usb");
+        for ok in [
+            "/srv/media",
+            "/srv/media/",
+            "/srv/media/films",
+            "/srv//media/./films",
+            "/mnt/usb/music",
+        ] {
+            assert!(allowed.allows(ok), "{ok}");
+        }
+        for refused in [
+            "/srv/media2",
+            "/srv",
+            "/",
+            "/srv/media/../../etc",
+            "/srv/media/..",
+            "srv/media",
+            "",
+            "/mnt/usbx/music",
+        ] {
+            assert!(!allowed.allows(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_root_allows_everything_but_dot_dot() {
+        let allowed = AllowedHostPaths::parse("/").unwrap();
+        assert!(allowed.allows("/etc"));
+        assert!(!allowed.allows("/srv/../etc"));
+    }
+
+    #[test]
+    fn a_bad_allow_list_is_refused_at_start() {
+        for bad in ["srv/media", "/srv/media,../etc", "/srv/../etc"] {
+            let err = from(&[(ALLOWED_HOST_PATHS, bad)]).unwrap_err();
+            assert!(err.to_string().contains(ALLOWED_HOST_PATHS), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_path_field_and_setting() {
+        let allowed = AllowedHostPaths::parse("/srv/media").unwrap();
+        assert!(
+            allowed
+                .check("spec.media[films].hostPath.path", "/srv/media/films")
+                .is_ok()
+        );
+        let err = allowed
+            .check("spec.media[films].hostPath.path", "/srv/media2")
+            .unwrap_err()
+            .to_string();
+        for wanted in [
+            "\"/srv/media2\"",
+            "spec.media[films].hostPath.path",
+            "(/srv/media)",
+            "hostPaths.allowed",
+            ALLOWED_HOST_PATHS,
+        ] {
+            assert!(err.contains(wanted), "{wanted} in {err}");
+        }
+        let err = AllowedHostPaths::none()
+            .check("spec.data.hostPath.path", "/srv")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allows no host paths"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use homelab_api::conditions::types;
 use homelab_api::{ConditionedStatus, MediaServer, MediaServerStatus};
 use homelab_kit::failover::FailoverMetrics;
+use homelab_kit::settings::AllowedHostPaths;
 use homelab_kit::{Action, Context, StatusPatch, StatusWrite};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
@@ -35,10 +36,14 @@ pub struct State {
     /// How long to wait before looking again at a refused spec (a node
     /// change also wakes it).
     pub retry_refused: Duration,
+    /// Where servers may mount host directories (the administrator's
+    /// `HOMELAB_ALLOWED_HOST_PATHS`); none by default.
+    pub allowed_host_paths: AllowedHostPaths,
 }
 
 impl State {
-    /// Defaults: resync every 10 minutes, refused specs every 5.
+    /// Defaults: resync every 10 minutes, refused specs every 5, no host
+    /// paths allowed.
     #[must_use]
     pub fn new(metrics: Metrics) -> Self {
         Self {
@@ -46,6 +51,7 @@ impl State {
             failover: FailoverMetrics::default(),
             resync: Duration::from_secs(600),
             retry_refused: Duration::from_secs(300),
+            allowed_host_paths: AllowedHostPaths::none(),
         }
     }
 }
@@ -97,7 +103,7 @@ pub async fn reconcile(
     // What this reconcile did that must be recorded even if the object changed
     // under it (see the end).
     let mut records = MediaServerStatus::default();
-    let (status, action) = match validate(&ms, &observed) {
+    let (status, action) = match validate(&ms, &observed, &ctx.state.allowed_host_paths) {
         Err(problem) => {
             refused(&ms, &ctx, &problem).await;
             let seen = Seen {

@@ -9,6 +9,11 @@ use kube::api::ObjectMeta;
 
 use crate::placement::INTEL_GPU;
 
+/// The host paths the unit tests' administrator allows.
+pub fn allowed() -> homelab_kit::settings::AllowedHostPaths {
+    homelab_kit::settings::AllowedHostPaths::parse("/mnt,/srv").unwrap_or_default()
+}
+
 /// A node of architecture `arch` with extra allocatable resources.
 pub fn node(name: &str, arch: &str, extra: &[(&str, &str)]) -> Node {
     let mut allocatable: std::collections::BTreeMap<String, Quantity> = [

@@ -82,6 +82,7 @@ impl Controller {
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
         let nodes: Api<Node> = Api::all(client.clone());
+        let allowed_host_paths = settings.allowed_host_paths.clone();
         let mut runner = Runner::<MediaServer>::new(client, settings)
             .owns::<Deployment>()
             .owns::<Service>()
@@ -128,7 +129,10 @@ impl Controller {
         );
         let metrics = Metrics::default();
         metrics.register(runner.registry());
-        let state = State::new(metrics);
+        let state = State {
+            allowed_host_paths,
+            ..State::new(metrics)
+        };
         state.failover.register(runner.registry());
         Self { runner, state }
     }

@@ -79,11 +79,13 @@ impl Preset {
                     ("JELLYFIN_CACHE_DIR", "/cache"),
                 ],
             },
-            // Plex updates itself inside the container, so its image is
-            // not pinned to a release the way the others are.
+            // A release tag, not `latest`/`public`: those download whatever
+            // Plex serves at each start, so what runs as root (see Security)
+            // would be nothing anyone reviewed, and a restart could upgrade
+            // the database behind the operator's back.
             MediaPreset::Plex => Self {
                 app: "plex",
-                image: Some("docker.io/plexinc/pms-docker:latest"),
+                image: Some("docker.io/plexinc/pms-docker:1.42.2.10156-f737b826c"),
                 port: Some(32400),
                 config_path: "/config",
                 cache_path: "/transcode",
@@ -124,6 +126,44 @@ impl Preset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `image` names one release: a tag other than `latest`, or a
+    /// digest. Without one, the node pulls whatever the registry says today.
+    fn is_pinned(image: &str) -> bool {
+        if image.contains("@sha256:") {
+            return true;
+        }
+        // The tag follows the last ':' of the last path segment; a ':' before
+        // the last '/' is a registry's port.
+        let last = image.rsplit('/').next().unwrap_or(image);
+        last.split_once(':')
+            .is_some_and(|(_, tag)| !tag.is_empty() && tag != "latest")
+    }
+
+    #[test]
+    fn every_default_image_is_pinned_to_a_release() {
+        for preset in [
+            MediaPreset::Jellyfin,
+            MediaPreset::Plex,
+            MediaPreset::Navidrome,
+            MediaPreset::Generic,
+        ] {
+            if let Some(image) = Preset::of(preset).image {
+                assert!(is_pinned(image), "{preset:?}: {image}");
+            }
+        }
+    }
+
+    #[test]
+    fn what_counts_as_pinned() {
+        assert!(is_pinned("docker.io/jellyfin/jellyfin:10.10.7"));
+        assert!(is_pinned("registry.local:5000/media/server:1.2"));
+        assert!(is_pinned("ghcr.io/x/y@sha256:0123abcd"));
+        assert!(!is_pinned("docker.io/plexinc/pms-docker:latest"));
+        assert!(!is_pinned("docker.io/plexinc/pms-docker"));
+        assert!(!is_pinned("registry.local:5000/media/server"));
+        assert!(!is_pinned("server:"));
+    }
 
     #[test]
     fn named_presets_bring_image_and_port() {

@@ -7,12 +7,18 @@ use homelab_api::MediaServer;
 use homelab_api::conditions::reasons;
 use homelab_api::mediaserver::TranscodingHardware;
 use homelab_api::workload::Architecture;
+use homelab_kit::conditions::HOST_PATH_NOT_ALLOWED;
+use homelab_kit::settings::AllowedHostPaths;
 use kube::ResourceExt;
 
 use crate::build::names;
 use crate::observed::Observed;
 use crate::placement::{self, Requirements};
-use crate::preset::Preset;
+use crate::preset::{Preset, Security};
+
+/// Reason of a spec that sets `image` with a preset whose container starts as
+/// root (Plex).
+pub const CUSTOM_IMAGE_WITH_ROOT_PRESET: &str = "CustomImageWithRootPreset";
 
 /// Why the server cannot be built or placed, as a condition reason and a
 /// message saying what to change.
@@ -60,11 +66,16 @@ pub struct Plan {
     pub eligible_nodes: Vec<String>,
 }
 
-/// Checks `ms` against what was read.
+/// Checks `ms` against what was read and what the administrator allows.
 ///
 /// # Errors
-/// The first [`Problem`] found: invalid spec, a missing claim, no node.
-pub fn validate(ms: &MediaServer, observed: &Observed) -> Result<Plan, Problem> {
+/// The first [`Problem`] found: invalid spec, a host path or image the
+/// administrator does not allow, a missing claim, no node.
+pub fn validate(
+    ms: &MediaServer,
+    observed: &Observed,
+    host_paths: &AllowedHostPaths,
+) -> Result<Plan, Problem> {
     let spec = &ms.spec;
     let name = ms.name_any();
     if !names::is_dns_label(&name) {
@@ -76,6 +87,24 @@ pub fn validate(ms: &MediaServer, observed: &Observed) -> Result<Plan, Problem> 
         ));
     }
     let preset = Preset::of(spec.preset);
+    // The preset's root init and capabilities are granted for its own image;
+    // any other image would get them too. The API server refuses this
+    // combination at admission; objects stored before that rule still come
+    // here.
+    if let (Some(image), Security::DropsPrivilegesItself) = (&spec.image, preset.security) {
+        return Err(Problem::new(
+            CUSTOM_IMAGE_WITH_ROOT_PRESET,
+            format!(
+                "spec.image {image:?} cannot be combined with the {:?} preset, whose container starts as root with DAC_OVERRIDE, CHOWN, FOWNER, SETUID and SETGID: remove spec.image to run the preset's own image, or use the Generic preset to run another image without root",
+                spec.preset
+            ),
+        ));
+    }
+    check_host_paths(ms, host_paths)?;
+    if let Some(resources) = &spec.resources {
+        homelab_kit::apply::check_resources("spec.resources", resources)
+            .map_err(|message| Problem::new(reasons::INVALID_SPEC, message))?;
+    }
     let image = spec
         .image
         .clone()
@@ -156,6 +185,30 @@ pub fn validate(ms: &MediaServer, observed: &Observed) -> Result<Plan, Problem> 
     })
 }
 
+/// Every hostPath volume lies where the administrator allows host paths.
+fn check_host_paths(ms: &MediaServer, allowed: &AllowedHostPaths) -> Result<(), Problem> {
+    let spec = &ms.spec;
+    let config = spec
+        .config
+        .host_path
+        .iter()
+        .map(|h| (h.path.as_str(), "spec.config.hostPath.path".to_owned()));
+    let media = spec.media.iter().filter_map(|m| {
+        m.host_path.as_ref().map(|h| {
+            (
+                h.path.as_str(),
+                format!("spec.media[{}].hostPath.path", m.name),
+            )
+        })
+    });
+    for (path, field) in config.chain(media) {
+        allowed
+            .check(&field, path)
+            .map_err(|refused| Problem::new(HOST_PATH_NOT_ALLOWED, refused.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Every claim the user references exists; claims the operator created keep
 /// the access mode they were created with (Kubernetes cannot change it).
 fn check_claims(ms: &MediaServer, observed: &Observed) -> Result<(), Problem> {
@@ -217,7 +270,7 @@ fn check_claims(ms: &MediaServer, observed: &Observed) -> Result<(), Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{claim, homelab, media_server};
+    use crate::fixtures::{allowed, claim, homelab, media_server};
     use serde_json::json;
 
     fn observed() -> Observed {
@@ -234,7 +287,7 @@ mod tests {
             "config": {"volumeClaim": {"size": "10Gi"}},
             "transcoding": {"hardware": "IntelQuickSync"},
         }));
-        let plan = validate(&ms, &observed()).unwrap();
+        let plan = validate(&ms, &observed(), &allowed()).unwrap();
         assert_eq!(plan.architectures, [Architecture::Amd64]);
         assert_eq!(plan.gpu, Some(placement::INTEL_GPU));
         assert_eq!(plan.eligible_nodes, ["n100-1"]);
@@ -250,7 +303,7 @@ mod tests {
             "config": {"volumeClaim": {"size": "1Gi"}},
             "media": [{"name": "music", "mountPath": "/music", "existingClaim": "music"}],
         }));
-        let problem = validate(&ms, &observed()).unwrap_err();
+        let problem = validate(&ms, &observed(), &allowed()).unwrap_err();
         assert_eq!(problem.reason, reasons::REFERENCE_NOT_FOUND);
         assert!(
             problem
@@ -264,7 +317,7 @@ mod tests {
         found
             .claims
             .insert("music".into(), claim("music", "ReadOnlyMany"));
-        assert!(validate(&ms, &found).is_ok());
+        assert!(validate(&ms, &found, &allowed()).is_ok());
     }
 
     #[test]
@@ -275,7 +328,7 @@ mod tests {
             "transcoding": {"hardware": "Nvidia"},
         }));
         assert_eq!(
-            validate(&ms, &observed()).unwrap_err().reason,
+            validate(&ms, &observed(), &allowed()).unwrap_err().reason,
             reasons::NO_GPU_NODE
         );
     }
@@ -291,9 +344,81 @@ mod tests {
             "jellyfin-config".into(),
             claim("jellyfin-config", "ReadWriteOnce"),
         );
-        let problem = validate(&ms, &found).unwrap_err();
+        let problem = validate(&ms, &found, &allowed()).unwrap_err();
         assert_eq!(problem.reason, reasons::INVALID_SPEC);
         assert!(problem.message.contains("cannot change"));
+    }
+
+    #[test]
+    fn host_paths_outside_the_allow_list_are_refused() {
+        let ms = |path: &str| {
+            media_server(json!({
+                "preset": "Navidrome",
+                "config": {"volumeClaim": {"size": "1Gi"}},
+                "media": [{"name": "music", "mountPath": "/music",
+                           "hostPath": {"node": "pi4-2", "path": path}}],
+            }))
+        };
+        let only_music = AllowedHostPaths::parse("/mnt/usb-music").unwrap();
+        assert!(validate(&ms("/mnt/usb-music/library"), &observed(), &only_music).is_ok());
+        for path in ["/mnt/usb-music2", "/etc", "/mnt/usb-music/../../etc"] {
+            let problem = validate(&ms(path), &observed(), &only_music).unwrap_err();
+            assert_eq!(problem.reason, HOST_PATH_NOT_ALLOWED);
+            assert!(
+                problem.message.contains(path)
+                    && problem.message.contains("spec.media[music].hostPath.path")
+                    && problem.message.contains("hostPaths.allowed"),
+                "{}",
+                problem.message
+            );
+        }
+        // Nothing allowed: not even a config directory.
+        let config = media_server(json!({
+            "preset": "Jellyfin",
+            "config": {"hostPath": {"node": "n100-1", "path": "/srv/jellyfin"}},
+        }));
+        let problem = validate(&config, &observed(), &AllowedHostPaths::none()).unwrap_err();
+        assert_eq!(problem.reason, HOST_PATH_NOT_ALLOWED);
+        assert!(problem.message.contains("spec.config.hostPath.path"));
+        assert!(validate(&config, &observed(), &allowed()).is_ok());
+    }
+
+    #[test]
+    fn a_resource_that_is_no_quantity_names_its_field() {
+        let ms = media_server(json!({
+            "preset": "Jellyfin",
+            "config": {"volumeClaim": {"size": "1Gi"}},
+            "resources": {"limits": {"memory": "lots"}},
+        }));
+        let problem = validate(&ms, &observed(), &allowed()).unwrap_err();
+        assert_eq!(problem.reason, reasons::INVALID_SPEC);
+        assert!(
+            problem.message.contains("spec.resources.limits.memory"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn a_custom_image_is_refused_with_the_root_preset() {
+        let plex = media_server(json!({
+            "preset": "Plex",
+            "image": "example.org/not-plex:1",
+            "config": {"volumeClaim": {"size": "1Gi"}},
+        }));
+        let problem = validate(&plex, &observed(), &allowed()).unwrap_err();
+        assert_eq!(problem.reason, CUSTOM_IMAGE_WITH_ROOT_PRESET);
+        assert!(
+            problem.message.contains("spec.image"),
+            "{}",
+            problem.message
+        );
+        // The same image without root is fine.
+        let generic = media_server(json!({
+            "preset": "Generic", "image": "example.org/not-plex:1", "port": 32400,
+            "config": {"volumeClaim": {"size": "1Gi"}},
+        }));
+        assert!(validate(&generic, &observed(), &allowed()).is_ok());
     }
 
     #[test]
@@ -303,7 +428,7 @@ mod tests {
             "config": {"nfs": {"server": "nas", "path": "/cfg"}},
             "service": {"port": 80},
         }));
-        let plan = validate(&ms, &observed()).unwrap();
+        let plan = validate(&ms, &observed(), &allowed()).unwrap();
         assert_eq!(plan.architectures, [Architecture::Amd64]);
         assert_eq!((plan.port, plan.service_port), (8080, 80));
         assert_eq!(plan.eligible_nodes, ["celeron-1", "n100-1"]);

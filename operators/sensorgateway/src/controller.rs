@@ -11,6 +11,7 @@ use homelab_api::conditions::types;
 use homelab_api::failover::FailoverMode;
 use homelab_api::sensorgateway::SensorGatewayStatus;
 use homelab_kit::failover::FailoverMetrics;
+use homelab_kit::settings::AllowedHostPaths;
 use homelab_kit::{Action, Context, StatusPatch, StatusWrite};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
@@ -26,7 +27,7 @@ use crate::mqtt::{GatewayId, Hub, Interest};
 use crate::node_loss;
 use crate::references::{self, Unresolved};
 use crate::status::{self, Verdict, Watched};
-use crate::validate::{Problem, validate};
+use crate::validate::{Problem, check_host_paths, validate};
 
 /// Reason of a broker TLS setting that cannot be used.
 pub const INVALID_TLS: &str = "InvalidTLS";
@@ -46,6 +47,9 @@ pub struct State {
     /// How long to wait before looking again at a refused spec: a Secret cannot
     /// be watched (the controller may only get Secrets), so it is re-read.
     pub retry_refused: Duration,
+    /// Where gateways may mount host directories (the administrator's
+    /// `HOMELAB_ALLOWED_HOST_PATHS`).
+    pub allowed_host_paths: AllowedHostPaths,
 }
 
 /// Brings what `sg` owns and its status in line with its spec and with what
@@ -82,7 +86,11 @@ pub async fn reconcile(
     }
     let now = homelab_kit::conditions::now();
 
-    let plan = match validate(&sg) {
+    let checked = validate(&sg).and_then(|plan| {
+        check_host_paths(&sg, &ctx.state.allowed_host_paths)?;
+        Ok(plan)
+    });
+    let plan = match checked {
         Ok(plan) => plan,
         Err(problem) => return refuse(&sg, &api, &ctx, &id, &problem, now).await,
     };

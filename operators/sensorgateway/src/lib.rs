@@ -41,7 +41,7 @@ use kube::{Api, Client, ResourceExt};
 pub use controller::{State, reconcile};
 pub use error::Error;
 pub use metrics::Metrics;
-pub use mqtt::Hub;
+pub use mqtt::{Hub, MqttBudget};
 
 /// The controller's name: field manager, Event reporter, Lease and metric label.
 pub const CONTROLLER_NAME: &str = "sensorgateway-controller";
@@ -58,9 +58,16 @@ pub struct Controller {
 
 impl Controller {
     /// Watches SensorGateways, what they own and their pods (readiness), and
-    /// is woken by its MQTT connections.
+    /// is woken by its MQTT connections, which keep what they hear within the
+    /// default [`MqttBudget`].
     #[must_use]
     pub fn new(client: Client, settings: Settings) -> Self {
+        Self::with_mqtt_budget(client, settings, MqttBudget::default())
+    }
+
+    /// As [`Controller::new`], keeping no more of what MQTT says than `budget`.
+    #[must_use]
+    pub fn with_mqtt_budget(client: Client, settings: Settings, budget: MqttBudget) -> Self {
         let pods: Api<Pod> = match &settings.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
@@ -71,8 +78,9 @@ impl Controller {
         };
         let client_prefix = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{CONTROLLER_NAME}-{}", std::process::id()));
+        let allowed_host_paths = settings.allowed_host_paths.clone();
         let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel();
-        let hub = Hub::new(wake_tx, &client_prefix);
+        let hub = Hub::new(wake_tx, &client_prefix, budget);
         let woken = futures::stream::poll_fn(move |cx| wake_rx.poll_recv(cx))
             .map(|id: mqtt::GatewayId| ObjectRef::new(&id.name).within(&id.namespace));
         let mut runner = Runner::<SensorGateway>::new(client, settings)
@@ -110,6 +118,7 @@ impl Controller {
             "Reconnections to an MQTT broker after the first connection, by broker host:port",
             hub.reconnects(),
         );
+        hub.register_budget(registry);
         let store = runner.store();
         let failover = homelab_kit::failover::FailoverMetrics::default();
         failover.register(runner.registry());
@@ -119,6 +128,7 @@ impl Controller {
             failover,
             resync: Duration::from_secs(300),
             retry_refused: Duration::from_secs(30),
+            allowed_host_paths,
         };
         Self {
             runner,

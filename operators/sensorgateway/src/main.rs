@@ -1,7 +1,8 @@
 //! `sensorgateway-controller`: settings from the environment (see
-//! `homelab_kit::settings`), logs, run until SIGTERM.
+//! `homelab_kit::settings` and, for the MQTT budget,
+//! `homelab_sensorgateway::mqtt::budget`), logs, run until SIGTERM.
 
-use homelab_sensorgateway::{CONTROLLER_NAME, Controller};
+use homelab_sensorgateway::{CONTROLLER_NAME, Controller, MqttBudget};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -11,8 +12,11 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<(), homelab_kit::Error> {
     homelab_kit::telemetry::init()?;
     let settings = homelab_kit::Settings::from_env(CONTROLLER_NAME)?;
+    let budget = MqttBudget::from_env()?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| homelab_kit::Error::kube("connect to the API server", e))?;
-    Controller::new(client, settings).run().await
+    Controller::with_mqtt_budget(client, settings, budget)
+        .run()
+        .await
 }

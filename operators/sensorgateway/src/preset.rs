@@ -120,6 +120,35 @@ mod tests {
     use crate::fixtures::gateway;
     use serde_json::json;
 
+    /// A tag other than `latest`, or a digest: without one, the node pulls
+    /// whatever the registry says today.
+    fn is_pinned(image: &str) -> bool {
+        if image.contains("@sha256:") {
+            return true;
+        }
+        // A ':' before the last '/' is a registry's port, not a tag.
+        let last = image.rsplit('/').next().unwrap_or(image);
+        last.split_once(':')
+            .is_some_and(|(_, tag)| !tag.is_empty() && tag != "latest")
+    }
+
+    #[test]
+    fn every_default_image_is_pinned_to_a_release() {
+        for p in [
+            GatewayPreset::Zigbee2Mqtt,
+            GatewayPreset::ZwaveJsUi,
+            GatewayPreset::Esphome,
+            GatewayPreset::Generic,
+        ] {
+            if let Some(image) = preset(p).image {
+                assert!(is_pinned(image), "{p:?}: {image}");
+            }
+        }
+        assert!(!is_pinned("koenkk/zigbee2mqtt:latest"));
+        assert!(!is_pinned("registry.local:5000/zigbee2mqtt"));
+        assert!(is_pinned("registry.local:5000/zigbee2mqtt:2.6.3"));
+    }
+
     #[test]
     fn zigbee2mqtt_announces_on_bridge_state() {
         let sg = gateway("z", json!({"preset": "Zigbee2MQTT"}));

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use homelab_api::SensorGateway;
 use homelab_api::conditions::reasons;
+use homelab_kit::conditions::HOST_PATH_NOT_ALLOWED;
+use homelab_kit::settings::AllowedHostPaths;
 
 use crate::mqtt::payload::Payloads;
 use crate::mqtt::{broker, topic};
@@ -76,6 +78,10 @@ pub fn validate(sg: &SensorGateway) -> Result<Plan, Problem> {
             Problem::invalid("the Generic preset has no default image: set image".to_owned())
         })?)
     };
+    if let Some(resources) = &spec.resources {
+        homelab_kit::apply::check_resources("spec.resources", resources)
+            .map_err(Problem::invalid)?;
+    }
     let availability_topic = preset::availability_topic(sg).ok_or_else(|| {
         Problem::invalid(
             "no availability topic: set availability.topic (or topicPrefix for ESPHome)".to_owned(),
@@ -124,6 +130,27 @@ pub fn validate(sg: &SensorGateway) -> Result<Plan, Problem> {
         sensors,
         restart_after,
     })
+}
+
+/// Checks that a hostPath data volume lies where the administrator allows
+/// host paths: a gateway's pod mounts it read-write.
+///
+/// # Errors
+/// A [`Problem`] naming the path and the setting that allows it.
+pub fn check_host_paths(sg: &SensorGateway, allowed: &AllowedHostPaths) -> Result<(), Problem> {
+    // An external gateway runs no pod, so mounts nothing.
+    if sg.spec.external {
+        return Ok(());
+    }
+    match &sg.spec.data.host_path {
+        Some(host) => allowed
+            .check("spec.data.hostPath.path", &host.path)
+            .map_err(|refused| Problem {
+                reason: HOST_PATH_NOT_ALLOWED,
+                message: refused.to_string(),
+            }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +210,51 @@ mod tests {
             json!({"preset": "Generic", "availability": {"topic": "a"}}),
         );
         assert!(validate(&sg).unwrap_err().message.contains("set image"));
+    }
+
+    #[test]
+    fn a_host_path_outside_the_allow_list_is_refused() {
+        let sg = |path: &str| {
+            gateway(
+                "z",
+                json!({"preset": "Zigbee2MQTT", "data": {"hostPath": {"node": "pi4-1", "path": path}}}),
+            )
+        };
+        let allowed = AllowedHostPaths::parse("/srv/z2m").unwrap();
+        assert_eq!(check_host_paths(&sg("/srv/z2m/data"), &allowed), Ok(()));
+        for path in ["/srv/z2m2", "/var/lib/kubelet", "/srv/z2m/../../etc"] {
+            let p = check_host_paths(&sg(path), &allowed).unwrap_err();
+            assert_eq!(p.reason, HOST_PATH_NOT_ALLOWED);
+            assert!(
+                p.message.contains(path)
+                    && p.message.contains("spec.data.hostPath.path")
+                    && p.message.contains("hostPaths.allowed"),
+                "{}",
+                p.message
+            );
+        }
+        let p = check_host_paths(&sg("/srv/z2m"), &AllowedHostPaths::none()).unwrap_err();
+        assert!(p.message.contains("allows no host paths"), "{}", p.message);
+        let claim = gateway(
+            "z",
+            json!({"preset": "Zigbee2MQTT", "data": {"volumeClaim": {"size": "1Gi"}}}),
+        );
+        assert_eq!(check_host_paths(&claim, &AllowedHostPaths::none()), Ok(()));
+    }
+
+    #[test]
+    fn a_resource_that_is_no_quantity_names_its_field() {
+        let sg = gateway(
+            "z",
+            json!({"preset": "Zigbee2MQTT", "resources": {"requests": {"cpu": "a bit"}}}),
+        );
+        let p = validate(&sg).unwrap_err();
+        assert_eq!(p.reason, reasons::INVALID_SPEC);
+        assert!(
+            p.message.contains("spec.resources.requests.cpu"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]

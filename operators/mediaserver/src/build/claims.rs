@@ -108,7 +108,7 @@ mod tests {
             "config": {"volumeClaim": {"size": "10Gi", "keepOnDelete": true, "storageClassName": "longhorn"}},
             "cache": {"size": "20Gi"},
         }));
-        let plan = validate(&ms, observed).unwrap();
+        let plan = validate(&ms, observed, &crate::fixtures::allowed()).unwrap();
         claims(
             &ms,
             &plan,

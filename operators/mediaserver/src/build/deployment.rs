@@ -430,7 +430,7 @@ mod tests {
             nodes,
             ..Observed::default()
         };
-        let plan = validate(&ms, &observed).unwrap();
+        let plan = validate(&ms, &observed, &crate::fixtures::allowed()).unwrap();
         let d = deployment(&ms, &plan, &FieldManager::new("mediaserver-controller")).unwrap();
         serde_json::to_value(d).unwrap()
     }

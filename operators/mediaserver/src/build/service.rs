@@ -68,7 +68,7 @@ mod tests {
             nodes: homelab(),
             ..Observed::default()
         };
-        let plan = validate(&ms, &observed).unwrap();
+        let plan = validate(&ms, &observed, &crate::fixtures::allowed()).unwrap();
         let svc = service(&ms, &plan, &FieldManager::new("mediaserver-controller")).unwrap();
         let spec = svc.spec.unwrap();
         assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));

@@ -2,6 +2,7 @@
 //! what the gateways want after every connect (the session is clean, so the
 //! broker forgets subscriptions on a disconnect), and records what it hears.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Packet, QoS, SubscribeFilter};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::hub::{Connection, GatewayId, Seen, Shared, lock};
+use super::hub::{Connection, GatewayId, Shared, lock};
 use super::topic;
 
 /// Reconnect backoff: short enough that a restarted broker is noticed within
@@ -114,42 +115,44 @@ fn describe(address: &str, e: &ConnectionError) -> String {
 fn on_message(l: &Loop, topic_name: &str, payload: &[u8]) {
     let now = Timestamp::now();
     let mut shared = lock(&l.shared);
-    let mut woken = Vec::new();
+    // Who to wake, and for which filter: decided against what was kept
+    // before this message, sent only if the message is kept (a message the
+    // budget ignores must not wake a reconcile per message of a flood).
+    let mut woken: Vec<(GatewayId, &str)> = Vec::new();
     for (id, interest) in &shared.interests {
-        let availability_changed = interest.availability.as_deref() == Some(topic_name)
-            && shared
-                .seen
-                .get(topic_name)
-                .is_none_or(|s| s.payload != payload);
-        let sensor_woke = interest.sensors.iter().any(|(filter, stale_after)| {
-            topic::matches(filter, topic_name)
-                && shared
-                    .seen
-                    .get(filter)
-                    .is_none_or(|s| now.duration_since(s.at).unsigned_abs().ge(stale_after))
-        });
-        if availability_changed || sensor_woke {
-            woken.push(id.clone());
+        if interest.availability.as_deref() == Some(topic_name)
+            && shared.kept.payload_differs(topic_name, payload)
+        {
+            woken.push((id.clone(), topic_name));
+        }
+        for (filter, stale_after) in &interest.sensors {
+            let was_silent = shared
+                .kept
+                .at(filter)
+                .is_none_or(|at| now.duration_since(at).unsigned_abs().ge(stale_after));
+            if topic::matches(filter, topic_name) && was_silent {
+                woken.push((id.clone(), filter));
+            }
         }
     }
+    let woken: Vec<(GatewayId, String)> = woken
+        .into_iter()
+        .map(|(id, filter)| (id, filter.to_owned()))
+        .collect();
+    let mut kept = BTreeSet::new();
     for filter in shared.subscribed.clone() {
         if topic::matches(&filter, topic_name) {
-            let changed_at = match shared.seen.get(&filter) {
-                Some(s) if s.payload == payload => s.changed_at,
-                _ => now,
-            };
-            shared.seen.insert(
-                filter,
-                Seen {
-                    at: now,
-                    payload: payload.to_vec(),
-                    changed_at,
-                },
-            );
+            let keep_payload = shared.reads_payload(&filter);
+            if shared.kept.record(&filter, now, payload, keep_payload) {
+                kept.insert(filter);
+            }
         }
     }
-    for id in woken {
-        let _ = l.wake.send(id);
+    let mut sent = BTreeSet::new();
+    for (id, filter) in woken {
+        if kept.contains(&filter) && sent.insert(id.clone()) {
+            let _ = l.wake.send(id);
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::broker::BrokerSpec;
+use super::budget::{Budget, Kept, MqttBudget};
 use super::connection;
 
 /// A gateway, by namespace and name.
@@ -78,7 +79,8 @@ pub struct Observation {
 pub(super) struct Shared {
     pub connection: Connection,
     pub interests: HashMap<GatewayId, Interest>,
-    pub seen: HashMap<String, Seen>,
+    /// What was heard per subscribed filter, within the controller's budget.
+    pub kept: Kept,
     pub subscribed: BTreeSet<String>,
 }
 
@@ -89,6 +91,14 @@ impl Shared {
             .flat_map(Interest::filters)
             .cloned()
             .collect()
+    }
+
+    /// Whether some gateway reads the payload on `filter` (its availability
+    /// topic); sensors only need the time.
+    pub fn reads_payload(&self, filter: &str) -> bool {
+        self.interests
+            .values()
+            .any(|i| i.availability.as_deref() == Some(filter))
     }
 }
 
@@ -125,6 +135,7 @@ pub struct Hub {
     client_prefix: String,
     next_client: Arc<AtomicU64>,
     reconnects: Family<[(&'static str, String); 1], Counter>,
+    budget: Arc<Budget>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -137,16 +148,24 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// A hub that sends a gateway's id to `wake` when it should be reconciled.
-    /// `client_prefix` starts every MQTT client id (the pod's name, say).
+    /// `client_prefix` starts every MQTT client id (the pod's name, say);
+    /// `budget` bounds what all its connections keep of what they hear.
     #[must_use]
-    pub fn new(wake: UnboundedSender<GatewayId>, client_prefix: &str) -> Self {
+    pub fn new(wake: UnboundedSender<GatewayId>, client_prefix: &str, budget: MqttBudget) -> Self {
         Self {
             inner: Arc::default(),
             wake,
             client_prefix: client_prefix.to_owned(),
             next_client: Arc::default(),
             reconnects: Family::default(),
+            budget: Budget::new(budget),
         }
+    }
+
+    /// Registers the metrics of the hub's budget: what is kept, what was
+    /// ignored.
+    pub fn register_budget(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.budget.register(registry);
     }
 
     /// Reconnects after the first connection, by broker `host:port`.
@@ -192,11 +211,8 @@ impl Hub {
         sync_subscriptions(&b.client, &mut shared);
         Ok(Observation {
             connection: shared.connection.clone(),
-            availability: availability.and_then(|t| shared.seen.get(&t).cloned()),
-            sensors: sensors
-                .iter()
-                .map(|f| shared.seen.get(f).map(|s| s.at))
-                .collect(),
+            availability: availability.and_then(|t| shared.kept.seen(&t)),
+            sensors: sensors.iter().map(|f| shared.kept.at(f)).collect(),
         })
     }
 
@@ -241,7 +257,7 @@ impl Hub {
                 message: None,
             },
             interests: HashMap::new(),
-            seen: HashMap::new(),
+            kept: Kept::new(self.budget.clone(), broker.address()),
             subscribed: BTreeSet::new(),
         }));
         let reconnects = self
@@ -298,7 +314,7 @@ pub(super) fn sync_subscriptions(client: &AsyncClient, shared: &mut Shared) {
     for filter in shared.subscribed.clone().difference(&wanted) {
         if client.try_unsubscribe(filter.clone()).is_ok() {
             shared.subscribed.remove(filter);
-            shared.seen.remove(filter);
+            shared.kept.remove(filter);
         }
     }
 }

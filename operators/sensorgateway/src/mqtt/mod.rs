@@ -9,10 +9,12 @@
 //! second cause no reconcile at all.
 
 pub mod broker;
+pub mod budget;
 mod connection;
 mod hub;
 pub mod payload;
 pub mod topic;
 
 pub use broker::{BrokerSpec, Credentials, Secret, TlsMaterial};
+pub use budget::MqttBudget;
 pub use hub::{Connection, GatewayId, Hub, Interest, Observation, Seen};
