@@ -147,7 +147,7 @@ impl Secrets<'_> {
                     return Err(Unresolved::Problem(Problem {
                         reason: SECRET_FORBIDDEN,
                         message: format!(
-                            "the controller may not read Secrets in namespace {ns} ({field}): add {ns} to the chart's sensorGateway.secretNamespaces"
+                            "the controller may not read Secrets in namespace {ns} ({field}): add {ns} to the chart value `namespaces`"
                         ),
                     }));
                 }
