@@ -64,7 +64,7 @@ async fn kubelet_sees_the_stick_come_and_go_and_allocates_it() {
 
     sync(&mut manager, &tree).await;
     let seen = until(&mut advertised, |a| a.healthy() == 1).await;
-    assert_eq!(seen.endpoint.as_deref(), Some("homelab-zigbee.sock"));
+    assert_eq!(seen.endpoint.as_deref(), Some("homelab-home.zigbee.sock"));
     let id = seen.devices[0].id.clone();
     assert_eq!(id, "usb-1-1.2-001-003");
 

@@ -14,8 +14,10 @@ use super::service::{DevicePluginService, PluginState};
 use super::{KUBELET_SOCKET, registration, socket};
 use crate::Error;
 
-/// Longest socket file name we make; unix socket paths are limited to 107 bytes.
-const MAX_SOCKET_NAME: usize = 48;
+/// Longest `<namespace>.<pin>` part of a socket file name before it is shortened
+/// with a hash: unix socket paths are limited to 107 bytes, and a kubelet's
+/// device-plugin directory may be long (k0s, a test's temporary directory).
+const MAX_SOCKET_NAME: usize = 24;
 
 struct Running {
     endpoint: String,
