@@ -130,13 +130,6 @@ ensure_mountns() { # node
   if [ -f "$handle" ] && nsenter --mount="$handle" true 2>/dev/null; then return 0; fi
   mkdir -p "$dir"/{dev,run,kubelet,cni-state,log,e2e/sys,etc-kubernetes/pki/etcd}
   prepare_node_dev "$dir/dev"
-  if is_control_plane "$node"; then
-    # kubeadm's etcd client files, where the EtcdBackup kubeadm preset reads them.
-    cp "$PKI/etcd-ca.crt" "$dir/etc-kubernetes/pki/etcd/ca.crt"
-    cp "$PKI/etcd-healthcheck-client.crt" "$dir/etc-kubernetes/pki/etcd/healthcheck-client.crt"
-    cp "$PKI/etcd-healthcheck-client.key" "$dir/etc-kubernetes/pki/etcd/healthcheck-client.key"
-    chmod 600 "$dir/etc-kubernetes/pki/etcd/healthcheck-client.key"
-  fi
   mkdir -p /var/lib/kubelet /var/lib/cni /var/log/pods /var/lib/homelab-e2e /etc/kubernetes
   touch "$handle"
   unshare --mount="$handle" --propagation private bash -euc '
@@ -348,12 +341,13 @@ start_real_nodes() {
 }
 
 # What a kubelet may not say about itself (NodeRestriction): the role label, set
-# by the administrator as kubeadm does.
+# by the administrator as kubeadm does, with kubeadm's etcd client files.
 label_control_plane() {
   is_real_node "$CONTROL_PLANE_NODE" || return 0
   wait_until "node $CONTROL_PLANE_NODE registered" 60 "$(node_component "$CONTROL_PLANE_NODE" kubelet)" \
     kubectl_e2e get node "$CONTROL_PLANE_NODE"
-  kubectl_e2e label --overwrite node "$CONTROL_PLANE_NODE" node-role.kubernetes.io/control-plane= >/dev/null
+  # A kubeadm server unless a scenario dresses it otherwise (e2e/lib/distributions.sh).
+  cmd_distribution kubeadm >/dev/null
   kubectl_e2e annotate --overwrite node "$CONTROL_PLANE_NODE" \
     "homelab.home.arpa/hardware=Intel N100 mini PC, control plane (a real kubelet: this machine)" >/dev/null
 }

@@ -1,8 +1,9 @@
 //! The EtcdBackup runner pod, exactly as the controller (itself a pod of the
 //! chart) builds it, runs on the real control-plane node: host network, kubeadm's
 //! etcd client certificates from the node's own /etc/kubernetes, the project's
-//! image. It snapshots the cluster's own etcd into S3 (versitygw) and into a host
-//! directory; the status shows the verified backup, and etcdutl restores it.
+//! image. It snapshots the cluster's own etcd into S3 (versitygw), then into a host
+//! directory on the node dressed as each distribution's server (distributions.rs);
+//! the status shows the verified backup, and etcdutl restores it.
 
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::home::{CONTROL_PLANE, RealHome, WAIT, node_dir};
-use crate::peers::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, TempDir, cluster_etcd, tools, unzstd};
+use crate::home::{RealHome, WAIT};
+use crate::peers::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, TempDir, cluster_etcd, tools};
 
 const MANAGER: &str = "homelab-tests";
 
@@ -30,7 +31,7 @@ fn ready(eb: &EtcdBackup) -> bool {
     })
 }
 
-async fn apply(ns: &TestNamespace, name: &str, spec: serde_json::Value) {
+pub(crate) async fn apply(ns: &TestNamespace, name: &str, spec: serde_json::Value) {
     let eb = json!({
         "apiVersion": homelab_api::API_VERSION, "kind": "EtcdBackup",
         "metadata": {"name": name}, "spec": spec,
@@ -43,7 +44,7 @@ async fn apply(ns: &TestNamespace, name: &str, spec: serde_json::Value) {
 
 /// Runs the CronJob now, as `kubectl create job --from` does, and waits for the
 /// status to show a verified backup from that run.
-async fn run_now(ns: &TestNamespace, name: &str) -> EtcdBackup {
+pub(crate) async fn run_now(ns: &TestNamespace, name: &str) -> EtcdBackup {
     let backup = ns.api::<EtcdBackup>().get(name).await.unwrap();
     let cronjob = cronjob_name(&backup);
     wait_for(&ns.api::<CronJob>(), &cronjob, WAIT, |_| true)
@@ -162,69 +163,20 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
         "no object in the bucket: {objects:?}"
     );
 
-    // A host directory on the control-plane node (its own mount namespace).
-    let on_node = "/var/lib/homelab-e2e/backups";
-    apply(
-        runs,
-        "local",
-        json!({
-            "schedule": "@daily",
-            "source": {"distribution": "Kubeadm"},
-            "destination": {"hostPath": {"path": on_node, "node": CONTROL_PLANE}},
-        }),
-    )
-    .await;
-    let local = run_now(runs, "local").await;
-    let record = last_backup(&local);
-    println!(
-        "host-path backup by the runner pod: {} ({} bytes)",
-        record.location, record.size_bytes
-    );
-    let backups = node_dir(CONTROL_PLANE).join("e2e/backups");
-    let file = walk(&backups)
-        .into_iter()
-        .find(|f| f.ends_with(".zst"))
-        .expect("no backup file on the node");
-
-    // etcdutl restores it.
-    let restored = dir.path().join("restored");
-    let db = dir.path().join("snapshot.db");
-    unzstd(std::path::Path::new(&file), &db);
-    let etcdutl = tools.etcd.join("etcdutl");
-    let out = std::process::Command::new(&etcdutl)
-        .args(["snapshot", "restore"])
-        .arg(&db)
-        .arg("--data-dir")
-        .arg(&restored)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "etcdutl snapshot restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status = std::process::Command::new(&etcdutl)
-        .args(["snapshot", "status", "-w", "json"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    println!(
-        "etcdutl snapshot status: {}",
-        String::from_utf8_lossy(&status.stdout).trim()
-    );
-    assert!(restored.join("member/snap/db").exists());
-    let _ = std::fs::remove_dir_all(&backups);
+    // A host directory on the control-plane node, dressed in turn as the server
+    // of each distribution the API names.
+    crate::distributions::back_up_on_each(runs).await;
     drop(home);
 }
 
-fn last_backup(eb: &EtcdBackup) -> homelab_api::etcdbackup::BackupRecord {
+pub(crate) fn last_backup(eb: &EtcdBackup) -> homelab_api::etcdbackup::BackupRecord {
     eb.status
         .as_ref()
         .and_then(|s| s.last_successful_backup.clone())
         .unwrap()
 }
 
-fn walk(dir: &std::path::Path) -> Vec<String> {
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;

@@ -13,6 +13,7 @@
 mod backup;
 mod burst;
 mod demo;
+mod distributions;
 mod home;
 #[path = "../integration/etcdbackup/peers.rs"]
 #[allow(dead_code)]

@@ -68,6 +68,12 @@ impl Cluster {
         self.disturb(&["node-recover", node])
     }
 
+    /// Dresses the real control-plane node as a server of `distribution` (kubeadm,
+    /// k3s, k3s-sqlite, talos): its role labels, taints and etcd files.
+    pub fn dress_control_plane(&self, distribution: &str) -> Result<(), Error> {
+        self.disturb(&["distribution", distribution])
+    }
+
     /// Stops and starts kube-apiserver; returns once it is ready again.
     pub fn restart_apiserver(&self) -> Result<(), Error> {
         self.disturb(&["restart-apiserver"])

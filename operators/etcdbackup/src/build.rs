@@ -10,7 +10,8 @@ use homelab_api::etcdbackup::{Compression, Datastore, EtcdTlsFiles};
 use homelab_api::references::SecretKeyRef;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, KeyToPath,
+    Affinity, Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, KeyToPath,
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
     SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Toleration, Volume,
     VolumeMount,
@@ -21,6 +22,8 @@ use kube::ResourceExt;
 use crate::args::{ENV_ACCESS_KEY_ID, ENV_SECRET_ACCESS_KEY};
 use crate::preset;
 
+/// The role label every distribution puts on its control-plane nodes.
+pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
 /// Label on the runner's pods naming their EtcdBackup.
 pub const BACKUP_LABEL: &str = "homelab.home.arpa/etcdbackup";
 /// Where the runner sees the certificate files.
@@ -293,7 +296,6 @@ pub fn cronjob(backup: &EtcdBackup, image: &Image) -> Result<CronJob, homelab_ki
         (BACKUP_LABEL.to_owned(), backup.name_any()),
     ]);
     let (args, env, mounts) = runner(backup);
-    let mut node_selector = BTreeMap::new();
     // Everything but a remote etcd (Custom endpoints with a Secret) needs the node:
     // its loopback etcd, its certificate files, its SQLite file or its directory.
     let remote = !spec.source.endpoints.is_empty()
@@ -303,32 +305,23 @@ pub fn cronjob(backup: &EtcdBackup, image: &Image) -> Result<CronJob, homelab_ki
             .as_ref()
             .is_some_and(|t| t.secret_name.is_some())
         && spec.destination.host_path.is_none();
-    if !remote {
-        node_selector.insert(
-            "node-role.kubernetes.io/control-plane".to_owned(),
-            String::new(),
-        );
-    }
-    if let Some(node) = spec
+    let node_selector: BTreeMap<String, String> = spec
         .destination
         .host_path
         .as_ref()
         .and_then(|h| h.node.clone())
-    {
-        node_selector.insert("kubernetes.io/hostname".to_owned(), node);
-    }
-    let tolerations = [
-        "node-role.kubernetes.io/control-plane",
-        "node-role.kubernetes.io/master",
-    ]
-    .into_iter()
-    .map(|key| Toleration {
-        key: Some(key.into()),
-        operator: Some("Exists".into()),
-        effect: Some("NoSchedule".into()),
-        ..Toleration::default()
-    })
-    .collect();
+        .map(|node| ("kubernetes.io/hostname".to_owned(), node))
+        .into_iter()
+        .collect();
+    let tolerations = [CONTROL_PLANE_LABEL, "node-role.kubernetes.io/master"]
+        .into_iter()
+        .map(|key| Toleration {
+            key: Some(key.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Toleration::default()
+        })
+        .collect();
     let container = Container {
         name: "snapshot".into(),
         image: Some(image.name.clone()),
@@ -366,6 +359,7 @@ pub fn cronjob(backup: &EtcdBackup, image: &Image) -> Result<CronJob, homelab_ki
             .into(),
         ),
         node_selector: (!node_selector.is_empty()).then_some(node_selector),
+        affinity: (!remote).then(on_a_control_plane_node),
         tolerations: Some(tolerations),
         // The certificate files and k3s's database belong to root, mode 0600.
         security_context: Some(PodSecurityContext {
@@ -420,6 +414,28 @@ pub fn cronjob(backup: &EtcdBackup, image: &Image) -> Result<CronJob, homelab_ki
         },
         status: None,
     })
+}
+
+/// Any control-plane node, whatever value its role label carries: kubeadm and
+/// Talos set it empty, k3s and RKE2 set it to "true", so an equality selector
+/// would leave the runner unschedulable on one of them.
+fn on_a_control_plane_node() -> Affinity {
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(vec![NodeSelectorRequirement {
+                        key: CONTROL_PLANE_LABEL.to_owned(),
+                        operator: "Exists".to_owned(),
+                        values: None,
+                    }]),
+                    match_fields: None,
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    }
 }
 
 #[cfg(test)]
@@ -493,6 +509,16 @@ mod tests {
         assert_eq!(pod.host_network, Some(true));
         let selector = pod.node_selector.unwrap();
         assert_eq!(selector["kubernetes.io/hostname"], "cp-1");
+        // Presence, not a value: k3s labels its servers control-plane=true.
+        let terms = pod
+            .affinity
+            .and_then(|a| a.node_affinity)
+            .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+            .unwrap()
+            .node_selector_terms;
+        let required = terms[0].match_expressions.clone().unwrap();
+        assert_eq!(required[0].key, CONTROL_PLANE_LABEL);
+        assert_eq!(required[0].operator, "Exists");
         assert_eq!(cj.spec.concurrency_policy.as_deref(), Some("Forbid"));
     }
 

@@ -98,11 +98,18 @@ async fn a_snapshot_of_the_clusters_etcd_restores_with_etcdutl() {
     // On a control-plane node, beside its etcd, with no API token.
     assert_eq!(pod.host_network, Some(true));
     assert_eq!(pod.automount_service_account_token, Some(false));
-    assert!(
-        pod.node_selector
-            .unwrap()
-            .contains_key("node-role.kubernetes.io/control-plane")
-    );
+    let on_control_plane = pod
+        .affinity
+        .and_then(|a| a.node_affinity)
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+        .is_some_and(|s| {
+            s.node_selector_terms.iter().all(|t| {
+                t.match_expressions.iter().flatten().any(|e| {
+                    e.key == "node-role.kubernetes.io/control-plane" && e.operator == "Exists"
+                })
+            })
+        });
+    assert!(on_control_plane, "not held to control-plane nodes");
     assert!(
         pod.tolerations
             .unwrap()
