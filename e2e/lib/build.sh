@@ -75,6 +75,14 @@ build_kwok() { build_go_install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$1"; 
 build_helm() { build_go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$1"; }
 build_versitygw() { build_go_install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" "$1"; }
 
+# promtool alone (not the server), without the service-discovery plugins it never
+# uses to check and test rule files: the chart's alerts are tested with it.
+build_promtool() { # out
+  go_env
+  GOBIN=$1 go install -trimpath -tags remove_all_sd -ldflags "-s -w" \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
+}
+
 # The cluster DNS: a CoreDNS with the plugins tools/coredns/main.go names.
 build_coredns() { # out
   go_env
@@ -112,7 +120,7 @@ build_pause() { # out
 }
 
 # Sets KUBE_BIN, ETCD_BIN, KWOK_BIN, HELM_BIN, VERSITYGW_BIN, CONTAINERD_BIN,
-# RUNC_BIN, PAUSE_BIN and COREDNS_BIN without building anything.
+# RUNC_BIN, PAUSE_BIN, COREDNS_BIN and PROMTOOL_BIN without building anything.
 tool_paths() {
   local k8s_pin=("$E2E_DIR/tools/kubernetes/go.mod" "$E2E_DIR/tools/kubernetes/go.sum")
   KUBE_BIN=$(tool_dir kubernetes build_kubernetes "${k8s_pin[@]}")
@@ -125,6 +133,7 @@ tool_paths() {
   PAUSE_BIN=$(tool_dir pause build_pause <(echo "$KUBERNETES_VERSION") "${k8s_pin[0]}")
   COREDNS_BIN=$(tool_dir coredns build_coredns "$E2E_DIR/tools/coredns/go.mod" "$E2E_DIR/tools/coredns/go.sum" \
     "$E2E_DIR/tools/coredns/main.go")
+  PROMTOOL_BIN=$(tool_dir promtool build_promtool <(echo "$PROMTOOL_VERSION"))
   grep -q "k8s.io/kubernetes $KUBERNETES_VERSION" "$E2E_DIR/tools/kubernetes/go.mod" || {
     echo "tools/kubernetes/go.mod does not pin $KUBERNETES_VERSION: run e2e/tools/pin-kubernetes $KUBERNETES_VERSION" >&2
     return 1
@@ -143,6 +152,7 @@ ensure_tools() {
   build_into "$RUNC_BIN" "runc $RUNC_VERSION" build_runc
   build_into "$PAUSE_BIN" "pause (Kubernetes $KUBERNETES_VERSION)" build_pause
   build_into "$COREDNS_BIN" "coredns (tools/coredns)" build_coredns
+  build_into "$PROMTOOL_BIN" "promtool $PROMTOOL_VERSION" build_promtool
 }
 
 # The kwok module ships its default stages (node initialize, heartbeat with lease,
