@@ -86,6 +86,7 @@ kine_database() { # path
   python3 - "$1" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
+db.execute("PRAGMA journal_mode=WAL")  # as k3s opens it
 db.executescript("""
 CREATE TABLE IF NOT EXISTS kine (
   id INTEGER PRIMARY KEY AUTOINCREMENT, name INTEGER, created INTEGER, deleted INTEGER,
