@@ -55,6 +55,18 @@ const TOPIC_CHARACTERS_MESSAGE: &str =
 const PLAINTEXT_CREDENTIALS_RULE: &str = "self.url.startsWith('mqtts://') || (!has(self.usernameSecretRef) && !has(self.passwordSecretRef)) || (has(self.allowPlaintextCredentials) && self.allowPlaintextCredentials)";
 const PLAINTEXT_CREDENTIALS_MESSAGE: &str = "credentials over a plain mqtt:// url travel unencrypted: use an mqtts:// broker url, or set allowPlaintextCredentials: true if the broker is on a trusted LAN";
 
+/// zigbee-herdsman detects a USB stick's type by probing it, but a coordinator
+/// behind `tcp://` cannot be probed: zigbee2mqtt refuses to start without its type.
+const ADAPTER_FOR_NETWORK_COORDINATOR_RULE: &str = "self.preset != 'Zigbee2MQTT' || !has(self.radio) || !has(self.radio.networkAddress) || has(self.radio.adapter)";
+const ADAPTER_FOR_NETWORK_COORDINATOR_MESSAGE: &str = "zigbee2mqtt cannot detect the type of a coordinator on the network: set radio.adapter (zstack, ember, deconz, zigate, zboss, zoh or ezsp; the coordinator's manual names its chip, such as ember for an SLZB-06M)";
+
+/// zwave-js-ui strips every character but letters, digits, '-' and '_' from its
+/// client name before it uses it in topics; allowing only those keeps the watched
+/// topic the one it really publishes on.
+const CLIENT_NAME_RULE: &str = "self.matches('^[A-Za-z0-9_-]+$')";
+const CLIENT_NAME_MESSAGE: &str =
+    "must be letters, digits, '-' and '_' only, such as zwave-js-ui or zwave-attic";
+
 const IMAGE_MESSAGE: &str =
     "must be a container image reference without spaces, such as ghcr.io/koenkk/zigbee2mqtt:2.1.3";
 
@@ -105,6 +117,12 @@ const IMAGE_MESSAGE: &str =
         description = "Whether every listed sensor reported in time"
     ),
     printcolumn(
+        name = "Stale",
+        type_ = "integer",
+        json_path = ".status.staleSensors",
+        description = "How many listed sensors went quiet for longer than their staleAfter"
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
@@ -129,11 +147,15 @@ const IMAGE_MESSAGE: &str =
 #[x_kube(validation = Rule::new("self.preset != 'Generic' || has(self.availability.topic)").message("the Generic preset has no default availability topic: set availability.topic"))]
 #[x_kube(validation = Rule::new("self.preset != 'ESPHome' || has(self.topicPrefix) || has(self.availability.topic)").message("ESPHome devices publish under their own name: set topicPrefix (such as garden-hub)"))]
 #[x_kube(validation = Rule::new("!self.external || !has(self.radio) || !has(self.radio.usbDevicePin)").message("an external gateway runs outside the cluster and cannot use a UsbDevicePin"))]
+#[x_kube(validation = Rule::new(ADAPTER_FOR_NETWORK_COORDINATOR_RULE).message(ADAPTER_FOR_NETWORK_COORDINATOR_MESSAGE))]
+#[x_kube(validation = Rule::new("self.preset != 'ZWaveJSUI' || !has(self.radio) || !has(self.radio.adapter)").message("radio.adapter names a Zigbee coordinator's type; zwave-js-ui finds its Z-Wave controller by itself: remove adapter"))]
 pub struct SensorGatewaySpec {
     /// Which gateway: Zigbee2MQTT, ZWaveJSUI, ESPHome, or Generic. The preset gives the
     /// image, the web UI port, the data path, and where and how the gateway announces
     /// that it is online (zigbee2mqtt: <topicPrefix>/bridge/state; zwave-js-ui:
-    /// <topicPrefix>/_CLIENTS/ZWAVE_GATEWAY-<name>/status; ESPHome: <topicPrefix>/status).
+    /// <topicPrefix>/_CLIENTS/ZWAVE_GATEWAY-<mqtt.clientName>/status; ESPHome:
+    /// <topicPrefix>/status). zigbee2mqtt and zwave-js-ui also get their broker, credentials,
+    /// base topic and radio from the spec.
     pub preset: GatewayPreset,
 
     /// The gateway runs outside the cluster (an ESPHome device, a hub on the LAN): the
@@ -187,8 +209,9 @@ pub struct SensorGatewaySpec {
     pub data: StateVolume,
 
     /// The Service in front of the gateway's web UI. Defaults to a ClusterIP Service on
-    /// the preset's port (zigbee2mqtt 8080, zwave-js-ui 8091); a Generic gateway without
-    /// a port gets no Service.
+    /// the preset's port (zigbee2mqtt 8080, zwave-js-ui 8091, which also serves its
+    /// Z-Wave JS websocket for Home Assistant on 3000); a Generic gateway without a port
+    /// gets no Service.
     #[serde(default)]
     pub service: ServiceSettings,
 
@@ -254,6 +277,16 @@ pub struct MqttSettings {
     #[x_kube(validation = Rule::new(r"self.matches('^mqtts?://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?/?$')").message("must be a broker URL such as mqtt://mosquitto.home.svc:1883 or mqtts://broker.home.arpa:8883"))]
     #[x_kube(validation = Rule::new(URL_PORT_RULE).message("the broker's port must be 1 to 65535, without leading zeros, such as mqtt://mosquitto.home.svc:1883; leave it out for 1883 (mqtt) or 8883 (mqtts)"))]
     pub url: String,
+
+    /// The gateway's MQTT client name. zwave-js-ui connects as
+    /// ZWAVE_GATEWAY-<clientName> and announces itself on
+    /// <topicPrefix>/_CLIENTS/ZWAVE_GATEWAY-<clientName>/status; defaults to its
+    /// own default, zwave-js-ui. zigbee2mqtt takes it as its client id (random when
+    /// unset); other images read it from HOMELAB_MQTT_CLIENT_NAME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(CLIENT_NAME_RULE).message(CLIENT_NAME_MESSAGE))]
+    pub client_name: Option<String>,
 
     /// The MQTT user name, from a key of a Secret in the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -378,6 +411,58 @@ pub struct Radio {
     #[x_kube(validation = Rule::new(r"self.matches('^tcp://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\\[[0-9A-Fa-f:.]+\\]):[0-9]{1,5}$')").message("must be tcp://host:port, such as tcp://192.168.1.40:6638"))]
     #[x_kube(validation = Rule::new(URL_PORT_RULE).message("the coordinator's port must be 1 to 65535, without leading zeros, such as tcp://192.168.1.40:6638"))]
     pub network_address: Option<String>,
+
+    /// The Zigbee coordinator's type, for zigbee2mqtt (its serial.adapter):
+    /// zstack (Texas Instruments CC2652/CC1352), ember (Silicon Labs EFR32),
+    /// deconz (ConBee, RaspBee), zigate, zboss (Nordic nRF52840), zoh (Zigbee on
+    /// Host) or ezsp (the older Silicon Labs driver; zigbee2mqtt 2.x prefers ember).
+    /// Required with networkAddress: a coordinator on the network cannot be
+    /// probed. Optional for a USB stick, which zigbee2mqtt detects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<ZigbeeAdapter>,
+}
+
+/// The Zigbee coordinator's type, for zigbee2mqtt (its serial.adapter): zstack
+/// (Texas Instruments CC2652/CC1352), ember (Silicon Labs EFR32), deconz (ConBee,
+/// RaspBee), zigate, zboss (Nordic nRF52840), zoh (Zigbee on Host) or ezsp (the older
+/// Silicon Labs driver; zigbee2mqtt 2.x prefers ember). Required with networkAddress
+/// for zigbee2mqtt: a coordinator on the network cannot be probed. Optional for a USB
+/// stick, which zigbee2mqtt detects. Not for zwave-js-ui.
+// The schema shows this text for the `adapter` field: the field's own doc comment
+// gives way to the type's when the schema is inlined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ZigbeeAdapter {
+    /// Texas Instruments Z-Stack (CC2652, CC1352, CC2531).
+    Zstack,
+    /// Silicon Labs EmberZNet (EFR32: SkyConnect, Sonoff ZBDongle-E, SLZB-06M).
+    Ember,
+    /// dresden elektronik deCONZ (ConBee, RaspBee).
+    Deconz,
+    /// ZiGate.
+    Zigate,
+    /// Nordic ZBOSS (nRF52840).
+    Zboss,
+    /// Zigbee on Host.
+    Zoh,
+    /// The older Silicon Labs EZSP driver.
+    Ezsp,
+}
+
+impl ZigbeeAdapter {
+    /// The name zigbee2mqtt reads in `serial.adapter`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Zstack => "zstack",
+            Self::Ember => "ember",
+            Self::Deconz => "deconz",
+            Self::Zigate => "zigate",
+            Self::Zboss => "zboss",
+            Self::Zoh => "zoh",
+            Self::Ezsp => "ezsp",
+        }
+    }
 }
 
 /// What the operator observed about a SensorGateway.
@@ -419,6 +504,12 @@ pub struct SensorGatewayStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub sensors: Vec<SensorStatus>,
+
+    /// How many listed sensors are stale, for `kubectl get`'s Stale column. Unset
+    /// for a gateway without sensors, and while the operator cannot tell (its
+    /// broker is away).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_sensors: Option<i32>,
 
     /// The last time the operator restarted the gateway's pod because it was offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]

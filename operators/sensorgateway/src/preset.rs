@@ -1,11 +1,9 @@
 //! What each preset means: image, web UI port, where it keeps its data, and
 //! where and how it says that it is online.
 
+use crate::mqtt::payload::Payloads;
 use homelab_api::SensorGateway;
 use homelab_api::sensorgateway::GatewayPreset;
-use kube::ResourceExt;
-
-use crate::mqtt::payload::Payloads;
 
 /// The defaults of one preset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +18,16 @@ pub struct Preset {
     pub data_path: &'static str,
     /// Base topic when `topicPrefix` is unset.
     pub default_prefix: Option<&'static str>,
+    /// Ports the gateway serves besides its web UI, by name: zwave-js-ui's
+    /// Z-Wave JS websocket, which Home Assistant's Z-Wave JS integration uses.
+    pub extra_ports: &'static [(&'static str, i32)],
+    /// The MQTT client name the gateway uses when `mqtt.clientName` is unset, when
+    /// its availability topic carries it.
+    pub default_client_name: Option<&'static str>,
 }
+
+/// Port of zwave-js-ui's Z-Wave JS websocket server (its own default).
+pub const ZWAVE_JS_SERVER_PORT: i32 = 3000;
 
 /// The preset's defaults.
 #[must_use]
@@ -32,6 +39,8 @@ pub fn preset(p: GatewayPreset) -> Preset {
             port: Some(8080),
             data_path: "/app/data",
             default_prefix: Some("zigbee2mqtt"),
+            extra_ports: &[],
+            default_client_name: None,
         },
         GatewayPreset::ZwaveJsUi => Preset {
             app: "zwave-js-ui",
@@ -39,6 +48,8 @@ pub fn preset(p: GatewayPreset) -> Preset {
             port: Some(8091),
             data_path: "/usr/src/app/store",
             default_prefix: Some("zwave"),
+            extra_ports: &[("zwave-ws", ZWAVE_JS_SERVER_PORT)],
+            default_client_name: Some("zwave-js-ui"),
         },
         GatewayPreset::Esphome => Preset {
             app: "esphome",
@@ -46,6 +57,8 @@ pub fn preset(p: GatewayPreset) -> Preset {
             port: Some(6052),
             data_path: "/config",
             default_prefix: None,
+            extra_ports: &[],
+            default_client_name: None,
         },
         GatewayPreset::Generic => Preset {
             app: "sensor-gateway",
@@ -53,6 +66,8 @@ pub fn preset(p: GatewayPreset) -> Preset {
             port: None,
             data_path: "/data",
             default_prefix: None,
+            extra_ports: &[],
+            default_client_name: None,
         },
     }
 }
@@ -66,9 +81,20 @@ pub fn topic_prefix(sg: &SensorGateway) -> Option<String> {
         .or_else(|| preset(sg.spec.preset).default_prefix.map(str::to_owned))
 }
 
+/// The gateway's MQTT client name: `mqtt.clientName`, else the preset's own
+/// default (zwave-js-ui's is `zwave-js-ui`); none when neither says.
+#[must_use]
+pub fn client_name(sg: &SensorGateway) -> Option<String> {
+    sg.spec.mqtt.client_name.clone().or_else(|| {
+        preset(sg.spec.preset)
+            .default_client_name
+            .map(str::to_owned)
+    })
+}
+
 /// Where the gateway announces its availability: `availability.topic`, else the
 /// preset's topic under the base topic (zwave-js-ui's carries its MQTT client
-/// name, which the operator takes to be the object's name).
+/// name, which the operator sets from the spec).
 #[must_use]
 pub fn availability_topic(sg: &SensorGateway) -> Option<String> {
     if let Some(topic) = &sg.spec.availability.topic {
@@ -79,7 +105,7 @@ pub fn availability_topic(sg: &SensorGateway) -> Option<String> {
         GatewayPreset::Zigbee2Mqtt => Some(format!("{prefix}/bridge/state")),
         GatewayPreset::ZwaveJsUi => Some(format!(
             "{prefix}/_CLIENTS/ZWAVE_GATEWAY-{}/status",
-            sg.name_any()
+            client_name(sg)?
         )),
         GatewayPreset::Esphome => Some(format!("{prefix}/status")),
         GatewayPreset::Generic => None,
@@ -168,11 +194,24 @@ mod tests {
 
     #[test]
     fn zwave_js_ui_announces_under_its_client_name() {
-        let sg = gateway("zwave", json!({"preset": "ZWaveJSUI"}));
+        // Not under the object's name: zwave-js-ui knows nothing of it.
+        let sg = gateway("attic", json!({"preset": "ZWaveJSUI"}));
+        assert_eq!(client_name(&sg).as_deref(), Some("zwave-js-ui"));
         assert_eq!(
             availability_topic(&sg).as_deref(),
-            Some("zwave/_CLIENTS/ZWAVE_GATEWAY-zwave/status")
+            Some("zwave/_CLIENTS/ZWAVE_GATEWAY-zwave-js-ui/status")
         );
+        let sg = gateway(
+            "attic",
+            json!({"preset": "ZWaveJSUI", "topicPrefix": "home/zwave",
+                   "mqtt": {"url": "mqtt://mosquitto:1883", "clientName": "zwave-attic"}}),
+        );
+        assert_eq!(
+            availability_topic(&sg).as_deref(),
+            Some("home/zwave/_CLIENTS/ZWAVE_GATEWAY-zwave-attic/status")
+        );
+        let sg = gateway("z", json!({"preset": "Zigbee2MQTT"}));
+        assert_eq!(client_name(&sg), None);
     }
 
     #[test]

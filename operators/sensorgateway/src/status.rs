@@ -176,6 +176,9 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
                 ),
             };
             set_condition(conditions, cond(types::GATEWAY_ONLINE, s, r, &m));
+            // The count for `kubectl get`'s Stale column: only when it is known.
+            status.stale_sensors = (!w.plan.sensors.is_empty() && w.connection.connected)
+                .then(|| i32::try_from(w.assessment.stale.len()).unwrap_or(i32::MAX));
             if w.plan.sensors.is_empty() {
                 remove_condition(conditions, types::SENSORS_FRESH);
             } else if !w.connection.connected {
@@ -560,6 +563,18 @@ mod tests {
         assert_eq!(c.status, "False");
         assert_eq!(c.message, "tomato-bed silent for 14m (staleAfter 10m)");
         assert!(s.is_condition_true(types::READY));
+        assert_eq!(s.stale_sensors, Some(1), "kubectl get shows the count");
+    }
+
+    #[test]
+    fn the_stale_count_is_zero_when_fresh_and_unset_when_unknown() {
+        assert_eq!(watched("online", true, Some(5), 10).stale_sensors, Some(0));
+        assert_eq!(watched("online", false, Some(5), 900).stale_sensors, None);
+        // The same observation twice: the same status, so nothing is written.
+        assert_eq!(
+            watched("online", true, Some(5), 900),
+            watched("online", true, Some(5), 900)
+        );
     }
 
     #[test]

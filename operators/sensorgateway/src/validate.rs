@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use homelab_api::SensorGateway;
 use homelab_api::conditions::reasons;
+use homelab_api::sensorgateway::GatewayPreset;
 use homelab_kit::conditions::HOST_PATH_NOT_ALLOWED;
 use homelab_kit::settings::AllowedHostPaths;
 
@@ -92,6 +93,7 @@ pub fn validate(sg: &SensorGateway) -> Result<Plan, Problem> {
             "availability topic {availability_topic:?} is not a topic: no + or # wildcards"
         )));
     }
+    check_radio(sg)?;
     let mut sensors = Vec::with_capacity(spec.sensors.len());
     for s in &spec.sensors {
         if !topic::is_valid_filter(&s.topic) {
@@ -130,6 +132,29 @@ pub fn validate(sg: &SensorGateway) -> Result<Plan, Problem> {
         sensors,
         restart_after,
     })
+}
+
+/// The schema's radio rules, for an object that reached the controller without
+/// them: zigbee2mqtt needs the type of a coordinator on the network, and
+/// zwave-js-ui takes none.
+fn check_radio(sg: &SensorGateway) -> Result<(), Problem> {
+    let Some(radio) = &sg.spec.radio else {
+        return Ok(());
+    };
+    match sg.spec.preset {
+        GatewayPreset::Zigbee2Mqtt
+            if radio.network_address.is_some() && radio.adapter.is_none() =>
+        {
+            Err(Problem::invalid(
+                "zigbee2mqtt cannot detect the type of a coordinator on the network: set radio.adapter (zstack, ember, deconz, zigate, zboss, zoh or ezsp)".to_owned(),
+            ))
+        }
+        GatewayPreset::ZwaveJsUi if radio.adapter.is_some() => Err(Problem::invalid(
+            "radio.adapter names a Zigbee coordinator's type; zwave-js-ui needs none: remove it"
+                .to_owned(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Checks that a hostPath data volume lies where the administrator allows
@@ -255,6 +280,31 @@ mod tests {
             "{}",
             p.message
         );
+    }
+
+    #[test]
+    fn a_network_coordinator_without_its_type_is_refused() {
+        let sg = gateway(
+            "z",
+            json!({"preset": "Zigbee2MQTT", "radio": {"networkAddress": "tcp://192.168.1.40:6638"}}),
+        );
+        let p = validate(&sg).unwrap_err();
+        assert!(p.message.contains("radio.adapter"), "{}", p.message);
+        let sg = gateway(
+            "z",
+            json!({"preset": "Zigbee2MQTT", "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"}}),
+        );
+        assert!(validate(&sg).is_ok());
+        let sg = gateway(
+            "zw",
+            json!({"preset": "ZWaveJSUI", "radio": {"networkAddress": "tcp://192.168.1.41:4001", "adapter": "zstack"}}),
+        );
+        assert!(validate(&sg).unwrap_err().message.contains("zwave-js-ui"));
+        let sg = gateway(
+            "zw",
+            json!({"preset": "ZWaveJSUI", "radio": {"networkAddress": "tcp://192.168.1.41:4001"}}),
+        );
+        assert!(validate(&sg).is_ok());
     }
 
     #[test]

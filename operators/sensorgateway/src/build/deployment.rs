@@ -6,17 +6,18 @@
 use std::collections::BTreeMap;
 
 use homelab_api::SensorGateway;
+use homelab_api::sensorgateway::GatewayPreset;
 use homelab_api::storage::StateVolume;
 use homelab_kit::FieldManager;
 use homelab_kit::apply::owned_metadata;
 use homelab_kit::device_pin::PodAdditions;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, HostPathVolumeSource, KeyToPath,
-    NFSVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    PreferredSchedulingTerm, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HostPathVolumeSource,
+    KeyToPath, NFSVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, PreferredSchedulingTerm, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -24,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::env::{self, CA_FILE, CLIENT_CERT_DIR};
-use super::{Inputs, names};
+use super::{Inputs, names, zwave};
 use crate::validate::Plan;
 
 /// Name of the gateway's container.
@@ -79,6 +80,7 @@ pub fn deployment(
         // environment, and zigbee2mqtt reads ZIGBEE2MQTT_* as settings.
         enable_service_links: Some(false),
         automount_service_account_token: Some(false),
+        init_containers: init_containers(sg, plan, radio.as_deref(), &mounts),
         containers: vec![container(sg, plan, radio.as_deref(), mounts)],
         volumes: None,
         ..PodSpec::default()
@@ -114,6 +116,42 @@ pub fn deployment(
     })
 }
 
+/// zwave-js-ui's settings merge, which needs the same store and TLS files as
+/// the gateway itself.
+fn init_containers(
+    sg: &SensorGateway,
+    plan: &Plan,
+    radio: Option<&str>,
+    mounts: &[VolumeMount],
+) -> Option<Vec<Container>> {
+    (sg.spec.preset == GatewayPreset::ZwaveJsUi).then(|| {
+        vec![zwave::settings_container(
+            sg,
+            plan,
+            radio,
+            plan.image.clone(),
+            resources(sg),
+            Some(security_context()),
+            (!mounts.is_empty()).then(|| mounts.to_vec()),
+        )]
+    })
+}
+
+fn resources(sg: &SensorGateway) -> ResourceRequirements {
+    sg.spec.resources.clone().unwrap_or_else(default_resources)
+}
+
+fn security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
 fn container(
     sg: &SensorGateway,
     plan: &Plan,
@@ -135,23 +173,19 @@ fn container(
         image: plan.image.clone(),
         env: Some(env::env(sg, radio)),
         ports: port.map(|p| {
-            vec![ContainerPort {
-                name: Some(super::service::PORT_NAME.to_owned()),
-                container_port: p,
+            let tcp = |name: &str, container_port: i32| ContainerPort {
+                name: Some(name.to_owned()),
+                container_port,
                 protocol: Some("TCP".to_owned()),
                 ..ContainerPort::default()
-            }]
+            };
+            std::iter::once(tcp(super::service::PORT_NAME, p))
+                .chain(plan.preset.extra_ports.iter().map(|(n, p)| tcp(n, *p)))
+                .collect()
         }),
         readiness_probe: probe,
-        resources: Some(sg.spec.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        resources: Some(resources(sg)),
+        security_context: Some(security_context()),
         volume_mounts: (!volume_mounts.is_empty()).then_some(volume_mounts),
         ..Container::default()
     }
@@ -174,7 +208,16 @@ fn default_resources() -> ResourceRequirements {
 fn volumes(sg: &SensorGateway) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    if let Some(v) = data_volume(sg, &sg.spec.data) {
+    let data = data_volume(sg, &sg.spec.data).or_else(|| {
+        // zwave-js-ui's settings are written by one container and read by
+        // another: without a data volume they share a scratch one.
+        (sg.spec.preset == GatewayPreset::ZwaveJsUi).then(|| Volume {
+            name: DATA_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        })
+    });
+    if let Some(v) = data {
         volumes.push(v);
         mounts.push(mount(
             DATA_VOLUME,
@@ -352,7 +395,7 @@ mod tests {
     #[test]
     fn one_replica_recreate_restricted() {
         let d = build(
-            json!({"preset": "Zigbee2MQTT", "radio": {"networkAddress": "tcp://192.168.1.40:6638"}}),
+            json!({"preset": "Zigbee2MQTT", "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"}}),
             None,
         );
         assert_eq!(d["spec"]["replicas"], 1);

@@ -32,17 +32,29 @@ pub fn env(sg: &SensorGateway, radio: Option<&str>) -> Vec<EnvVar> {
     if let Some(r) = &mqtt.password_secret_ref {
         vars.push(secret("HOMELAB_MQTT_PASSWORD", r));
     }
+    if let Some(name) = preset::client_name(sg) {
+        vars.push(value("HOMELAB_MQTT_CLIENT_NAME", &name));
+    }
     if let Some(r) = radio {
         vars.push(value("HOMELAB_RADIO", r));
     }
-    if sg.spec.preset == GatewayPreset::Zigbee2Mqtt {
-        zigbee2mqtt(sg, prefix.as_deref(), radio, &mut vars);
+    if let Some(adapter) = adapter(sg) {
+        vars.push(value("HOMELAB_RADIO_ADAPTER", adapter));
+    }
+    match sg.spec.preset {
+        GatewayPreset::Zigbee2Mqtt => zigbee2mqtt(sg, prefix.as_deref(), radio, &mut vars),
+        GatewayPreset::ZwaveJsUi => vars.extend(super::zwave::container_env(sg)),
+        GatewayPreset::Esphome | GatewayPreset::Generic => {}
     }
     for user in &sg.spec.env {
         vars.retain(|v| v.name != user.name);
         vars.push(user.clone());
     }
     vars
+}
+
+fn adapter(sg: &SensorGateway) -> Option<&'static str> {
+    sg.spec.radio.as_ref()?.adapter.map(|a| a.as_str())
 }
 
 /// zigbee2mqtt reads any setting from `ZIGBEE2MQTT_CONFIG_<PATH>`.
@@ -56,6 +68,9 @@ fn zigbee2mqtt(
     vars.push(value("ZIGBEE2MQTT_CONFIG_MQTT_SERVER", &mqtt.url));
     if let Some(p) = prefix {
         vars.push(value("ZIGBEE2MQTT_CONFIG_MQTT_BASE_TOPIC", p));
+    }
+    if let Some(id) = &mqtt.client_name {
+        vars.push(value("ZIGBEE2MQTT_CONFIG_MQTT_CLIENT_ID", id));
     }
     if let Some(r) = &mqtt.username_secret_ref {
         vars.push(secret("ZIGBEE2MQTT_CONFIG_MQTT_USER", r));
@@ -81,13 +96,18 @@ fn zigbee2mqtt(
     if let Some(r) = radio {
         vars.push(value("ZIGBEE2MQTT_CONFIG_SERIAL_PORT", r));
     }
+    // zigbee-herdsman probes a USB stick for its type, but cannot probe one
+    // behind tcp://: without the type, zigbee2mqtt does not start.
+    if let Some(a) = adapter(sg) {
+        vars.push(value("ZIGBEE2MQTT_CONFIG_SERIAL_ADAPTER", a));
+    }
     vars.push(value("ZIGBEE2MQTT_CONFIG_FRONTEND_ENABLED", "true"));
     if let Some(port) = preset::preset(sg.spec.preset).port {
         vars.push(value("ZIGBEE2MQTT_CONFIG_FRONTEND_PORT", &port.to_string()));
     }
 }
 
-fn value(name: &str, value: &str) -> EnvVar {
+pub(super) fn value(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: Some(value.to_owned()),
@@ -95,7 +115,7 @@ fn value(name: &str, value: &str) -> EnvVar {
     }
 }
 
-fn secret(name: &str, r: &SecretKeyRef) -> EnvVar {
+pub(super) fn secret(name: &str, r: &SecretKeyRef) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: None,
@@ -170,6 +190,47 @@ mod tests {
             Some("zigbee2mqtt")
         );
         assert_eq!(get("TZ").as_deref(), Some("Europe/Berlin"));
+    }
+
+    #[test]
+    fn a_network_coordinator_gets_its_adapter_type() {
+        let sg = gateway(
+            "z",
+            json!({
+                "preset": "Zigbee2MQTT",
+                "mqtt": {"url": "mqtt://mosquitto:1883", "clientName": "z2m-attic"},
+                "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "ember"},
+            }),
+        );
+        let vars = env(&sg, Some("tcp://192.168.1.40:6638"));
+        let get = |n: &str| {
+            vars.iter()
+                .find(|v| v.name == n)
+                .and_then(|v| v.value.clone())
+        };
+        assert_eq!(
+            get("ZIGBEE2MQTT_CONFIG_SERIAL_ADAPTER").as_deref(),
+            Some("ember")
+        );
+        assert_eq!(get("HOMELAB_RADIO_ADAPTER").as_deref(), Some("ember"));
+        assert_eq!(
+            get("ZIGBEE2MQTT_CONFIG_MQTT_CLIENT_ID").as_deref(),
+            Some("z2m-attic")
+        );
+        assert!(
+            env(&z2m(), None)
+                .iter()
+                .all(|v| v.name != "ZIGBEE2MQTT_CONFIG_SERIAL_ADAPTER")
+        );
+    }
+
+    #[test]
+    fn zwave_js_ui_gets_its_client_name() {
+        let sg = gateway("attic", json!({"preset": "ZWaveJSUI"}));
+        let vars = env(&sg, None);
+        let name = vars.iter().find(|v| v.name == "MQTT_NAME").unwrap();
+        assert_eq!(name.value.as_deref(), Some("zwave-js-ui"));
+        assert!(vars.iter().all(|v| !v.name.starts_with("ZIGBEE2MQTT_")));
     }
 
     #[test]

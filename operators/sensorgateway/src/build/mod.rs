@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod env;
 pub mod names;
 pub mod service;
+pub mod zwave;
 
 use homelab_api::{SensorGateway, UsbDevicePin};
 use homelab_kit::FieldManager;
