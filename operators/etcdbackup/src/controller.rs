@@ -415,20 +415,14 @@ async fn announce(
     let name = eb.name_any();
     let metrics = &ctx.state.metrics;
     let before = eb.status.as_ref();
-    if let Some(b) = &status.last_successful_backup {
-        metrics.success(
-            ns,
-            &name,
-            b.time.0.as_second(),
-            b.size_bytes,
-            b.duration_millis,
-        );
-        if before.and_then(|s| s.last_successful_backup.as_ref()) != Some(b) {
-            let note = format!("verified backup {} ({} bytes)", b.location, b.size_bytes);
-            ctx.events
-                .normal(eb, reasons::BACKUP_SUCCEEDED, "Backup", note)
-                .await;
-        }
+    metrics.declare(ns, &name);
+    if let Some(b) = &status.last_successful_backup
+        && before.and_then(|s| s.last_successful_backup.as_ref()) != Some(b)
+    {
+        let note = format!("verified backup {} ({} bytes)", b.location, b.size_bytes);
+        ctx.events
+            .normal(eb, reasons::BACKUP_SUCCEEDED, "Backup", note)
+            .await;
     }
     for run in runs.iter().filter(|r| !r.report.ok) {
         let key = format!("{ns}/{}", run.pod);
@@ -451,7 +445,6 @@ async fn announce(
         }
     }
     let stale = status::is_stale(status);
-    metrics.set_stale(ns, &name, stale);
     if stale && !before.is_some_and(status::is_stale) {
         let message = status
             .conditions

@@ -35,9 +35,12 @@ pub mod status;
 use std::future::Future;
 
 use homelab_api::EtcdBackup;
+use homelab_api::conditions::types;
+use homelab_kit::objects::{ConditionGauges, ObjectState};
 use homelab_kit::{Runner, Settings};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -46,7 +49,7 @@ use kube::{Api, Client};
 pub use build::Image;
 pub use controller::{State, reconcile};
 pub use error::Error;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, RunGauges};
 pub use policy::Policy;
 
 /// The controller's name: field manager, Event reporter, Lease and metric label.
@@ -69,6 +72,31 @@ impl Image {
         })?;
         let pull_policy = std::env::var(PULL_POLICY_ENV).unwrap_or_else(|_| "IfNotPresent".into());
         Ok(Self { name, pull_policy })
+    }
+}
+
+/// The conditions exported as `homelab_object_condition` (staleness has a gauge
+/// of its own, `homelab_etcdbackup_stale`).
+const EXPORTED_CONDITIONS: &[&str] = &[types::QUORUM_AT_RISK];
+
+/// Whether a backup is Ready, for `homelab_object_ready`. A backup runs on no
+/// node of its own: it has no `homelab_object_node_info`.
+fn object_state(backup: &EtcdBackup) -> ObjectState {
+    use homelab_api::ConditionedStatus;
+    ObjectState {
+        ready: backup
+            .status
+            .as_ref()
+            .map(|s| s.is_condition_true(types::READY)),
+        node: None,
+    }
+}
+
+/// A backup's conditions, for `homelab_object_condition`.
+fn conditions(backup: &EtcdBackup) -> &[Condition] {
+    match &backup.status {
+        Some(status) => &status.conditions,
+        None => &[],
     }
 }
 
@@ -117,8 +145,17 @@ impl Controller {
                 watcher::Config::default().labels(build::BACKUP_LABEL),
                 move |pod: Pod| by_label(&pod.metadata),
             );
+        runner = runner.export_objects(object_state);
+        let (by_condition, by_run) = (runner.store(), runner.store());
         let metrics = Metrics::default();
-        metrics.register(runner.registry());
+        let registry = runner.registry();
+        metrics.register(registry);
+        registry.register_collector(Box::new(ConditionGauges::new(
+            by_condition,
+            EXPORTED_CONDITIONS,
+            conditions,
+        )));
+        registry.register_collector(Box::new(RunGauges::new(by_run)));
         let mut state = State::new(image, metrics);
         state.policy = policy;
         Self { runner, state }

@@ -30,24 +30,55 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use homelab_api::conditions::types;
 use homelab_api::{SensorGateway, UsbDevicePin};
+use homelab_kit::objects::{ConditionGauges, ObjectState};
 use homelab_kit::{Runner, Settings};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 pub use controller::{State, reconcile};
 pub use error::Error;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, SensorGauges};
 pub use mqtt::{Hub, MqttBudget};
 
 /// The controller's name: field manager, Event reporter, Lease and metric label.
 pub const CONTROLLER_NAME: &str = "sensorgateway-controller";
 
+/// The conditions exported as `homelab_object_condition` (the alerts on an
+/// offline gateway, stale sensors and an unreachable broker read them).
+const EXPORTED_CONDITIONS: &[&str] = &[
+    types::GATEWAY_ONLINE,
+    types::SENSORS_FRESH,
+    types::BROKER_CONNECTED,
+    types::FAILOVER_READY,
+];
+
 /// How often connections of deleted gateways are closed.
 const FORGET_EVERY: Duration = Duration::from_secs(30);
+
+/// Ready and node of a gateway, for `homelab_object_ready` and
+/// `homelab_object_node_info`.
+fn object_state(sg: &SensorGateway) -> ObjectState {
+    use homelab_api::ConditionedStatus;
+    let status = sg.status.as_ref();
+    ObjectState {
+        ready: status.map(|s| s.is_condition_true(types::READY)),
+        node: status.and_then(|s| s.node.clone()),
+    }
+}
+
+/// A gateway's conditions, for `homelab_object_condition`.
+fn conditions(sg: &SensorGateway) -> &[Condition] {
+    match &sg.status {
+        Some(status) => &status.conditions,
+        None => &[],
+    }
+}
 
 /// The controller, wired and ready to run.
 pub struct Controller {
@@ -110,9 +141,17 @@ impl Controller {
         runner = runner.reconcile_on(
             silence.flat_map(move |node| futures::stream::iter(on_node(&by_node, &node))),
         );
+        runner = runner.export_objects(object_state);
+        let (by_condition, by_sensor) = (runner.store(), runner.store());
         let metrics = Metrics::default();
         let registry = runner.registry();
         metrics.register(registry);
+        registry.register_collector(Box::new(ConditionGauges::new(
+            by_condition,
+            EXPORTED_CONDITIONS,
+            conditions,
+        )));
+        registry.register_collector(Box::new(SensorGauges::new(by_sensor)));
         registry.register(
             "sensorgateway_mqtt_reconnects",
             "Reconnections to an MQTT broker after the first connection, by broker host:port",

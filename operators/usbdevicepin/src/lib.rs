@@ -84,7 +84,30 @@ pub fn runner(client: Client, settings: Settings) -> (Runner<UsbDevicePin>, Stat
         "Device transitions announced as Events (appeared, moved, gone, consumer moved), by reason",
         state.transitions.clone(),
     );
+    let by_condition = runner.store();
+    runner
+        .registry()
+        .register_collector(Box::new(homelab_kit::objects::ConditionGauges::new(
+            by_condition,
+            EXPORTED_CONDITIONS,
+            conditions,
+        )));
     (runner, state)
+}
+
+/// The conditions exported as `homelab_object_condition`: the alerts on a missing
+/// device and on a conflict read them.
+const EXPORTED_CONDITIONS: &[&str] = &[
+    homelab_api::conditions::types::DEVICE_PRESENT,
+    homelab_api::conditions::types::CONFLICT,
+];
+
+/// A pin's conditions, for `homelab_object_condition`.
+fn conditions(pin: &UsbDevicePin) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+    match &pin.status {
+        Some(status) => &status.conditions,
+        None => &[],
+    }
 }
 
 /// What the per-object gauges say of a pin: Ready (its device is found), and the
