@@ -5,6 +5,7 @@
 // A test that cannot get what it needs fails loudly; that is what unwrap is for here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alert_rules;
 mod api_contract;
 mod argocd_health;
 mod chart;
