@@ -5,7 +5,8 @@
 //! rendered with the real `helm` (dashboard and PrometheusRule switched on), and
 //! every metric name in a panel query or an alert expression must be one a binary
 //! exports (a family seen in `# TYPE`, with its sample suffixes), or one Prometheus
-//! makes itself (`up`).
+//! makes itself (`up`). One object of each kind that has per-object series (a pin,
+//! a gateway on a real mosquitto, a backup) makes those series exist.
 //!
 //! A new binary is one line in [`BINARIES`].
 
@@ -16,8 +17,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use homelab_api::UsbDevicePin;
+use homelab_api::{EtcdBackup, SensorGateway, UsbDevicePin};
 use homelab_kit::Settings;
+use homelab_test_support::mosquitto::Mosquitto;
+use homelab_test_support::mqtt::publish;
 use homelab_test_support::{TestNamespace, client, install_crds, workspace_root};
 use kube::Client;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -60,6 +63,7 @@ const BINARIES: &[(&str, Start)] = &[
     }),
     ("etcd-backup controller", |c, ns, addr, stop| {
         Box::pin(async move {
+            let policy = homelab_etcdbackup::Policy::new([ns.clone()], [BACKUP_DIR]).unwrap();
             let s = settings(homelab_etcdbackup::CONTROLLER_NAME, ns, addr);
             let image = homelab_etcdbackup::Image {
                 name: "ghcr.io/homelab-operators/homelab-operators:test".to_owned(),
@@ -67,6 +71,7 @@ const BINARIES: &[(&str, Start)] = &[
             };
             ended(
                 homelab_etcdbackup::Controller::new(c, s, image)
+                    .with_policy(policy)
                     .run_until(stopped(stop))
                     .await,
             );
@@ -76,6 +81,13 @@ const BINARIES: &[(&str, Start)] = &[
         Box::pin(node_agent(c, ns, addr, stop))
     }),
 ];
+
+/// Where the test's EtcdBackup would write (it never runs: its series come from
+/// its status and its reconcile).
+const BACKUP_DIR: &str = "/var/backups";
+
+/// A gateway's sensor topic the test publishes on, so its last-seen series exists.
+const SENSOR_TOPIC: &str = "garden-hub/sensor/tomato-bed/moisture";
 
 /// Names Prometheus itself gives every scrape target.
 const PROMETHEUS_OWN: &[&str] = &["up", "scrape_duration_seconds", "scrape_samples_scraped"];
@@ -411,6 +423,51 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
         .await
         .unwrap();
 
+    // A gateway on a real broker (online, one listed sensor) and a backup, so the
+    // SensorGateway's and EtcdBackup's per-object series exist too.
+    let broker = Mosquitto::start(None).unwrap();
+    publish(&broker, ("", ""), "garden-hub/status", "online", true).await;
+    let objects = [
+        serde_json::json!({
+            "apiVersion": "homelab.home.arpa/v1alpha1",
+            "kind": "SensorGateway",
+            "metadata": {"name": "garden-hub"},
+            "spec": {
+                "preset": "ESPHome",
+                "external": true,
+                "topicPrefix": "garden-hub",
+                "mqtt": {"url": broker.url()},
+                "sensors": [{"name": "tomato-bed", "topic": SENSOR_TOPIC, "staleAfter": "1h"}],
+            },
+        }),
+        serde_json::json!({
+            "apiVersion": "homelab.home.arpa/v1alpha1",
+            "kind": "EtcdBackup",
+            "metadata": {"name": "hourly"},
+            "spec": {
+                "schedule": "@hourly",
+                "source": {"distribution": "Kubeadm"},
+                "destination": {"hostPath": {"path": format!("{BACKUP_DIR}/etcd")}},
+            },
+        }),
+    ];
+    ns.api::<SensorGateway>()
+        .patch(
+            "garden-hub",
+            &PatchParams::apply("homelab-tests"),
+            &Patch::Apply(&objects[0]),
+        )
+        .await
+        .unwrap();
+    ns.api::<EtcdBackup>()
+        .patch(
+            "hourly",
+            &PatchParams::apply("homelab-tests"),
+            &Patch::Apply(&objects[1]),
+        )
+        .await
+        .unwrap();
+
     let mut running = Vec::new();
     for (name, start) in BINARIES {
         let addr = free_addr();
@@ -435,6 +492,8 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
     let expressions = chart_expressions();
     let deadline = Instant::now() + Duration::from_secs(60);
     let exported = loop {
+        // Until the gateway has subscribed, a message may go unheard: say it again.
+        publish(&broker, ("", ""), SENSOR_TOPIC, "41", false).await;
         let mut exported = BTreeSet::new();
         for (name, addr, ..) in &running {
             let (_, text) = get(*addr, "/metrics")
