@@ -78,7 +78,7 @@ async fn a_gateway_fails_over_even_when_its_controller_is_killed_mid_way() {
                 "passwordSecretRef": {"name": "mqtt", "key": "password"},
                 "allowPlaintextCredentials": true,
             },
-            "radio": {"networkAddress": "tcp://192.168.1.40:6638"},
+            "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"},
             "data": {"nfs": {"server": "nas.home.arpa", "path": "/export/garage"}},
             // Data on NFS: two copies could both write it, so the lost node is
             // fenced (out-of-service) before the pod is removed from it.

@@ -1014,6 +1014,41 @@ fn gateway_format_refusals() -> Vec<Refusal> {
             gateway(spec(json!({ "failover": { "preferredNodes": ["pi4 1"] } }))),
             NODE_NAME,
         ),
+        invalid(
+            "zigbee2mqtt on a network coordinator without its adapter type",
+            gateway(spec(
+                json!({ "radio": { "networkAddress": "tcp://192.168.1.40:6638" } }),
+            )),
+            "zigbee2mqtt cannot detect the type of a coordinator on the network: set radio.adapter",
+        ),
+        invalid(
+            "an adapter type zigbee2mqtt does not know",
+            gateway(spec(
+                json!({ "radio": { "networkAddress": "tcp://192.168.1.40:6638", "adapter": "cc2652" } }),
+            )),
+            "supported values: \"zstack\", \"ember\"",
+        ),
+        invalid(
+            "a Zigbee adapter type for zwave-js-ui",
+            gateway(spec(
+                json!({ "preset": "ZWaveJSUI", "radio": { "networkAddress": "tcp://192.168.1.41:4001", "adapter": "zstack" } }),
+            )),
+            "zwave-js-ui finds its Z-Wave controller by itself",
+        ),
+        invalid(
+            "an MQTT client name with a dot",
+            gateway(spec(
+                json!({ "preset": "ZWaveJSUI", "mqtt": { "url": "mqtt://mosquitto:1883", "clientName": "zwave.attic" } }),
+            )),
+            "must be letters, digits, '-' and '_' only",
+        ),
+        invalid(
+            "an empty MQTT client name",
+            gateway(spec(
+                json!({ "preset": "ZWaveJSUI", "mqtt": { "url": "mqtt://mosquitto:1883", "clientName": "" } }),
+            )),
+            "spec.mqtt.clientName",
+        ),
     ]
 }
 
@@ -1434,7 +1469,7 @@ fn acceptances() -> Vec<(&'static str, Value)> {
         (
             "an IPv6 coordinator",
             gateway(spec(
-                json!({ "radio": { "networkAddress": "tcp://[fd00::40]:6638" } }),
+                json!({ "radio": { "networkAddress": "tcp://[fd00::40]:6638", "adapter": "ember" } }),
             )),
         ),
         (
@@ -1565,8 +1600,30 @@ fn format_acceptances() -> Vec<(&'static str, Value)> {
         (
             "the smallest and largest broker ports",
             gateway(spec(
-                json!({ "mqtt": { "url": "mqtt://mosquitto:1" }, "radio": { "networkAddress": "tcp://coordinator:65535" } }),
+                json!({ "mqtt": { "url": "mqtt://mosquitto:1" }, "radio": { "networkAddress": "tcp://coordinator:65535", "adapter": "zstack" } }),
             )),
+        ),
+        (
+            "zigbee2mqtt on a network coordinator with its adapter type",
+            gateway(spec(
+                json!({ "radio": { "networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack" } }),
+            )),
+        ),
+        (
+            "zigbee2mqtt on a USB stick, its type detected",
+            gateway(spec(json!({ "radio": { "usbDevicePin": { "name": "sonoff-zigbee" } } }))),
+        ),
+        (
+            "zwave-js-ui on a network controller needs no adapter type",
+            gateway(spec(
+                json!({ "preset": "ZWaveJSUI", "radio": { "networkAddress": "tcp://192.168.1.41:4001" } }),
+            )),
+        ),
+        (
+            "an MQTT client name of 64 letters, digits, - and _",
+            gateway(spec(json!({ "preset": "ZWaveJSUI", "mqtt": {
+                "url": "mqtt://mosquitto:1883", "clientName": format!("zwave_attic-{}", "9".repeat(52)),
+            } }))),
         ),
         (
             "an IPv6 broker without a port",

@@ -138,7 +138,7 @@ async fn controllers_do_their_work_under_the_charts_service_account_tokens() {
                          "usernameSecretRef": {"name": "mqtt", "key": "username"},
                          "passwordSecretRef": {"name": "mqtt", "key": "password"},
                          "allowPlaintextCredentials": true},
-                "radio": {"networkAddress": "tcp://192.168.1.40:6638"},
+                "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"},
                 "data": {"nfs": {"server": "nas.home.arpa", "path": "/zigbee2mqtt"}},
                 "availability": {"restartAfter": "5s"},
             },

@@ -2,7 +2,8 @@
 //! server: availability with zigbee2mqtt's retained state and Last Will, a
 //! restart of a gateway that stays offline, sensors going stale and fresh, a
 //! broker taken away and brought back, credentials kept out of logs and
-//! status, and bad input refused without touching the other gateways.
+//! status, bad input refused without touching the other gateways, and
+//! zwave-js-ui configured from the spec and watched under its client name.
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
@@ -15,12 +16,13 @@ use homelab_sensorgateway::references::{SECRET_KEY_NOT_FOUND, SECRET_NOT_FOUND};
 use homelab_sensorgateway::{CONTROLLER_NAME, Controller, Hub, Metrics};
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::{FakeGateway, publish};
+use homelab_test_support::tools::kubectl;
 use homelab_test_support::{
     TestNamespace, client, controller, events_about, install_crds, wait_for,
     wait_for_event_reasons, wait_for_list,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -173,7 +175,7 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
                 "passwordSecretRef": {"name": "mqtt", "key": "password"},
                 "allowPlaintextCredentials": true,
             },
-            "radio": {"networkAddress": "tcp://192.168.1.40:6638"},
+            "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"},
             "data": nfs_data(),
             "availability": {"restartAfter": "10s"},
         }),
@@ -354,6 +356,28 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
         sg.status.as_ref().unwrap().is_condition_true(types::READY),
         "a stale sensor does not make the gateway unready"
     );
+    // ...but it shows where users look: kubectl get's Stale column.
+    assert_eq!(sg.status.as_ref().unwrap().stale_sensors, Some(1));
+    for kind in ["sensorgateway", "homelab"] {
+        let table = kubectl(&["get", kind, "-n", ns.name()]).unwrap();
+        println!("kubectl get {kind}:\n{table}");
+        // Columns are cut by the header's offsets: an empty cell (NODE, for an
+        // external gateway) leaves no word behind.
+        let header = table.lines().next().unwrap_or_default();
+        let row = table
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|n| n.ends_with("garden-hub"))
+            })
+            .unwrap_or_default();
+        let stale = header
+            .find("STALE")
+            .and_then(|at| row.get(at..))
+            .and_then(|cell| cell.split_whitespace().next());
+        assert_eq!(stale, Some("1"), "{table}");
+    }
     println!(
         "figure: stale sensor deadline -> SensorsFresh=False {:.1}s",
         deadline_to_condition.as_secs_f64()
@@ -608,7 +632,7 @@ async fn a_gateway_that_keeps_failing_on_one_node_is_moved_off_it() {
                 "passwordSecretRef": {"name": "mqtt", "key": "password"},
                 "allowPlaintextCredentials": true,
             },
-            "radio": {"networkAddress": "tcp://192.168.1.41:6638"},
+            "radio": {"networkAddress": "tcp://192.168.1.41:6638", "adapter": "zstack"},
             "data": nfs_data(),
             "availability": {"restartAfter": "5s"},
             "failover": {"preferredNodes": [PREFERRED]},
@@ -755,4 +779,136 @@ async fn a_tls_broker_is_trusted_through_the_ca_in_a_secret_only() {
     let (reason, message) = condition(&sg, types::BROKER_CONNECTED);
     assert_eq!(reason, reasons::BROKER_UNREACHABLE);
     println!("untrusted broker: {message}");
+}
+
+/// zwave-js-ui gets its broker, credentials (by reference), client name, base
+/// topic and radio from the spec, its websocket is in the Service, and the
+/// operator watches the topic under the client name, not the object's name.
+#[tokio::test]
+async fn zwave_js_ui_is_configured_from_the_spec_and_watched_under_its_client_name() {
+    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
+    let (client, ns, _running) = setup("sgw-zwave").await;
+    credentials_secret(&ns).await;
+    apply(
+        &ns,
+        "zwave-attic",
+        json!({
+            "preset": "ZWaveJSUI",
+            "mqtt": {
+                "url": broker.url(),
+                "clientName": "zwave-attic-1",
+                "usernameSecretRef": {"name": "mqtt", "key": "username"},
+                "passwordSecretRef": {"name": "mqtt", "key": "password"},
+                "allowPlaintextCredentials": true,
+            },
+            "radio": {"networkAddress": "tcp://192.168.1.41:4001"},
+            "data": nfs_data(),
+        }),
+    )
+    .await
+    .unwrap();
+    let deployment = wait_for(
+        &ns.api::<Deployment>(),
+        "zwave-attic",
+        WAIT,
+        |_: &Deployment| true,
+    )
+    .await
+    .unwrap();
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    let gateway = &pod.containers[0];
+    assert_eq!(
+        init.image, gateway.image,
+        "the merge runs the gateway's own node"
+    );
+    let env = |c: &k8s_openapi::api::core::v1::Container, name: &str| {
+        c.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{} has no {name}", c.name))
+    };
+    assert_eq!(
+        env(gateway, "MQTT_NAME").value.as_deref(),
+        Some("zwave-attic-1")
+    );
+    let settings: Value =
+        serde_json::from_str(env(init, "HOMELAB_ZUI_SETTINGS").value.as_deref().unwrap()).unwrap();
+    let (host, port) = broker.url()["mqtt://".len()..]
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_owned(), p.parse::<u16>().unwrap()))
+        .unwrap();
+    assert_eq!(settings["set"]["mqtt"]["name"], "zwave-attic-1");
+    assert_eq!(settings["set"]["mqtt"]["host"], format!("mqtt://{host}"));
+    assert_eq!(settings["set"]["mqtt"]["port"], port);
+    assert_eq!(settings["set"]["mqtt"]["prefix"], "zwave");
+    assert_eq!(settings["set"]["mqtt"]["auth"], true);
+    assert_eq!(settings["set"]["zwave"]["port"], "tcp://192.168.1.41:4001");
+    assert_eq!(settings["set"]["zwave"]["serverEnabled"], true);
+    // The password reaches the merge from its Secret, and appears nowhere as a value.
+    let password = env(init, "HOMELAB_MQTT_PASSWORD");
+    assert!(password.value.is_none());
+    assert_eq!(
+        password.value_from.unwrap().secret_key_ref.unwrap().name,
+        "mqtt"
+    );
+    let rendered = serde_json::to_string(&deployment).unwrap();
+    assert!(!rendered.contains(PASSWORD));
+
+    let service = wait_for(&ns.api::<Service>(), "zwave-attic", WAIT, |_: &Service| {
+        true
+    })
+    .await
+    .unwrap();
+    let ports: Vec<(String, i32)> = service
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name.unwrap_or_default(), p.port))
+        .collect();
+    assert_eq!(
+        ports,
+        [("http".to_owned(), 8091), ("zwave-ws".to_owned(), 3000)]
+    );
+
+    // zwave-js-ui announces itself under its client name, as JSON.
+    publish(
+        &broker,
+        (USER, PASSWORD),
+        "zwave/_CLIENTS/ZWAVE_GATEWAY-zwave-attic-1/status",
+        r#"{"value":true,"time":1767225600000}"#,
+        true,
+    )
+    .await;
+    let sg = wait_condition(&ns, "zwave-attic", types::GATEWAY_ONLINE, "True").await;
+    let (_, message) = condition(&sg, types::GATEWAY_ONLINE);
+    assert!(message.contains("ZWAVE_GATEWAY-zwave-attic-1"), "{message}");
+
+    // What the API server holds, for a person to read.
+    let stored = ns.api::<Deployment>().get("zwave-attic").await.unwrap();
+    let mut shown = serde_json::to_value(&stored).unwrap();
+    if let Some(meta) = shown["metadata"].as_object_mut() {
+        meta.remove("managedFields");
+    }
+    println!(
+        "rendered Deployment:\n{}",
+        serde_saphyr::to_string(&shown).unwrap()
+    );
+    println!(
+        "settings merged into settings.json:\n{}",
+        serde_json::to_string_pretty(&settings).unwrap()
+    );
+    drop(client);
 }
