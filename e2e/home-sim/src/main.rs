@@ -14,6 +14,7 @@
 mod config;
 mod payloads;
 mod web;
+mod zwave_store;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileTypeExt;
@@ -35,8 +36,14 @@ async fn main() -> ExitCode {
         .nth(1)
         .or_else(|| std::env::var("HOME_SIM_GATEWAY").ok())
         .unwrap_or_default();
-    let config =
-        Kind::parse(&kind).and_then(|kind| config::from_env(kind, &std::env::vars().collect()));
+    let config = Kind::parse(&kind).and_then(|kind| {
+        let env: config::Env = std::env::vars().collect();
+        let env = match kind {
+            Kind::ZwaveJsUi => zwave_settings(&env)?,
+            _ => env,
+        };
+        config::from_env(kind, &env)
+    });
     let config = match config {
         Ok(c) => c,
         Err(e) => {
@@ -54,6 +61,19 @@ async fn main() -> ExitCode {
     }
     run(config).await;
     ExitCode::SUCCESS
+}
+
+/// zwave-js-ui's settings as its store holds them (`HOME_SIM_STORE` elsewhere).
+fn zwave_settings(env: &config::Env) -> Result<config::Env, String> {
+    let store = env
+        .get("HOME_SIM_STORE")
+        .map_or(zwave_store::STORE, String::as_str);
+    let path = std::path::Path::new(store).join("settings.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("zwave-js-ui's settings {}: {e}", path.display()))?;
+    let settings = serde_json::from_str(&text)
+        .map_err(|e| format!("zwave-js-ui's settings {}: {e}", path.display()))?;
+    Ok(zwave_store::overlay(env, &settings))
 }
 
 /// The radio must be there, a character device, as the UsbDevicePin hands it over.
