@@ -67,7 +67,10 @@ mod tests {
     #[test]
     fn the_merged_settings_decide_broker_name_prefix_and_radio() {
         let env = Env::from([
-            ("HOMELAB_MQTT_URL".to_owned(), "mqtt://elsewhere:1".to_owned()),
+            (
+                "HOMELAB_MQTT_URL".to_owned(),
+                "mqtt://elsewhere:1".to_owned(),
+            ),
             ("MQTT_NAME".to_owned(), "zwave-basement".to_owned()),
         ]);
         let settings = serde_json::json!({
