@@ -77,6 +77,23 @@ pub mod reasons {
     /// Storage two copies could both write (an NFS share) is safe to move only once
     /// the lost node is fenced, and `failover.fenceNode` is false.
     pub const FENCING_REQUIRED: &str = "FencingRequired";
+    /// The state is on storage two nodes can mount at once (an NFS share, a CSI
+    /// driver without an attach step, a ReadWriteMany claim), and nothing fences a
+    /// lost node by itself: it is moved only once a person adds the out-of-service
+    /// taint.
+    pub const SHARED_STORAGE_NEEDS_FENCING: &str = "SharedStorageNeedsFencing";
+    /// The state is on storage two nodes can mount at once; `failover.fenceNode`
+    /// and the administrator let the operator fence a lost node before moving.
+    pub const FENCES_BEFORE_MOVING: &str = "FencesBeforeMoving";
+    /// The state is on storage two nodes can mount at once, but its driver attaches
+    /// it to nodes: it moves once Kubernetes has detached it from the lost node.
+    pub const MOVES_AFTER_DETACH: &str = "MovesAfterDetach";
+    /// The state is on a ReadWriteOnce volume whose driver attaches it to one node
+    /// at a time: the storage itself keeps a second copy out.
+    pub const ATTACHMENT_ENFORCED: &str = "AttachmentEnforced";
+    /// A lost node still holds the VolumeAttachment of shared storage: the move
+    /// waits until Kubernetes detaches it (or the node is fenced).
+    pub const VOLUME_STILL_ATTACHED: &str = "VolumeStillAttached";
     /// `failover.fenceNode` asks to fence a lost node, but the cluster's
     /// administrator has not enabled fencing (the chart's `fencing.enabled`).
     pub const FENCING_NOT_ALLOWED: &str = "FencingNotAllowed";

@@ -118,7 +118,8 @@ pub async fn reconcile(
             let desired =
                 build::desired(&ms, &plan, &observed, &ctx.manager).map_err(Error::Apply)?;
             let applied = apply_all(&ms, &ns, &ctx, &observed, desired).await?;
-            let analysis = failover::analyse(&ms, &plan.eligible_nodes, &observed);
+            let analysis =
+                failover::analyse(&ms, &plan.eligible_nodes, &observed, ctx.fencing_allowed);
             let lost =
                 node_loss::handle(&ms, &ctx, &observed, &plan.eligible_nodes, &analysis).await?;
             let analysis = lost.analysis.unwrap_or(analysis);

@@ -3,26 +3,22 @@
 //! It cannot when its config or a library lives on one node (a hostPath, a
 //! claim bound to a local volume, a StorageClass whose volumes stay on one
 //! node), when only one node can run it, or when the policy says not to act.
+//! When it can, the config's storage says how: a volume attached to one node
+//! at a time moves by itself; storage two nodes can mount at once (an NFS
+//! share, even behind a ReadWriteOnce claim) only once the lost node is fenced
+//! or its attachment is gone. Libraries are read, not written, so only their
+//! node-locality counts.
 
 use homelab_api::MediaServer;
 use homelab_api::conditions::reasons;
 use homelab_api::failover::FailoverMode;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use homelab_kit::failover::Storage;
+use homelab_kit::failover::readiness::{self, FIX_NODE_LOCAL};
+use homelab_kit::failover::storage::{ClaimFacts, classify};
 use kube::ResourceExt;
 
 use crate::build::names;
 use crate::observed::Observed;
-
-/// Provisioners whose volumes live on the node that created them.
-const NODE_LOCAL_PROVISIONERS: &[&str] = &[
-    "rancher.io/local-path",
-    "kubernetes.io/no-provisioner",
-    "openebs.io/local",
-    "topolvm.io",
-    "local.csi.openebs.io",
-];
-/// Annotation marking the cluster's default StorageClass.
-const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 
 /// The verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,9 +41,15 @@ impl Analysis {
     }
 }
 
-/// Analyses `ms`, which the nodes in `eligible` can run.
+/// Analyses `ms`, which the nodes in `eligible` can run; `fencing_allowed`:
+/// the administrator lets failover fence nodes.
 #[must_use]
-pub fn analyse(ms: &MediaServer, eligible: &[String], observed: &Observed) -> Analysis {
+pub fn analyse(
+    ms: &MediaServer,
+    eligible: &[String],
+    observed: &Observed,
+    fencing_allowed: bool,
+) -> Analysis {
     let spec = &ms.spec;
     let fix_storage = "serve it from network storage (an NFS share, or a claim on Longhorn, Ceph or another replicated class)";
     if let Some(host) = &spec.config.host_path {
@@ -73,11 +75,11 @@ pub fn analyse(ms: &MediaServer, eligible: &[String], observed: &Observed) -> An
         );
     }
     for claim in names::claims_of(ms) {
-        if let Some(why) = node_local(&claim, observed) {
+        if let Some(Storage::NodeLocal { why }) = claim_storage(&claim, observed) {
             return Analysis::no(
                 reasons::NODE_LOCAL_STORAGE,
                 format!(
-                    "claim {claim} {why}: the server can only run there. To allow failover, {fix_storage}"
+                    "claim {claim} {why}: the server can only run there. To allow failover, {FIX_NODE_LOCAL}"
                 ),
             );
         }
@@ -93,94 +95,80 @@ pub fn analyse(ms: &MediaServer, eligible: &[String], observed: &Observed) -> An
             );
         }
     }
-    match eligible {
-        [] | [_] => Analysis::no(
-            reasons::SINGLE_ELIGIBLE_NODE,
-            format!(
-                "only {} can run the server (architecture, GPU and allowedNodes): add another node that can, for example a second one with the same GPU",
-                eligible.first().map_or("one node", String::as_str)
-            ),
+    let nodes = match eligible {
+        [] | [_] => {
+            return Analysis::no(
+                reasons::SINGLE_ELIGIBLE_NODE,
+                format!(
+                    "only {} can run the server (architecture, GPU and allowedNodes): add another node that can, for example a second one with the same GPU",
+                    eligible.first().map_or("one node", String::as_str)
+                ),
+            );
+        }
+        nodes => format!(
+            "{} nodes can run the server: {}",
+            nodes.len(),
+            nodes.join(", ")
         ),
-        nodes => Analysis {
+    };
+    let Some((subject, storage)) = config_storage(ms, observed) else {
+        // The claim is not there yet (it is created in this same reconcile):
+        // judged on the next look.
+        return Analysis {
             possible: true,
             reason: reasons::NETWORK_STORAGE,
-            message: format!(
-                "config and media are on network storage; {} nodes can run the server: {}",
-                nodes.len(),
-                nodes.join(", ")
-            ),
-        },
+            message: format!("config and media are on network storage; {nodes}"),
+        };
+    };
+    let verdict = readiness::of_state(&subject, &storage, &spec.failover, fencing_allowed);
+    let message = if verdict.possible {
+        format!("{}; {nodes}", verdict.message)
+    } else {
+        verdict.message
+    };
+    Analysis {
+        possible: verdict.possible,
+        reason: verdict.reason,
+        message,
     }
 }
 
-/// Why the claim's volume stays on one node, if it does.
-fn node_local(claim: &str, observed: &Observed) -> Option<String> {
+/// The storage of the config (the server's SQLite database: what two copies
+/// must not both write), named for a person; `None` for a hostPath (handled
+/// apart) or a claim not read yet.
+#[must_use]
+pub fn config_storage(ms: &MediaServer, observed: &Observed) -> Option<(String, Storage)> {
+    let config = &ms.spec.config;
+    if let Some(nfs) = &config.nfs {
+        let storage = Storage::Shared {
+            why: format!(
+                "is on NFS {}:{}, which every node can mount at once",
+                nfs.server, nfs.path
+            ),
+            attached_volume: None,
+        };
+        return Some(("the config".to_owned(), storage));
+    }
+    let claim = match (&config.existing_claim, &config.volume_claim) {
+        (Some(existing), _) => existing.clone(),
+        (None, Some(_)) => names::config_claim(&ms.name_any()),
+        (None, None) => return None,
+    };
+    let storage = claim_storage(&claim, observed)?;
+    Some((format!("the config's claim {claim}"), storage))
+}
+
+/// The storage of `claim`, if it was read.
+#[must_use]
+pub fn claim_storage(claim: &str, observed: &Observed) -> Option<Storage> {
     let pvc = observed.claims.get(claim)?;
     let bound = pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref());
-    if let Some(pv) = bound.and_then(|v| observed.volumes.get(v)) {
-        return pinned_volume(pv).map(|node| {
-            format!(
-                "is bound to volume {}, which only node {node} can use",
-                pv.name_any()
-            )
-        });
-    }
-    let class = class_of(pvc, observed)?;
-    let provisioner = observed
-        .storage_classes
-        .iter()
-        .find(|c| c.name_any() == class)
-        .map(|c| c.provisioner.as_str())?;
-    NODE_LOCAL_PROVISIONERS
-        .contains(&provisioner)
-        .then(|| format!("uses StorageClass {class} ({provisioner}), whose volumes stay on the node that created them"))
-}
-
-/// The claim's class, or the default class when it names none.
-fn class_of(pvc: &PersistentVolumeClaim, observed: &Observed) -> Option<String> {
-    match pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()) {
-        Some(class) => Some(class).filter(|c| !c.is_empty()),
-        None => observed
-            .storage_classes
-            .iter()
-            .find(|c| {
-                c.annotations()
-                    .get(DEFAULT_CLASS)
-                    .is_some_and(|v| v == "true")
-            })
-            .map(ResourceExt::name_any),
-    }
-}
-
-/// The node a volume is tied to: a local or hostPath volume, or node affinity
-/// on a single node.
-fn pinned_volume(pv: &PersistentVolume) -> Option<String> {
-    let spec = pv.spec.as_ref()?;
-    let terms = spec
-        .node_affinity
-        .as_ref()
-        .and_then(|a| a.required.as_ref())
-        .map(|r| r.node_selector_terms.as_slice())
-        .unwrap_or_default();
-    let nodes: Vec<&String> = terms
-        .iter()
-        .flat_map(|t| {
-            t.match_expressions
-                .iter()
-                .flatten()
-                .chain(t.match_fields.iter().flatten())
-        })
-        .filter(|e| {
-            e.operator == "In"
-                && matches!(e.key.as_str(), "kubernetes.io/hostname" | "metadata.name")
-        })
-        .flat_map(|e| e.values.iter().flatten())
-        .collect();
-    match nodes.as_slice() {
-        [node] => Some((*node).clone()),
-        _ if spec.local.is_some() || spec.host_path.is_some() => Some("one".to_owned()),
-        _ => None,
-    }
+    Some(classify(&ClaimFacts {
+        claim: pvc,
+        volume: bound.and_then(|v| observed.volumes.get(v)),
+        classes: &observed.storage_classes,
+        drivers: &observed.drivers,
+    }))
 }
 
 #[cfg(test)]
@@ -188,8 +176,8 @@ mod tests {
     use super::*;
     use crate::fixtures::{claim, media_server};
     use k8s_openapi::api::core::v1::{
-        NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeSpec,
-        VolumeNodeAffinity,
+        NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume,
+        PersistentVolumeSpec, VolumeNodeAffinity,
     };
     use k8s_openapi::api::storage::v1::StorageClass;
     use kube::api::ObjectMeta;
@@ -206,7 +194,7 @@ mod tests {
             "config": {"volumeClaim": {"size": "1Gi"}},
             "media": [{"name": "movies", "mountPath": "/m", "nfs": {"server": "nas", "path": "/m"}}],
         }));
-        let a = analyse(&ms, &two_nodes(), &Observed::default());
+        let a = analyse(&ms, &two_nodes(), &Observed::default(), false);
         assert!(a.possible);
         assert_eq!(a.reason, reasons::NETWORK_STORAGE);
         assert!(a.message.contains("celeron-1, n100-1"));
@@ -220,7 +208,7 @@ mod tests {
             "media": [{"name": "music", "mountPath": "/music",
                        "hostPath": {"node": "pi4-2", "path": "/mnt/usb"}}],
         }));
-        let a = analyse(&ms, &["pi4-2".into()], &Observed::default());
+        let a = analyse(&ms, &["pi4-2".into()], &Observed::default(), false);
         assert!(!a.possible);
         assert_eq!(a.reason, reasons::NODE_LOCAL_STORAGE);
         assert!(
@@ -266,7 +254,7 @@ mod tests {
             status: None,
         };
         observed.volumes.insert("pv-1".into(), pv);
-        let a = analyse(&ms, &two_nodes(), &observed);
+        let a = analyse(&ms, &two_nodes(), &observed, false);
         assert!(!a.possible);
         assert!(
             a.message.contains("pv-1") && a.message.contains("pi4-1"),
@@ -289,15 +277,99 @@ mod tests {
         observed.storage_classes.push(StorageClass {
             metadata: ObjectMeta {
                 name: Some("local-path".into()),
-                annotations: Some([(DEFAULT_CLASS.to_owned(), "true".to_owned())].into()),
+                annotations: Some(
+                    [(
+                        homelab_kit::failover::storage::DEFAULT_CLASS_ANNOTATION.to_owned(),
+                        "true".to_owned(),
+                    )]
+                    .into(),
+                ),
                 ..ObjectMeta::default()
             },
             provisioner: "rancher.io/local-path".into(),
             ..StorageClass::default()
         });
-        let a = analyse(&ms, &two_nodes(), &observed);
+        let a = analyse(&ms, &two_nodes(), &observed, false);
         assert_eq!(a.reason, reasons::NODE_LOCAL_STORAGE);
-        assert!(a.message.contains("local-path"), "{}", a.message);
+        assert!(
+            a.message.contains("local-path")
+                && a.message.contains("k3s")
+                && a.message.contains("storageClassName"),
+            "{}",
+            a.message
+        );
+    }
+
+    /// A config claim bound to volume `pv-1` with `spec`.
+    fn bound_config(spec: serde_json::Value) -> Observed {
+        let mut observed = Observed::default();
+        let mut pvc = claim("jellyfin-config", "ReadWriteOnce");
+        if let Some(s) = pvc.spec.as_mut() {
+            s.volume_name = Some("pv-1".into());
+        }
+        observed.claims.insert("jellyfin-config".into(), pvc);
+        let pv: PersistentVolume =
+            serde_json::from_value(json!({"metadata": {"name": "pv-1"}, "spec": spec})).unwrap();
+        observed.volumes.insert("pv-1".into(), pv);
+        observed
+    }
+
+    #[test]
+    fn an_rwo_claim_on_an_nfs_volume_needs_fencing_and_says_how() {
+        let ms = media_server(json!({
+            "preset": "Jellyfin",
+            "config": {"volumeClaim": {"size": "1Gi"}},
+        }));
+        let observed = bound_config(json!({
+            "accessModes": ["ReadWriteOnce"],
+            "nfs": {"server": "nas", "path": "/jellyfin"},
+        }));
+        let a = analyse(&ms, &two_nodes(), &observed, false);
+        assert_eq!(
+            (a.possible, a.reason),
+            (false, reasons::SHARED_STORAGE_NEEDS_FENCING),
+            "{}",
+            a.message
+        );
+        assert!(
+            a.message.contains("jellyfin-config")
+                && a.message.contains("nas:/jellyfin")
+                && a.message.contains("out-of-service"),
+            "{}",
+            a.message
+        );
+        // With fenceNode and the administrator's permission, it fences first.
+        let fencing = media_server(json!({
+            "preset": "Jellyfin",
+            "config": {"volumeClaim": {"size": "1Gi"}},
+            "failover": {"fenceNode": true},
+        }));
+        let a = analyse(&fencing, &two_nodes(), &observed, true);
+        assert_eq!(
+            (a.possible, a.reason),
+            (true, reasons::FENCES_BEFORE_MOVING)
+        );
+        assert!(a.message.contains("celeron-1, n100-1"), "{}", a.message);
+    }
+
+    #[test]
+    fn an_attaching_driver_enforces_one_node_and_nfs_config_needs_fencing() {
+        let ms = media_server(json!({
+            "preset": "Jellyfin",
+            "config": {"volumeClaim": {"size": "1Gi"}},
+        }));
+        let observed = bound_config(json!({
+            "accessModes": ["ReadWriteOnce"],
+            "csi": {"driver": "driver.longhorn.io", "volumeHandle": "pvc-1"},
+        }));
+        let a = analyse(&ms, &two_nodes(), &observed, false);
+        assert_eq!((a.possible, a.reason), (true, reasons::ATTACHMENT_ENFORCED));
+        let nfs = media_server(json!({
+            "preset": "Jellyfin",
+            "config": {"nfs": {"server": "nas", "path": "/c"}},
+        }));
+        let a = analyse(&nfs, &two_nodes(), &Observed::default(), false);
+        assert_eq!(a.reason, reasons::SHARED_STORAGE_NEEDS_FENCING);
     }
 
     #[test]
@@ -307,14 +379,14 @@ mod tests {
             "config": {"volumeClaim": {"size": "1Gi"}},
             "failover": {"mode": "Manual"},
         }));
-        let a = analyse(&manual, &two_nodes(), &Observed::default());
+        let a = analyse(&manual, &two_nodes(), &Observed::default(), false);
         assert_eq!(a.reason, reasons::FAILOVER_NOT_AUTOMATIC);
         let single = media_server(json!({
             "preset": "Jellyfin",
             "config": {"volumeClaim": {"size": "1Gi"}},
             "transcoding": {"hardware": "IntelQuickSync"},
         }));
-        let a = analyse(&single, &["n100-1".into()], &Observed::default());
+        let a = analyse(&single, &["n100-1".into()], &Observed::default(), false);
         assert_eq!(
             (a.possible, a.reason),
             (false, reasons::SINGLE_ELIGIBLE_NODE)

@@ -13,13 +13,14 @@ use homelab_api::MediaServer;
 use homelab_api::conditions::reasons;
 use homelab_api::failover::{FailoverRecord, FailoverStatus};
 use homelab_kit::Context;
-use homelab_kit::failover::Holds;
 use homelab_kit::failover::workload::{self, Actor, Workload};
+use homelab_kit::failover::{Holds, Storage, claims};
+use k8s_openapi::api::storage::v1::VolumeAttachment;
 
 use crate::CONTROLLER_NAME;
 use crate::controller::State;
 use crate::error::Error;
-use crate::failover::Analysis;
+use crate::failover::{self, Analysis};
 use crate::observed::Observed;
 
 /// What the reconcile takes from failover into the status and its next look.
@@ -45,7 +46,18 @@ pub async fn handle(
     eligible: &[String],
     analysis: &Analysis,
 ) -> Result<Outcome, Error> {
-    let holds = holds(ms, analysis);
+    let config = failover::config_storage(ms, observed);
+    // Only shared storage whose driver attaches asks for the attachments: who
+    // still holds the volume decides whether the move is safe.
+    let attachments = match &config {
+        Some((_, storage)) if storage.needs_attachments() && any_pod(observed) => {
+            claims::attachments(&ctx.client)
+                .await
+                .map_err(Error::Read)?
+        }
+        _ => Vec::new(),
+    };
+    let holds = holds(analysis, config.as_ref(), &attachments);
     let status = ms.status.as_ref();
     let out = workload::handle(
         Workload {
@@ -80,22 +92,73 @@ pub async fn handle(
     })
 }
 
-/// What the pod holds that matters for a second copy. Claims are ReadWriteOnce,
-/// whose single attachment the storage enforces; NFS config is not.
-fn holds(ms: &MediaServer, analysis: &Analysis) -> Vec<Holds> {
+/// Whether the server has a pod on some node (else no node's loss matters).
+fn any_pod(observed: &Observed) -> bool {
+    observed
+        .pods
+        .iter()
+        .any(|p| p.spec.as_ref().is_some_and(|s| s.node_name.is_some()))
+}
+
+/// What the pod holds that matters for a second copy: a node-local volume (the
+/// analysis found one), and the config, unless a volume attached to one node
+/// at a time keeps a second copy out by itself.
+fn holds(
+    analysis: &Analysis,
+    config: Option<&(String, Storage)>,
+    attachments: &[VolumeAttachment],
+) -> Vec<Holds> {
     let mut holds = Vec::new();
     if analysis.reason == reasons::NODE_LOCAL_STORAGE {
         holds.push(Holds::NodeLocalVolume {
             what: "its node-local storage".to_owned(),
         });
     }
-    if let Some(nfs) = &ms.spec.config.nfs {
-        holds.push(Holds::SharedStorage {
-            what: format!(
-                "the config (a SQLite database) on NFS {}:{}",
-                nfs.server, nfs.path
-            ),
-        });
+    if let Some((subject, storage)) = config {
+        let what = format!("{subject} (its SQLite database)");
+        holds.extend(storage.holds(&what, attachments));
     }
     holds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analysis(reason: &'static str) -> Analysis {
+        Analysis {
+            possible: true,
+            reason,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn shared_config_is_held_and_an_attaching_one_is_not() {
+        let nfs = (
+            "the config".to_owned(),
+            Storage::Shared {
+                why: "is on NFS nas:/c".into(),
+                attached_volume: None,
+            },
+        );
+        let h = holds(&analysis(reasons::NETWORK_STORAGE), Some(&nfs), &[]);
+        assert!(
+            matches!(
+                &h[..],
+                [Holds::SharedStorage {
+                    attached_to: None,
+                    ..
+                }]
+            ),
+            "{h:?}"
+        );
+        let block = (
+            "the config's claim c".to_owned(),
+            Storage::SingleAttach { why: String::new() },
+        );
+        assert!(holds(&analysis(reasons::ATTACHMENT_ENFORCED), Some(&block), &[]).is_empty());
+        let h = holds(&analysis(reasons::NODE_LOCAL_STORAGE), None, &[]);
+        assert!(matches!(&h[..], [Holds::NodeLocalVolume { .. }]), "{h:?}");
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use homelab_api::MediaServer;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
@@ -24,6 +24,9 @@ pub struct Observed {
     pub volumes: BTreeMap<String, PersistentVolume>,
     /// Every StorageClass, to tell where an unbound claim's volume will live.
     pub storage_classes: Vec<StorageClass>,
+    /// Every CSIDriver, to tell whether a volume's driver attaches it to one
+    /// node at a time.
+    pub drivers: Vec<CSIDriver>,
     /// The Deployment as it is now.
     pub deployment: Option<Deployment>,
     /// The Service as it is now.
@@ -79,13 +82,7 @@ impl Observed {
             }
             Ok((claims, volumes))
         };
-        let storage_classes = async {
-            Api::<StorageClass>::all(client.clone())
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .map_err(fail("list storage classes".into()))
-        };
+        let storage = homelab_kit::failover::claims::classes_and_drivers(client);
         let deployment = async {
             Api::<Deployment>::namespaced(client.clone(), ns)
                 .get_opt(&name)
@@ -108,14 +105,15 @@ impl Observed {
                 None => Ok(Vec::new()),
             }
         };
-        let (nodes, (claims, volumes), storage_classes, deployment, service, pods) =
-            futures::try_join!(nodes, claims, storage_classes, deployment, service, pods)?;
+        let (nodes, (claims, volumes), (storage_classes, drivers), deployment, service, pods) =
+            futures::try_join!(nodes, claims, storage, deployment, service, pods)?;
 
         Ok(Self {
             nodes,
             claims,
             volumes,
             storage_classes,
+            drivers,
             deployment,
             service,
             pods,

@@ -141,13 +141,14 @@ pub async fn reconcile(
         pods(&ctx, &ns, &name).await?
     };
     let pod = current_pod(&pods);
+    let data = node_loss::data_storage(&ctx.client, &ns, &sg).await?;
     let lost = if node_loss::applies(&sg) && !pods.is_empty() {
         let nodes = Api::<Node>::all(ctx.client.clone())
             .list(&ListParams::default())
             .await
             .map_err(|e| Error::Read(homelab_kit::Error::kube("list nodes", e)))?
             .items;
-        node_loss::handle(&sg, &ctx, &pods, &nodes).await?
+        node_loss::handle(&sg, &ctx, &pods, &nodes, data.as_ref()).await?
     } else {
         homelab_kit::failover::workload::Outcome::default()
     };
@@ -180,8 +181,10 @@ pub async fn reconcile(
         records.last_failover = Some(record.clone());
         status.last_failover = Some(record);
     }
+    let standing = node_loss::readiness(&sg, data.as_ref(), ctx.fencing_allowed);
     status::failover_blocked(
         &mut status,
+        standing.as_ref(),
         lost.blocked.as_ref(),
         sg.metadata.generation,
         now,

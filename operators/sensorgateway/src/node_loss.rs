@@ -5,21 +5,34 @@
 //! A gateway with a USB stick is left to the UsbDevicePin controller, which
 //! moves a device's consumers to wherever the stick is reported. A gateway on a
 //! network coordinator (or without a radio) can run on any eligible node.
+//!
+//! Its data (network key, coordinator backup) is what two copies must not both
+//! write: a claim is judged by the kit ([`homelab_kit::failover::storage`]), so
+//! an NFS-backed claim waits for a fence like an `nfs:` volume does, and k3s'
+//! `local-path` keeps it on its node.
 
 use homelab_api::ConditionedStatus;
 use homelab_api::SensorGateway;
+use homelab_api::conditions::reasons;
 use homelab_api::conditions::types;
+use homelab_api::failover::FailoverMode;
 use homelab_api::failover::FailoverStatus;
 use homelab_kit::Context;
-use homelab_kit::failover::Holds;
+use homelab_kit::failover::readiness::{self, Readiness};
 use homelab_kit::failover::tolerations::NODE_LOST_TAINTS;
 use homelab_kit::failover::workload::{self, Actor, Outcome, Workload};
+use homelab_kit::failover::{Holds, Storage, claims};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::ResourceExt;
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::{Client, ResourceExt};
 
 use crate::CONTROLLER_NAME;
+use crate::build::names;
 use crate::controller::State;
 use crate::error::Error;
+
+/// The gateway's data storage, named for a person.
+pub type DataStorage = (String, Storage);
 
 /// Handles a lost node under the gateway's pods.
 ///
@@ -30,10 +43,19 @@ pub async fn handle(
     ctx: &Context<State>,
     pods: &[Pod],
     nodes: &[Node],
+    data: Option<&DataStorage>,
 ) -> Result<Outcome, Error> {
     let status = sg.status.as_ref();
     let eligible = eligible(sg, nodes);
-    let holds = holds(sg);
+    // Who still holds the volume decides a move only for shared storage whose
+    // driver attaches.
+    let attachments = match data {
+        Some((_, storage)) if storage.needs_attachments() => claims::attachments(&ctx.client)
+            .await
+            .map_err(Error::Read)?,
+        _ => Vec::new(),
+    };
+    let holds = holds(sg, data, &attachments);
     workload::handle(
         Workload {
             object: sg,
@@ -95,24 +117,108 @@ fn repelled(node: &Node) -> bool {
         })
 }
 
-/// What a second copy of the gateway would share with the first.
-fn holds(sg: &SensorGateway) -> Vec<Holds> {
+/// Where the gateway's data lives: from the spec for `hostPath` and `nfs`,
+/// read for a claim. `None` for an external gateway, or a claim not there yet.
+///
+/// # Errors
+/// When reading the claim, its volume or the classes fails.
+pub async fn data_storage(
+    client: &Client,
+    ns: &str,
+    sg: &SensorGateway,
+) -> Result<Option<DataStorage>, Error> {
+    if sg.spec.external {
+        return Ok(None);
+    }
+    match spec_storage(sg) {
+        Spec::Known(known) => Ok(known),
+        Spec::Claim(claim) => {
+            let storage = claims::read(client, ns, &claim)
+                .await
+                .map_err(Error::Read)?;
+            Ok(storage.map(|s| (format!("the data's claim {claim}"), s)))
+        }
+    }
+}
+
+/// What the spec alone says of the data.
+enum Spec {
+    /// Judged from the spec.
+    Known(Option<DataStorage>),
+    /// A claim, to be read.
+    Claim(String),
+}
+
+fn spec_storage(sg: &SensorGateway) -> Spec {
     let data = &sg.spec.data;
-    let mut holds = Vec::new();
+    let subject = "the data".to_owned();
     if let Some(h) = &data.host_path {
-        holds.push(Holds::NodeLocalVolume {
-            what: format!("its data in {} on {}", h.path, h.node),
-        });
+        let why = format!("is in hostPath {} of node {}", h.path, h.node);
+        return Spec::Known(Some((subject, Storage::NodeLocal { why })));
     }
     if let Some(nfs) = &data.nfs {
-        holds.push(Holds::SharedStorage {
-            what: format!(
-                "its data (network key, coordinator backup) on NFS {}:{}",
-                nfs.server, nfs.path
+        let why = format!(
+            "is on NFS {}:{}, which every node can mount at once",
+            nfs.server, nfs.path
+        );
+        let storage = Storage::Shared {
+            why,
+            attached_volume: None,
+        };
+        return Spec::Known(Some((subject, storage)));
+    }
+    match (&data.existing_claim, &data.volume_claim) {
+        (Some(existing), _) => Spec::Claim(existing.clone()),
+        (None, Some(_)) => Spec::Claim(names::data_claim(&sg.name_any())),
+        (None, None) => Spec::Known(None),
+    }
+}
+
+/// What a second copy of the gateway would share with the first.
+fn holds(
+    sg: &SensorGateway,
+    data: Option<&DataStorage>,
+    attachments: &[VolumeAttachment],
+) -> Vec<Holds> {
+    let Some((subject, storage)) = data else {
+        return Vec::new();
+    };
+    let what = match storage {
+        Storage::NodeLocal { .. } => format!("{subject} of {}", sg.name_any()),
+        _ => format!("{subject} (network key, coordinator backup)"),
+    };
+    storage.holds(&what, attachments).into_iter().collect()
+}
+
+/// What FailoverReady says while no node is lost: which case of storage
+/// applies and what happens on a node loss. `None` when the gateway has no
+/// pod, or its claim is not there yet.
+#[must_use]
+pub fn readiness(
+    sg: &SensorGateway,
+    data: Option<&DataStorage>,
+    fencing_allowed: bool,
+) -> Option<Readiness> {
+    let (subject, storage) = data?;
+    let verdict = readiness::of_state(subject, storage, &sg.spec.failover, fencing_allowed);
+    // A gateway on a USB stick follows the stick (the UsbDevicePin controller
+    // moves it): only data that cannot follow is this controller's to report.
+    if !applies(sg) && verdict.reason != reasons::NODE_LOCAL_STORAGE {
+        return None;
+    }
+    if verdict.reason != reasons::NODE_LOCAL_STORAGE
+        && sg.spec.failover.mode != FailoverMode::Automatic
+    {
+        return Some(Readiness {
+            possible: false,
+            reason: reasons::FAILOVER_NOT_AUTOMATIC,
+            message: format!(
+                "failover.mode is {:?}: the operator does not move the gateway off a lost node; set it to Automatic to let it",
+                sg.spec.failover.mode
             ),
         });
     }
-    holds
+    Some(verdict)
 }
 
 /// Whether node-loss failover applies: not for external gateways (no pod) nor
@@ -166,20 +272,94 @@ mod tests {
         assert_eq!(eligible(&sg, &nodes), ["pi4-2"]);
     }
 
+    fn known(sg: &SensorGateway) -> Option<DataStorage> {
+        match spec_storage(sg) {
+            Spec::Known(k) => k,
+            Spec::Claim(c) => panic!("claim {c}"),
+        }
+    }
+
     #[test]
     fn host_path_data_pins_and_nfs_needs_fencing() {
         let sg = gateway(
             "z",
             json!({"preset": "Zigbee2MQTT", "data": {"hostPath": {"node": "pi4-1", "path": "/srv/z2m"}}}),
         );
-        assert!(matches!(holds(&sg)[0], Holds::NodeLocalVolume { .. }));
+        let data = known(&sg);
+        assert!(matches!(
+            holds(&sg, data.as_ref(), &[])[0],
+            Holds::NodeLocalVolume { .. }
+        ));
+        let r = readiness(&sg, data.as_ref(), false).unwrap();
+        assert_eq!((r.possible, r.reason), (false, reasons::NODE_LOCAL_STORAGE));
+        assert!(r.message.contains("/srv/z2m"), "{}", r.message);
+
         let sg = gateway(
             "z",
             json!({"preset": "Zigbee2MQTT", "data": {"nfs": {"server": "nas", "path": "/z2m"}}}),
         );
-        assert!(matches!(holds(&sg)[0], Holds::SharedStorage { .. }));
+        let data = known(&sg);
+        assert!(matches!(
+            holds(&sg, data.as_ref(), &[])[0],
+            Holds::SharedStorage {
+                attached_to: None,
+                ..
+            }
+        ));
+        let r = readiness(&sg, data.as_ref(), false).unwrap();
+        assert_eq!(r.reason, reasons::SHARED_STORAGE_NEEDS_FENCING);
+
+        // The default: a claim the operator makes, judged once read.
         let sg = gateway("z", json!({"preset": "Zigbee2MQTT"}));
-        assert!(holds(&sg).is_empty());
+        assert!(matches!(spec_storage(&sg), Spec::Claim(c) if c == "z-data"));
+        assert!(holds(&sg, None, &[]).is_empty());
+        assert_eq!(readiness(&sg, None, false), None);
+    }
+
+    #[test]
+    fn a_local_path_claim_does_not_fail_over_and_an_attached_one_does() {
+        let sg = gateway("z", json!({"preset": "Zigbee2MQTT"}));
+        let local = (
+            "the data's claim z-data".to_owned(),
+            Storage::NodeLocal {
+                why: "uses StorageClass local-path (rancher.io/local-path, the cluster's default class)".into(),
+            },
+        );
+        let r = readiness(&sg, Some(&local), false).unwrap();
+        assert_eq!((r.possible, r.reason), (false, reasons::NODE_LOCAL_STORAGE));
+        assert!(r.message.contains("storageClassName"), "{}", r.message);
+        assert!(matches!(
+            holds(&sg, Some(&local), &[])[0],
+            Holds::NodeLocalVolume { .. }
+        ));
+
+        let block = (
+            "the data's claim z-data".to_owned(),
+            Storage::SingleAttach {
+                why: "is on longhorn".into(),
+            },
+        );
+        let r = readiness(&sg, Some(&block), false).unwrap();
+        assert_eq!((r.possible, r.reason), (true, reasons::ATTACHMENT_ENFORCED));
+        assert!(holds(&sg, Some(&block), &[]).is_empty());
+
+        // Manual mode says so; node-local data is the bigger news.
+        let manual = gateway(
+            "z",
+            json!({"preset": "Zigbee2MQTT", "failover": {"mode": "Manual"}}),
+        );
+        let r = readiness(&manual, Some(&block), false).unwrap();
+        assert_eq!(r.reason, reasons::FAILOVER_NOT_AUTOMATIC);
+        let r = readiness(&manual, Some(&local), false).unwrap();
+        assert_eq!(r.reason, reasons::NODE_LOCAL_STORAGE);
+
+        // A stick's gateway follows the stick: only node-local data is reported.
+        let stick = gateway(
+            "z",
+            json!({"preset": "Zigbee2MQTT", "radio": {"usbDevicePin": {"name": "stick"}}}),
+        );
+        assert_eq!(readiness(&stick, Some(&block), false), None);
+        assert!(readiness(&stick, Some(&local), false).is_some());
     }
 
     #[test]

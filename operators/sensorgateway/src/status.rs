@@ -246,32 +246,36 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
     status
 }
 
-/// `FailoverReady=False` while a lost node blocks moving the gateway (or
-/// Manual mode only reports it); no such condition otherwise.
+/// `FailoverReady`: `False` while a lost node blocks moving the gateway (or
+/// Manual mode only reports it); otherwise what its data's storage means for a
+/// node loss (`standing`); no such condition when neither says anything (an
+/// external gateway, a claim not there yet).
 pub fn failover_blocked(
     status: &mut SensorGatewayStatus,
+    standing: Option<&homelab_kit::failover::Readiness>,
     blocked: Option<&homelab_kit::failover::workload::Block>,
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    match blocked {
-        Some(b) => {
-            set_condition(
-                &mut status.conditions,
-                new_condition(
-                    types::FAILOVER_READY,
-                    Status::False,
-                    b.reason,
-                    &b.message,
-                    generation,
-                    now,
-                ),
-            );
-        }
-        None => {
+    let (state, reason, message) = match (blocked, standing) {
+        (Some(b), _) => (Status::False, b.reason, b.message.as_str()),
+        (None, Some(r)) => (r.possible.into(), r.reason, r.message.as_str()),
+        (None, None) => {
             remove_condition(&mut status.conditions, types::FAILOVER_READY);
+            return;
         }
-    }
+    };
+    set_condition(
+        &mut status.conditions,
+        new_condition(
+            types::FAILOVER_READY,
+            state,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+    );
 }
 
 fn outcome(sg: &SensorGateway, w: &Watched<'_>, broker_message: &str) -> Outcome {

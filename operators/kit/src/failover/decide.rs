@@ -12,9 +12,17 @@
 //! | its USB device is on a node that may not run it            | `Blocked: NoEligibleNode`         |
 //! | no other node that is Ready and allowed                    | `Blocked: NoEligibleNode`         |
 //! | last failover less than `cooldown` ago (another one)       | `Blocked: CoolingDown`            |
-//! | shared writable storage, node not fenced, no `fenceNode`   | `Blocked: FencingRequired`        |
+//! | shared storage still attached to the node, not fenced, no `fenceNode` | `Blocked: VolumeStillAttached` (look again) |
+//! | shared storage without attachments, not fenced, no `fenceNode` | `Blocked: FencingRequired`   |
 //! | `mode: Manual`, all of the above clear                     | `Report` (say it, do nothing)     |
 //! | otherwise                                                  | `Move` (fence first if `fenceNode`)|
+//!
+//! Shared storage is storage two nodes can mount at once (an NFS share, a CSI
+//! driver without an attach step, a ReadWriteMany claim): a node that is silent
+//! but still running would keep writing beside the replacement. Two things prove
+//! it cannot: a fence (the out-of-service taint), or, for a driver that attaches,
+//! no VolumeAttachment of the volume left on the lost node (Kubernetes detaches
+//! only once the node is off or unmounted, or after its force-detach timeout).
 //!
 //! A node that is simply gone from the cluster counts as lost past its grace.
 //! A record whose failover started from this same node and is not complete is the
@@ -39,10 +47,14 @@ pub enum Holds {
         what: String,
     },
     /// Storage two copies could both write without the storage stopping them (an NFS
-    /// share, a ReadWriteMany claim): safe only once the lost node is fenced.
+    /// share, a ReadWriteMany claim): safe only once the lost node is fenced, or
+    /// once its driver has detached it from that node.
     SharedStorage {
         /// Which volume, for a person.
         what: String,
+        /// The nodes its VolumeAttachments name, when its driver attaches
+        /// (`None`: no attach step, so only a fence proves the node let go).
+        attached_to: Option<Vec<String>>,
     },
     /// A USB device, and the nodes whose agents report it now.
     Device {
@@ -236,10 +248,27 @@ pub fn decide(o: &Observation<'_>) -> Decision {
         );
     }
     let shared = o.holds.iter().find_map(|h| match h {
-        Holds::SharedStorage { what } => Some(what),
+        // Detached from the lost node: the storage no longer lets it write.
+        Holds::SharedStorage {
+            attached_to: Some(nodes),
+            ..
+        } if !nodes.contains(node) => None,
+        Holds::SharedStorage { what, attached_to } => Some((what, attached_to.is_some())),
         _ => None,
     });
-    if let Some(what) = shared
+    if let Some((what, true)) = shared
+        && !o.node.out_of_service
+        && !policy.fence_node
+    {
+        return blocked(
+            reasons::VOLUME_STILL_ATTACHED,
+            format!(
+                "node {node} {silent}, but {what} is still attached to it and two nodes may mount it at once: the workload moves once Kubernetes detaches it (it does so by itself a few minutes after the node stops answering), or once the node.kubernetes.io/out-of-service taint is on {node}"
+            ),
+            Some(Duration::from_secs(30)),
+        );
+    }
+    if let Some((what, false)) = shared
         && !o.node.out_of_service
         && !policy.fence_node
     {
@@ -433,6 +462,7 @@ mod tests {
     fn shared_storage_needs_a_fence_or_permission_to_fence() {
         let holds = [Holds::SharedStorage {
             what: "config NFS share nas:/c".into(),
+            attached_to: None,
         }];
         let d = at(&FailoverPolicy::default(), &lost(0), &holds, 600);
         assert_eq!(reason(&d), reasons::FENCING_REQUIRED);
@@ -465,6 +495,84 @@ mod tests {
         };
         let d = at(&FailoverPolicy::default(), &fenced, &holds, 600);
         assert!(matches!(d, Decision::Move { fence: false, .. }), "{d:?}");
+    }
+
+    #[test]
+    fn shared_storage_that_attaches_moves_once_the_lost_node_let_go() {
+        let attached = |nodes: &[&str]| {
+            [Holds::SharedStorage {
+                what: "the data on volume pv-1".into(),
+                attached_to: Some(nodes.iter().map(|n| (*n).to_owned()).collect()),
+            }]
+        };
+        // Still attached to the lost node: wait, and look again.
+        let d = at(
+            &FailoverPolicy::default(),
+            &lost(0),
+            &attached(&["pi4-2"]),
+            600,
+        );
+        assert_eq!(reason(&d), reasons::VOLUME_STILL_ATTACHED);
+        assert!(
+            matches!(d, Decision::Blocked { retry: Some(_), .. }),
+            "{d:?}"
+        );
+        // Detached (attached elsewhere or nowhere): move, without fencing.
+        for nodes in [&[][..], &["pi4-3"][..]] {
+            let d = at(&FailoverPolicy::default(), &lost(0), &attached(nodes), 600);
+            assert!(matches!(d, Decision::Move { fence: false, .. }), "{d:?}");
+        }
+        // Fenced by an administrator: move even while still attached.
+        let fenced = NodeView {
+            out_of_service: true,
+            ..lost(0)
+        };
+        let d = at(
+            &FailoverPolicy::default(),
+            &fenced,
+            &attached(&["pi4-2"]),
+            600,
+        );
+        assert!(matches!(d, Decision::Move { fence: false, .. }), "{d:?}");
+        // fenceNode: fence it, then move.
+        let fencing = FailoverPolicy {
+            fence_node: true,
+            ..FailoverPolicy::default()
+        };
+        let d = at(&fencing, &lost(0), &attached(&["pi4-2"]), 600);
+        assert!(matches!(d, Decision::Move { fence: true, .. }), "{d:?}");
+    }
+
+    #[test]
+    fn shared_storage_waits_for_the_fence_then_moves() {
+        let holds = [Holds::SharedStorage {
+            what: "the data on volume pv-1, an NFS share".into(),
+            attached_to: None,
+        }];
+        let node = lost(0);
+        let d = at(&FailoverPolicy::default(), &node, &holds, 600);
+        let Decision::Blocked {
+            reason,
+            message,
+            retry,
+        } = d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(reason, reasons::FENCING_REQUIRED);
+        assert!(message.contains("out-of-service"), "{message}");
+        // Only a person's taint changes it: no timed retry.
+        assert_eq!(retry, None);
+        let fenced = NodeView {
+            out_of_service: true,
+            ..node
+        };
+        let d = at(&FailoverPolicy::default(), &fenced, &holds, 600);
+        let Decision::Move { fence, message, .. } = d else {
+            panic!("{d:?}")
+        };
+        assert!(!fence);
+        assert!(message.contains("pi4-2 is fenced"), "{message}");
     }
 
     #[test]
