@@ -752,6 +752,8 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("patch", "", "nodes"),
         ask("get", "", "persistentvolumes"),
         ask("list", "storage.k8s.io", "storageclasses"),
+        ask("list", "storage.k8s.io", "csidrivers"),
+        ask("list", "storage.k8s.io", "volumeattachments"),
         ask("create", "events.k8s.io", "events").ns(home),
         ask("create", coordination, "leases").ns(ns),
         ask("get", coordination, "leases").ns(ns).named(MEDIASERVER),
@@ -772,6 +774,10 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("delete", "", "persistentvolumeclaims").ns(home),
         ask("update", "apps", "deployments").ns(home),
         ask("delete", "", "persistentvolumes"),
+        // Storage is read, never changed: a VolumeAttachment is the attacher's.
+        ask("patch", "storage.k8s.io", "volumeattachments"),
+        ask("delete", "storage.k8s.io", "volumeattachments"),
+        ask("patch", "storage.k8s.io", "storageclasses"),
         ask("get", coordination, "leases")
             .ns(ns)
             .named(USBDEVICEPIN),
@@ -829,6 +835,11 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("patch", "apps", "deployments").ns(home),
         ask("create", "", "persistentvolumeclaims").ns(home),
         ask("patch", "", "nodes"),
+        // What storage is behind its data claim, and who holds its volume.
+        ask("get", "", "persistentvolumes"),
+        ask("list", "storage.k8s.io", "storageclasses"),
+        ask("list", "storage.k8s.io", "csidrivers"),
+        ask("list", "storage.k8s.io", "volumeattachments"),
         ask("watch", coordination, "leases").ns("kube-node-lease"),
         ask("create", "events.k8s.io", "events").ns(home),
         ask("update", coordination, "leases")
@@ -848,6 +859,8 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("update", "", "secrets").ns(home),
         ask("watch", "", "nodes"),
         ask("get", coordination, "leases").ns(ns).named(MEDIASERVER),
+        ask("delete", "", "persistentvolumes"),
+        ask("delete", "storage.k8s.io", "volumeattachments"),
     ]);
     assert_access(
         &client,
