@@ -12,7 +12,9 @@ use homelab_kit::settings::AllowedHostPaths;
 use homelab_kit::{Context, Settings};
 use homelab_mediaserver::build::names::{KEEP_ANNOTATION, SERVER_LABEL};
 use homelab_mediaserver::{CONTROLLER_NAME, Controller, Metrics, State};
-use homelab_test_support::storage::{delete_volumes, nfs_claim, nfs_volume};
+use homelab_test_support::storage::{
+    block_volume, delete_classes, delete_volumes, local_path_class, nfs_claim, nfs_volume,
+};
 use homelab_test_support::{
     TestNamespace, client, controller, install_crds, wait_for, wait_for_list, wait_settled,
 };
@@ -405,9 +407,11 @@ async fn navidrome_with_node_local_music_stays_on_that_node() {
 }
 
 #[tokio::test]
-async fn nfs_media_and_network_config_can_fail_over() {
+async fn nfs_media_and_attached_config_can_fail_over() {
     let (_client, ns, _controller) = setup("ms-net").await;
-    let pv = nfs_volume(&ns, "jellyfin-config").await.unwrap();
+    // A disk Kubernetes attaches to one node at a time: a second copy cannot
+    // write the config while the first node holds it.
+    let pv = block_volume(&ns, "jellyfin-config").await.unwrap();
     apply(
         &ns,
         "jellyfin",
@@ -426,11 +430,12 @@ async fn nfs_media_and_network_config_can_fail_over() {
         status.is_condition_true(types::FAILOVER_READY),
         "{reason}: {message}"
     );
-    assert_eq!(reason, reasons::NETWORK_STORAGE);
+    assert_eq!(reason, reasons::ATTACHMENT_ENFORCED);
     assert!(
         message.contains("celeron-1") && message.contains("pi4-1"),
         "{message}"
     );
+    assert!(message.contains("jellyfin-config"), "{message}");
     assert!(
         !message.contains("cp-1"),
         "the control plane is tainted: {message}"
@@ -444,6 +449,62 @@ async fn nfs_media_and_network_config_can_fail_over() {
     assert_eq!(claim.owner_references()[0].name, "jellyfin");
     eprintln!("network: FailoverReady=True {reason}: {message}");
     delete_volumes(&ns, &[pv]).await;
+}
+
+#[tokio::test]
+async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over() {
+    let (_client, ns, _controller) = setup("ms-storage").await;
+    // A ReadWriteOnce claim the user bound to an NFS share: RWO says nothing
+    // across nodes, and two nodes can mount the share at once.
+    let pv = nfs_claim(&ns, "shared-config").await.unwrap();
+    let class = local_path_class(&ns).await.unwrap();
+    apply(
+        &ns,
+        "shared",
+        json!({
+            "preset": "Jellyfin",
+            "config": {"existingClaim": "shared-config"},
+        }),
+    )
+    .await;
+    apply(
+        &ns,
+        "local",
+        json!({
+            "preset": "Navidrome",
+            "config": {"volumeClaim": {"size": "1Gi", "storageClassName": class}},
+        }),
+    )
+    .await;
+
+    let shared = wait_condition(&ns, "shared", types::FAILOVER_READY, "False", READY).await;
+    let (reason, message) = condition(&shared, types::FAILOVER_READY);
+    assert_eq!(reason, reasons::SHARED_STORAGE_NEEDS_FENCING, "{message}");
+    assert!(
+        message.contains("shared-config")
+            && message.contains("nas.home.arpa:/volume1/shared-config")
+            && message.contains("node.kubernetes.io/out-of-service")
+            && message.contains("failover.fenceNode"),
+        "{message}"
+    );
+    assert_eq!(
+        shared.status.as_ref().unwrap().failover_possible,
+        Some(false)
+    );
+    eprintln!("nfs-backed RWO claim: FailoverReady=False {reason}: {message}");
+
+    let local = wait_condition(&ns, "local", types::FAILOVER_READY, "False", READY).await;
+    let (reason, message) = condition(&local, types::FAILOVER_READY);
+    assert_eq!(reason, reasons::NODE_LOCAL_STORAGE, "{message}");
+    assert!(
+        message.contains(&class)
+            && message.contains("rancher.io/local-path")
+            && message.contains("storageClassName"),
+        "{message}"
+    );
+    eprintln!("local-path class: FailoverReady=False {reason}: {message}");
+    delete_volumes(&ns, &[pv]).await;
+    delete_classes(&ns, &[class]).await;
 }
 
 #[tokio::test]
