@@ -1,7 +1,9 @@
 //! Node-loss failover with the MediaServer controller running in-process, against
 //! Kubernetes' own behaviour in the same run: a node loses power under a MediaServer
-//! on network storage, a MediaServer with a node-local library, and a plain Recreate
-//! Deployment with Kubernetes' default tolerations, all on the same node.
+//! on a disk attached to one node at a time, one whose config claim is an NFS
+//! share (two nodes could write it: it waits for a fence), a MediaServer with a
+//! node-local library, and a plain Recreate Deployment with Kubernetes' default
+//! tolerations, all on the same node.
 //!
 //! Kubernetes alone needs the node-monitor grace (50 s by default) plus the default
 //! 300 s toleration; waiting for that is a benchmark, not a test, so the plain
@@ -16,7 +18,7 @@ use homelab_kit::failover::fence::SILENT_TAINT;
 use homelab_kit::failover::observe::FENCED_BY_ANNOTATION;
 use homelab_mediaserver::build::names::SERVER_LABEL;
 use homelab_mediaserver::{CONTROLLER_NAME, Controller};
-use homelab_test_support::storage::nfs_claim;
+use homelab_test_support::storage::{block_claim, nfs_claim};
 use homelab_test_support::{Cluster, TestNamespace, client, install_crds, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -223,8 +225,9 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     let ns = TestNamespace::new(&client, "failover").await.unwrap();
     let _controller = start_controller(&client, &ns);
     let volumes = vec![
-        nfs_claim(&ns, "music-config").await.unwrap(),
+        block_claim(&ns, "music-config").await.unwrap(),
         nfs_claim(&ns, "local-config").await.unwrap(),
+        nfs_claim(&ns, "shared-config").await.unwrap(),
     ];
     let _volumes = Volumes(client.clone(), volumes);
 
@@ -239,6 +242,18 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
             "config": {"existingClaim": "music-config"},
             "media": [{"name": "music", "mountPath": "/music",
                        "nfs": {"server": "nas.home.arpa", "path": "/volume1/music"}}],
+            "failover": {"preferredNodes": [LOST]},
+        }),
+    )
+    .await;
+    // The config on an NFS share behind a ReadWriteOnce claim: moves only once
+    // the lost node is fenced.
+    apply_server(
+        &ns,
+        "shared",
+        json!({
+            "preset": "Navidrome",
+            "config": {"existingClaim": "shared-config"},
             "failover": {"preferredNodes": [LOST]},
         }),
     )
@@ -258,7 +273,7 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     plain_deployment(&ns).await;
 
     let servers = ns.api::<MediaServer>();
-    for name in ["music", "local"] {
+    for name in ["music", "shared", "local"] {
         let ms = wait_for(&servers, name, SETTLE, |ms| ready_on(ms).is_some())
             .await
             .unwrap();
@@ -390,6 +405,42 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     );
     eprintln!("node-local: {why}");
 
+    // 3b. Shared storage: not moved while the node is not fenced, and
+    // FailoverReady says what would let it.
+    let blocked = wait_for(&servers, "shared", Duration::from_secs(60), |ms| {
+        ms.status
+            .as_ref()
+            .and_then(|s| s.condition(types::FAILOVER_READY))
+            .is_some_and(|c| c.status == "False" && c.reason == reasons::FENCING_REQUIRED)
+    })
+    .await
+    .unwrap();
+    let c = blocked
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(types::FAILOVER_READY))
+        .cloned()
+        .unwrap();
+    assert!(c.message.contains("out-of-service"), "{}", c.message);
+    let shared_before = server_pod_uid(&ns, "shared").await;
+    holds_until(Instant::now() + Duration::from_secs(10), || async {
+        let ms = servers.get("shared").await.unwrap();
+        if ms
+            .status
+            .as_ref()
+            .and_then(|s| s.last_failover.as_ref())
+            .is_some()
+        {
+            return Err("the NFS-backed server moved before its node was fenced".to_owned());
+        }
+        Ok(())
+    })
+    .await;
+    eprintln!(
+        "shared storage, not fenced: {}={} {}: {}",
+        c.type_, c.status, c.reason, c.message
+    );
+
     // 4. Kubernetes alone, same run.
     if homelab_test_support::bench::enabled() {
         wait_for_list(
@@ -428,6 +479,46 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
         );
         assert!(!elsewhere, "Kubernetes alone should still be waiting");
     }
+
+    // 4b. An administrator fences the node: the NFS-backed server moves.
+    let fence = format!(
+        "{}=nodeshutdown:NoExecute",
+        homelab_api::failover::OUT_OF_SERVICE_TAINT
+    );
+    cluster
+        .run(&["kubectl", "taint", "node", LOST, fence.as_str()])
+        .unwrap();
+    let fenced_at = Instant::now();
+    // The taint lets Kubernetes' pod garbage collector remove the pod too, so
+    // either may act first: what counts is that it moves now and not before.
+    let moved = wait_for(&servers, "shared", Duration::from_secs(120), |ms| {
+        ready_on(ms).is_some_and(|n| n != LOST)
+    })
+    .await
+    .unwrap();
+    assert_ne!(server_pod_uid(&ns, "shared").await, shared_before);
+    let record = moved.status.as_ref().and_then(|s| s.last_failover.clone());
+    if let Some(r) = &record {
+        assert_eq!(r.from_node.as_deref(), Some(LOST));
+        assert!(
+            r.fenced,
+            "a move after the fence is recorded as fenced: {r:?}"
+        );
+    }
+    eprintln!(
+        "shared storage, fenced by hand: Ready on {} {:.1}s after the taint (moved by {})",
+        ready_on(&moved).unwrap_or("?"),
+        fenced_at.elapsed().as_secs_f64(),
+        if record.is_some() {
+            "the operator"
+        } else {
+            "the pod garbage collector"
+        }
+    );
+    let unfence = format!("{}-", homelab_api::failover::OUT_OF_SERVICE_TAINT);
+    cluster
+        .run(&["kubectl", "taint", "node", LOST, unfence.as_str()])
+        .unwrap();
 
     // 5. The node comes back: the taint this controller added comes off.
     cluster.node_recover(LOST).unwrap();
