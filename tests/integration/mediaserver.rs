@@ -36,6 +36,7 @@ const TEST_MANAGER: &str = "homelab-tests";
 struct Running {
     metrics: Metrics,
     settings: Settings,
+    state: State,
     _task: controller::Running,
 }
 
@@ -48,9 +49,11 @@ async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
     settings.allowed_host_paths = AllowedHostPaths::parse("/mnt/usb-music").unwrap();
     let running = Controller::new(client.clone(), settings.clone());
     let metrics = running.metrics();
+    let state = running.state();
     let running = Running {
         metrics,
         settings,
+        state,
         _task: controller::spawn(|shutdown| running.run_until(shutdown)),
     };
     (client, ns, running)
@@ -560,10 +563,7 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
         client.clone(),
         &controller.settings,
         homelab_kit::metrics::Metrics::new().controller("direct"),
-        State {
-            allowed_host_paths: controller.settings.allowed_host_paths.clone(),
-            ..State::new(controller.metrics.clone())
-        },
+        controller.state.clone(),
     );
     homelab_mediaserver::reconcile(Arc::new(nudged), Arc::new(ctx))
         .await

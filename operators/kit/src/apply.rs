@@ -5,7 +5,9 @@
 //! with `force` (taking over fields another manager grabbed by accident) and
 //! never writes `spec` of the objects it reconciles, only their `status`.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Patch, PatchParams};
@@ -15,6 +17,52 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::Error;
+
+/// The object versions a controller's own applies stored, by uid: a watch
+/// event carrying one of them is the echo of a write whose result the
+/// reconcile that made it already used, and need wake nothing.
+#[derive(Debug, Default)]
+pub struct OwnWrites {
+    versions: Mutex<HashMap<String, String>>,
+}
+
+/// More than this many unclaimed echoes means the watch is not looking at what
+/// the controller writes (a namespace it does not watch): start over.
+const MAX_OWN_WRITES: usize = 16_384;
+
+impl OwnWrites {
+    /// Remembers the version an apply stored.
+    pub fn record(&self, meta: &ObjectMeta) {
+        let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) else {
+            return;
+        };
+        let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+        if versions.len() >= MAX_OWN_WRITES {
+            versions.clear();
+        }
+        versions.insert(uid.clone(), version.clone());
+    }
+
+    /// Whether `meta` is the version this controller's last apply of that
+    /// object stored; forgets it either way once a newer one is seen.
+    pub fn is_echo(&self, meta: &ObjectMeta) -> bool {
+        let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) else {
+            return false;
+        };
+        let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+        match versions.get(uid) {
+            Some(own) if own == version => {
+                versions.remove(uid);
+                true
+            }
+            Some(_) => {
+                versions.remove(uid);
+                false
+            }
+            None => false,
+        }
+    }
+}
 
 /// How a status is written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,13 +81,25 @@ pub enum StatusPatch {
 #[derive(Clone, Debug)]
 pub struct FieldManager {
     name: String,
+    /// The versions its applies stored, which the runner's watches of owned
+    /// kinds recognise as its own.
+    own: Arc<OwnWrites>,
 }
 
 impl FieldManager {
     /// A field manager, usually the controller's name
     /// (`"mediaserver-controller"`).
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+        Self {
+            name: name.into(),
+            own: Arc::default(),
+        }
+    }
+
+    /// The versions this manager's applies stored.
+    #[must_use]
+    pub fn own_writes(&self) -> Arc<OwnWrites> {
+        self.own.clone()
     }
 
     /// The field manager's name.
@@ -80,7 +140,8 @@ impl FieldManager {
                 kind: kind.to_string(),
             })?;
         let body = apply_body(desired)?;
-        api.patch(&name, &self.apply_params(), &Patch::Apply(&body))
+        let stored = api
+            .patch(&name, &self.apply_params(), &Patch::Apply(&body))
             .await
             .map_err(|e| {
                 // An invalid object stays invalid however often it is sent:
@@ -94,7 +155,9 @@ impl FieldManager {
                 } else {
                     Error::kube(format!("apply {kind} {}", describe(desired)), e)
                 }
-            })
+            })?;
+        self.own.record(stored.meta());
+        Ok(stored)
     }
 
     /// Applies `desired` only when [`is_applied`] says `current` (the object

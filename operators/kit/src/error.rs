@@ -97,6 +97,10 @@ pub enum Error {
     /// A second SIGTERM/SIGINT arrived while reconciles were draining.
     #[error("shutdown forced by a second signal before reconciles finished")]
     ForcedShutdown,
+
+    /// No usable connection to the API server could be configured.
+    #[error("could not connect to the API server: {0}")]
+    Connect(String),
 }
 
 impl Error {
@@ -119,6 +123,7 @@ impl Error {
             Self::InvalidSetting { .. } => "invalid_setting",
             Self::Bind { .. } | Self::Serve(_) => "http_server",
             Self::Signal(_) => "signal",
+            Self::Connect(_) => "connect",
             Self::Telemetry(_) => "telemetry",
             Self::ControllerStopped | Self::ForcedShutdown => "shutdown",
         }

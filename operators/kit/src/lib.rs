@@ -71,6 +71,8 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod cache;
+pub mod client;
 pub mod conditions;
 pub mod device_pin;
 pub mod error;

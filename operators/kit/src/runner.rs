@@ -24,8 +24,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
@@ -39,6 +41,7 @@ use tracing::Instrument;
 use crate::Error;
 use crate::apply::{FieldManager, StatusWrite};
 use crate::backoff::ErrorBackoff;
+use crate::cache::CachesReady;
 use crate::conditions::{CHILD_REFUSED, Outcome};
 use crate::error::{Refusal, report};
 use crate::events::{EventPublisher, RECONCILE_FAILED};
@@ -88,6 +91,8 @@ pub struct Context<S> {
     backoff: ErrorBackoff<(Option<String>, String)>,
     /// Objects whose current generation had a child refused.
     refusals: RefusalGate,
+    /// Resolves once the runner's caches have listed.
+    caches: CachesReady,
 }
 
 impl<S> Context<S> {
@@ -108,6 +113,7 @@ impl<S> Context<S> {
             fencing_allowed: settings.fencing_allowed,
             backoff: ErrorBackoff::new(settings.error_backoff_base, settings.error_backoff_cap),
             refusals: RefusalGate::new(settings.error_backoff_cap),
+            caches: CachesReady::default(),
         }
     }
 }
@@ -159,9 +165,18 @@ where
     writer: Writer<K>,
     /// Watches of owned and related kinds.
     watches: Vec<AddWatch<K>>,
+    /// Watches that fill caches and wake reconciles after the settle window.
+    settled: Vec<Trigger<K>>,
+    /// Resolves once every cache has listed.
+    caches: CachesReady,
+    /// The controller's field manager, which knows its own writes.
+    manager: FieldManager,
     /// Whether a change to `K`'s status alone wakes its reconcile.
     status_changes_wake: bool,
 }
+
+/// A watch that fills a cache and names the objects its changes concern.
+type Trigger<K> = Box<dyn FnOnce(&Health) -> BoxStream<'static, ObjectRef<K>> + Send>;
 
 impl<K> Runner<K>
 where
@@ -180,6 +195,7 @@ where
         let mut metrics = Metrics::new();
         let controller_metrics = metrics.controller(&settings.name);
         let (reader, writer) = reflector::store();
+        let manager = FieldManager::new(&settings.name);
         Self {
             client,
             settings,
@@ -188,8 +204,118 @@ where
             reader,
             writer,
             watches: Vec::new(),
+            settled: Vec::new(),
+            caches: CachesReady::default(),
+            manager,
             status_changes_wake: true,
         }
+    }
+
+    /// Keeps every object of kind `O` that `api` and `config` select in a
+    /// cache (each trimmed by `trim`) for the reconcile to read instead of
+    /// asking the API server. Reconciles wait until it has listed.
+    pub fn cache<O>(&mut self, api: Api<O>, config: watcher::Config, trim: fn(&mut O)) -> Store<O>
+    where
+        O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        self.cached_trigger(api, config, trim, |_: &O| 0, |_: &O| Vec::new())
+    }
+
+    /// Reconciles wait until `store` (filled elsewhere, such as the kubelets'
+    /// Leases of [`crate::failover::heartbeats::watch`]) has listed.
+    pub fn waits_for<O>(&mut self, store: &Store<O>)
+    where
+        O: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        self.caches.add(store);
+    }
+
+    /// As [`Runner::owns`], and keeps the owned objects whole in a cache
+    /// (trimmed by `trim`). A change wakes the owner only when `relevant`
+    /// hashes differently from the object's last version, or it is deleted,
+    /// and only when the controller's own apply did not make it: the
+    /// reconcile that applied it used the result already. Wakes come after
+    /// the settle window ([`Settings::settle`]).
+    pub fn owns_cached<C>(&mut self, trim: fn(&mut C), relevant: fn(&C) -> u64) -> Store<C>
+    where
+        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let api: Api<C> = scoped_api(&self.client, self.settings.namespace.as_deref());
+        let own = self.manager.own_writes();
+        self.cached_trigger(
+            api,
+            watcher::Config::default(),
+            trim,
+            relevant,
+            move |child: &C| {
+                if own.is_echo(child.meta()) {
+                    return Vec::new();
+                }
+                owners::<K>(child.meta()).collect()
+            },
+        )
+    }
+
+    /// As [`Runner::watches`], and keeps the watched objects in a cache
+    /// (trimmed by `trim`). A change wakes the objects `mapper` names only
+    /// when `relevant` hashes differently from the object's last version, or
+    /// it is deleted, after the settle window ([`Settings::settle`]).
+    pub fn watches_cached<O, I>(
+        &mut self,
+        api: Api<O>,
+        config: watcher::Config,
+        trim: fn(&mut O),
+        relevant: fn(&O) -> u64,
+        mapper: impl Fn(&O) -> I + Send + Sync + 'static,
+    ) -> Store<O>
+    where
+        O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        I: IntoIterator<Item = ObjectRef<K>> + 'static,
+    {
+        self.cached_trigger(api, config, trim, relevant, move |o: &O| {
+            mapper(o).into_iter().collect()
+        })
+    }
+
+    fn cached_trigger<O>(
+        &mut self,
+        api: Api<O>,
+        config: watcher::Config,
+        trim: fn(&mut O),
+        relevant: impl Fn(&O) -> u64 + Send + 'static,
+        concerned: impl Fn(&O) -> Vec<ObjectRef<K>> + Send + 'static,
+    ) -> Store<O>
+    where
+        O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        self.caches.add(&reader);
+        self.settled.push(Box::new(move |health: &Health| {
+            let probe = health.watch(format!("cached {}", O::kind(&())));
+            let mut changes = Changes::default();
+            probe
+                .observe(watcher(api, config).default_backoff())
+                .modify(trim)
+                .reflect(writer)
+                .filter_map(move |event| {
+                    let woken = match event {
+                        Ok(event) => changes.woken(event, &relevant, &concerned),
+                        Err(_) => Vec::new(),
+                    };
+                    futures::future::ready(
+                        (!woken.is_empty()).then(|| futures::stream::iter(woken)),
+                    )
+                })
+                .flatten()
+                .boxed()
+        }));
+        reader
     }
 
     /// A change to an object's status alone no longer wakes its reconcile (its
@@ -377,6 +503,9 @@ where
             reader,
             writer,
             watches,
+            settled,
+            caches,
+            manager,
             status_changes_wake,
         } = self;
         let server = Server::bind(settings.http_addr).await?;
@@ -405,6 +534,7 @@ where
         let main = health
             .watch(K::kind(&()).into_owned())
             .observe(watcher(api, watcher::Config::default()).default_backoff())
+            .modify(crate::cache::trim::<K>)
             .reflect(writer)
             .applied_objects();
         let main = if status_changes_wake {
@@ -417,6 +547,13 @@ where
             .with_config(controller::Config::default().concurrency(settings.concurrency));
         for add in watches {
             controller = add(controller, &health);
+        }
+        if !settled.is_empty() {
+            let triggers: Vec<_> = settled.into_iter().map(|t| t(&health)).collect();
+            controller = controller.reconcile_on(settle(
+                futures::stream::select_all(triggers),
+                settings.settle,
+            ));
         }
         if elector.is_some() {
             controller = controller.reconcile_all_on(leadership.acquired());
@@ -450,6 +587,8 @@ where
 
         let ctx = Arc::new(Context {
             leadership,
+            manager,
+            caches,
             ..Context::new(client, &settings, controller_metrics, state)
         });
         tracing::info!(controller = %settings.name, kind = %K::kind(&()), addr = %settings.http_addr, "controller started");
@@ -549,6 +688,7 @@ where
                 );
                 return Ok(Action::requeue(wait));
             }
+            ctx.caches.wait().await;
             let _timer = ctx.metrics.reconcile_started();
             let result = reconcile(obj.clone(), ctx.clone()).await;
             match result {
@@ -798,6 +938,96 @@ fn termination_signals() -> Result<
         }
     });
     Ok((first_rx.map(|_| ()), second_rx.map(|_| ())))
+}
+
+/// Delays every request by `window` and merges the requests for one object
+/// that arrive within it: the pod created, scheduled and Ready in a burst wakes
+/// its owner once.
+fn settle<K>(
+    requests: impl futures::Stream<Item = ObjectRef<K>> + Send + 'static,
+    window: Duration,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    kube::runtime::scheduler(
+        requests.map(move |obj| kube::runtime::scheduler::ScheduleRequest {
+            message: obj,
+            run_at: tokio::time::Instant::now() + window,
+        }),
+    )
+}
+
+/// The owners of kind `K` that control an object (through its controller
+/// owner reference).
+fn owners<K>(meta: &ObjectMeta) -> impl Iterator<Item = ObjectRef<K>> + '_
+where
+    K: Resource<DynamicType = ()>,
+{
+    let ns = meta.namespace.as_deref();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .filter(|o| {
+            o.controller == Some(true)
+                && o.kind == K::kind(&())
+                && o.api_version == K::api_version(&())
+        })
+        .map(move |o| {
+            let owner = ObjectRef::<K>::new(&o.name);
+            match ns {
+                Some(ns) => owner.within(ns),
+                None => owner,
+            }
+        })
+}
+
+/// What each watched object last hashed to, to wake only on relevant changes.
+#[derive(Default)]
+struct Changes {
+    /// By uid.
+    last: HashMap<String, u64>,
+    /// The first list is done: what it lists wakes nothing (the main watch
+    /// reconciles everything at start).
+    listed: bool,
+}
+
+impl Changes {
+    fn woken<O, K>(
+        &mut self,
+        event: watcher::Event<O>,
+        relevant: &impl Fn(&O) -> u64,
+        concerned: &impl Fn(&O) -> Vec<ObjectRef<K>>,
+    ) -> Vec<ObjectRef<K>>
+    where
+        O: Resource,
+        K: Resource,
+    {
+        match event {
+            watcher::Event::Init => Vec::new(),
+            watcher::Event::InitDone => {
+                self.listed = true;
+                Vec::new()
+            }
+            watcher::Event::Delete(obj) => {
+                if let Some(uid) = &obj.meta().uid {
+                    self.last.remove(uid);
+                }
+                concerned(&obj)
+            }
+            watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
+                let hash = relevant(&obj);
+                let uid = obj.meta().uid.clone().unwrap_or_default();
+                let before = self.last.insert(uid, hash);
+                let changed = before != Some(hash);
+                if changed && (self.listed || before.is_some()) {
+                    concerned(&obj)
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
 }
 
 /// A hash of what an object is apart from its status: its spec (through

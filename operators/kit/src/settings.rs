@@ -10,6 +10,9 @@
 //! | `POD_NAME` | `HOSTNAME`, else `local-<pid>` | this replica's identity (Lease holder, Event instance) |
 //! | `HOMELAB_WATCH_FAILURE_WINDOW` | `180` | seconds a watch may fail before `/healthz` fails |
 //! | `HOMELAB_CONCURRENCY` | `4` | reconciles at once (0 = unbounded) |
+//! | `HOMELAB_API_QPS` | `20` | requests per second to the API server, on average (0 = no limit) |
+//! | `HOMELAB_API_BURST` | `40` | requests let through at once before `HOMELAB_API_QPS` applies |
+//! | `HOMELAB_SETTLE_MILLIS` | `500` | how long a change of a pod or a node waits to be reconciled, so that changes coming together are looked at once |
 //! | `HOMELAB_ALLOWED_HOST_PATHS` | none | comma-separated absolute paths under which workloads may mount host directories (chart value `hostPaths.allowed`) |
 //! | `HOMELAB_FENCING_ALLOWED` | `false` | failover may fence a lost node (`failover.fenceNode`) |
 
@@ -38,6 +41,14 @@ pub struct Settings {
     pub watch_failure_window: Duration,
     /// How many reconciles may run at once (0 = unbounded).
     pub concurrency: u16,
+    /// Requests per second to the API server, on average (0 = no limit).
+    pub api_qps: u32,
+    /// Requests let through at once before `api_qps` applies.
+    pub api_burst: u32,
+    /// How long a change of a related object (a pod, a node) waits before the
+    /// reconcile it triggers runs: a pod scheduled, started and Ready within
+    /// this window is one reconcile, not three.
+    pub settle: Duration,
     /// First delay after a failed reconcile; doubles per failure.
     pub error_backoff_base: Duration,
     /// Longest delay after failed reconciles.
@@ -62,6 +73,9 @@ impl Settings {
             identity: format!("local-{}", std::process::id()),
             watch_failure_window: Duration::from_secs(180),
             concurrency: 4,
+            api_qps: 20,
+            api_burst: 40,
+            settle: Duration::from_millis(500),
             error_backoff_base: Duration::from_secs(5),
             error_backoff_cap: Duration::from_secs(300),
             fencing_allowed: false,
@@ -113,6 +127,16 @@ impl Settings {
         }
         if let Some(v) = get("HOMELAB_CONCURRENCY") {
             s.concurrency = parse("HOMELAB_CONCURRENCY", &v, "a number from 0 to 65535")?;
+        }
+        if let Some(v) = get("HOMELAB_API_QPS") {
+            s.api_qps = parse("HOMELAB_API_QPS", &v, "requests per second, 0 for no limit")?;
+        }
+        if let Some(v) = get("HOMELAB_API_BURST") {
+            s.api_burst = parse("HOMELAB_API_BURST", &v, "a number of requests")?;
+        }
+        if let Some(v) = get("HOMELAB_SETTLE_MILLIS") {
+            let millis: u64 = parse("HOMELAB_SETTLE_MILLIS", &v, "milliseconds, e.g. 500")?;
+            s.settle = Duration::from_millis(millis);
         }
         if let Some(v) = get("HOMELAB_FENCING_ALLOWED") {
             s.fencing_allowed = parse_bool("HOMELAB_FENCING_ALLOWED", &v)?;

@@ -16,6 +16,7 @@ use kube::{Api, ResourceExt};
 
 use crate::apply::apply;
 use crate::build::{self, Desired};
+use crate::caches::Caches;
 use crate::error::Error;
 use crate::failover;
 use crate::metrics::Metrics;
@@ -39,14 +40,17 @@ pub struct State {
     /// Where servers may mount host directories (the administrator's
     /// `HOMELAB_ALLOWED_HOST_PATHS`); none by default.
     pub allowed_host_paths: AllowedHostPaths,
+    /// What the reconcile reads: the runner's caches.
+    pub caches: Caches,
 }
 
 impl State {
     /// Defaults: resync every 10 minutes, refused specs every 5, no host
     /// paths allowed.
     #[must_use]
-    pub fn new(metrics: Metrics) -> Self {
+    pub fn new(metrics: Metrics, caches: Caches) -> Self {
         Self {
+            caches,
             metrics,
             failover: FailoverMetrics::default(),
             resync: Duration::from_secs(600),
@@ -70,34 +74,20 @@ struct Applied {
 /// # Errors
 /// When the API server refuses or fails a request; bad input is a status,
 /// not an error.
-pub async fn reconcile(
-    cached: Arc<MediaServer>,
-    ctx: Arc<Context<State>>,
-) -> Result<Action, Error> {
-    let ns = cached.namespace().ok_or(Error::NoNamespace)?;
+pub async fn reconcile(ms: Arc<MediaServer>, ctx: Arc<Context<State>>) -> Result<Action, Error> {
+    let ns = ms.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<MediaServer> = Api::namespaced(ctx.client.clone(), &ns);
-    // The cache may not have our last status write yet; a status computed
-    // on top of it would move lastTransitionTime back and forth and write
-    // again. One read makes the steady state write nothing.
-    let name = cached.name_any();
-    let Some(ms) = api.get_opt(&name).await.map_err(|e| {
-        Error::Read(homelab_kit::Error::kube(
-            format!("get MediaServer {ns}/{name}"),
-            e,
-        ))
-    })?
-    else {
-        return Ok(Action::await_change());
-    };
     // Being deleted (foreground deletion waits for what it owns): applying now
     // would recreate the very children the garbage collector is removing, and
     // the deletion would never finish.
     if ms.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let observed = Observed::read(&ctx.client, &ns, &ms)
-        .await
-        .map_err(Error::Read)?;
+    // Everything is read from the runner's caches. Should the cached server
+    // lag behind this controller's own last status write, the write below
+    // carries the cached resourceVersion and is refused as stale, and the
+    // reconcile looks again on top of the newer version.
+    let observed = ctx.state.caches.observe(&ms);
     let now = homelab_kit::conditions::now();
 
     // What this reconcile did that must be recorded even if the object changed
@@ -156,7 +146,7 @@ pub async fn reconcile(
             .map(|c| c.message.clone())
             .unwrap_or_default();
         ctx.events
-            .warning(&ms, status::SQLITE_ON_NFS, "Reconcile", message)
+            .warning(ms.as_ref(), status::SQLITE_ON_NFS, "Reconcile", message)
             .await;
     }
 

@@ -17,6 +17,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod caches;
 pub mod controller;
 pub mod error;
 pub mod failover;
@@ -35,13 +36,10 @@ use std::future::Future;
 
 use futures::StreamExt;
 use homelab_api::MediaServer;
-use homelab_api::conditions::types;
 use homelab_kit::{Runner, Settings};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::Client;
+
+use crate::caches::{Caches, concerned};
 
 pub use controller::{State, reconcile};
 pub use error::Error;
@@ -69,60 +67,21 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Watches MediaServers and what they own; their pods (where they run);
-    /// the claims they mount, owned or not (a missing claim may appear); and
-    /// nodes (a refused server may fit once a node joins or gets a GPU).
+    /// Watches MediaServers and, into the caches a reconcile reads, what they
+    /// own; their pods (where they run); the claims they mount, owned or not
+    /// (a missing claim may appear) and the volumes and classes behind them;
+    /// and nodes (a refused server may fit once a node joins or gets a GPU).
     #[must_use]
     pub fn new(client: Client, settings: Settings) -> Self {
-        let (pods, claims): (Api<Pod>, Api<PersistentVolumeClaim>) = match &settings.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
-        let nodes: Api<Node> = Api::all(client.clone());
+        let namespace = settings.namespace.clone();
         let allowed_host_paths = settings.allowed_host_paths.clone();
-        let mut runner = Runner::<MediaServer>::new(client, settings)
-            .owns::<Deployment>()
-            .owns::<Service>()
+        let mut runner = Runner::<MediaServer>::new(client.clone(), settings)
             .ignore_status_changes()
             .export_objects(object_state);
-        let store = runner.store();
-        let by_claim = runner.store();
-        runner = runner
-            .watches(
-                pods,
-                watcher::Config::default().labels(build::names::SERVER_LABEL),
-                |pod: Pod| {
-                    let server = pod.labels().get(build::names::SERVER_LABEL).cloned();
-                    let ns = pod.namespace();
-                    server.map(|name| {
-                        ObjectRef::<MediaServer>::new(&name)
-                            .within(ns.as_deref().unwrap_or_default())
-                    })
-                },
-            )
-            .watches(
-                claims,
-                watcher::Config::default(),
-                move |claim: PersistentVolumeClaim| {
-                    let (name, ns) = (claim.name_any(), claim.namespace());
-                    by_claim
-                        .state()
-                        .into_iter()
-                        .filter(|ms| {
-                            ms.namespace() == ns && build::names::claims_of(ms).contains(&name)
-                        })
-                        .map(|ms| ObjectRef::from_obj(&*ms))
-                        .collect::<Vec<_>>()
-                },
-            )
-            .watches(nodes, watcher::Config::default(), move |node: Node| {
-                concerned(&store, &node.name_any())
-            });
         // A node falling silent changes no object: the kit's heartbeat watch says so.
-        let (_leases, silence) = homelab_kit::failover::heartbeats::watch(runner.client().clone());
+        let (leases, silence) = homelab_kit::failover::heartbeats::watch(client.clone());
+        runner.waits_for(&leases);
+        let caches = Caches::watch(&mut runner, &client, namespace.as_deref(), leases);
         let by_node = runner.store();
         runner = runner.reconcile_on(
             silence.flat_map(move |node| futures::stream::iter(concerned(&by_node, &node))),
@@ -131,10 +90,16 @@ impl Controller {
         metrics.register(runner.registry());
         let state = State {
             allowed_host_paths,
-            ..State::new(metrics)
+            ..State::new(metrics, caches)
         };
         state.failover.register(runner.registry());
         Self { runner, state }
+    }
+
+    /// What every reconcile shares (for calling a reconcile directly in a test).
+    #[must_use]
+    pub fn state(&self) -> State {
+        self.state.clone()
     }
 
     /// The controller's failover metrics (clones count into the same series).
@@ -167,24 +132,4 @@ impl Controller {
     ) -> Result<(), homelab_kit::Error> {
         self.runner.run_until(self.state, reconcile, shutdown).await
     }
-}
-
-/// The servers a change of `node` may concern: refused ones (it may fit now), those
-/// running there or placed nowhere yet, and those that last failed over from it (to
-/// unmark it when it is back).
-fn concerned(store: &Store<MediaServer>, node: &str) -> Vec<ObjectRef<MediaServer>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|ms| {
-            ms.status.as_ref().is_none_or(|s| {
-                homelab_api::ConditionedStatus::is_condition_true(s, types::STALLED)
-                    || s.node.as_deref().is_none_or(|n| n == node)
-                    || s.last_failover
-                        .as_ref()
-                        .is_some_and(|r| r.from_node.as_deref() == Some(node))
-            })
-        })
-        .map(|ms| ObjectRef::from_obj(&*ms))
-        .collect()
 }

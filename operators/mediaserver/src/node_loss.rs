@@ -77,6 +77,7 @@ pub async fn handle(
             controller: CONTROLLER_NAME,
             manager: &ctx.manager,
             fencing_allowed: ctx.fencing_allowed,
+            leases: &ctx.state.caches.leases,
         },
     )
     .await

@@ -3,6 +3,9 @@
 //! step; this file strings them together and says what happened in Events.
 
 use std::sync::Arc;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::reflector::Store;
 use std::time::Duration;
 
 use homelab_api::ConditionedStatus;
@@ -50,6 +53,8 @@ pub struct State {
     /// Where gateways may mount host directories (the administrator's
     /// `HOMELAB_ALLOWED_HOST_PATHS`).
     pub allowed_host_paths: AllowedHostPaths,
+    /// The kubelets' heartbeat Leases, kept by the kit's heartbeat watch.
+    pub leases: Store<Lease>,
 }
 
 /// Brings what `sg` owns and its status in line with its spec and with what

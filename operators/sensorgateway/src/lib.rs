@@ -136,7 +136,8 @@ impl Controller {
             move |pin: UsbDevicePin| using_pin(&by_pin, &pin),
         );
         // A node falling silent changes no object: the kit's heartbeat watch says so.
-        let (_leases, silence) = homelab_kit::failover::heartbeats::watch(runner.client().clone());
+        let (leases, silence) = homelab_kit::failover::heartbeats::watch(runner.client().clone());
+        runner.waits_for(&leases);
         let by_node = runner.store();
         runner = runner.reconcile_on(
             silence.flat_map(move |node| futures::stream::iter(on_node(&by_node, &node))),
@@ -168,6 +169,7 @@ impl Controller {
             resync: Duration::from_secs(300),
             retry_refused: Duration::from_secs(30),
             allowed_host_paths,
+            leases,
         };
         Self {
             runner,

@@ -76,6 +76,7 @@ pub async fn handle(
             controller: CONTROLLER_NAME,
             manager: &ctx.manager,
             fencing_allowed: ctx.fencing_allowed,
+            leases: &ctx.state.leases,
         },
     )
     .await

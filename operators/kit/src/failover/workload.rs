@@ -17,8 +17,8 @@ use homelab_api::failover::{FailoverPolicy, FailoverRecord, OUT_OF_SERVICE_TAINT
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::ListParams;
 use kube::core::NamespaceResourceScope;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -72,6 +72,8 @@ pub struct Actor<'a> {
     pub manager: &'a FieldManager,
     /// The administrator lets failover fence a lost node.
     pub fencing_allowed: bool,
+    /// The kubelets' heartbeat Leases, as [`super::heartbeats::watch`] keeps them.
+    pub leases: &'a Store<Lease>,
 }
 
 /// Why a lost node's workload cannot move (or, in Manual mode, would).
@@ -107,7 +109,7 @@ where
 {
     let now = Timestamp::now();
     let nodes: Api<Node> = Api::all(actor.client.clone());
-    let leases: Api<Lease> = Api::namespaced(actor.client.clone(), NODE_LEASE_NAMESPACE);
+    let leases = actor.leases;
     let mut out = Outcome::default();
 
     // Nodes this controller marked: unmark each once it heartbeats again. Any
@@ -120,7 +122,7 @@ where
             == Some(actor.controller)
     }) {
         let name = marked.name_any();
-        let view = view(w.nodes, &leases, &name, now).await?;
+        let view = view(w.nodes, leases, &name, now);
         if view.reachability == Reachability::Reachable && fence::release(&nodes, &name).await? {
             actor
                 .events
@@ -132,7 +134,7 @@ where
     // A move that started: done once the workload is Ready elsewhere.
     if let Some(started) = w.last_failover.filter(|r| r.duration_millis.is_none()) {
         let lost_since = match started.from_node.as_deref() {
-            Some(from) => match view(w.nodes, &leases, from, now).await?.reachability {
+            Some(from) => match view(w.nodes, leases, from, now).reachability {
                 Reachability::Lost { since } => Some(since),
                 _ => None,
             },
@@ -159,15 +161,13 @@ where
     }
 
     for node in pod_nodes(w.pods) {
-        let view = view(w.nodes, &leases, &node, now).await?;
+        let view = view(w.nodes, leases, &node, now);
         let candidates = candidates(w.nodes, w.eligible, &node);
         let disrupted = match view.reachability {
             Reachability::Reachable => false,
             _ => {
-                let all = leases.list(&ListParams::default()).await.map_err(|e| {
-                    Error::kube(format!("list Leases in {NODE_LEASE_NAMESPACE}"), e)
-                })?;
-                disrupted(&all.items, now)
+                let all: Vec<Lease> = leases.state().iter().map(|l| (**l).clone()).collect();
+                disrupted(&all, now)
             }
         };
         let last = out.record.as_ref().or(w.last_failover);
@@ -276,18 +276,10 @@ async fn announce_block<K>(
         .await;
 }
 
-async fn view(
-    nodes: &[Node],
-    leases: &Api<Lease>,
-    node: &str,
-    now: Timestamp,
-) -> Result<NodeView, Error> {
+fn view(nodes: &[Node], leases: &Store<Lease>, node: &str, now: Timestamp) -> NodeView {
     let found = nodes.iter().find(|n| n.name_any() == node);
-    let lease = leases
-        .get_opt(node)
-        .await
-        .map_err(|e| Error::kube(format!("get Lease {NODE_LEASE_NAMESPACE}/{node}"), e))?;
-    Ok(observe_node(node, found, lease.as_ref(), now))
+    let lease = leases.get(&ObjectRef::new(node).within(NODE_LEASE_NAMESPACE));
+    observe_node(node, found, lease.as_deref(), now)
 }
 
 /// Eligible nodes that are Ready now and not marked lost, other than `lost`.

@@ -1,0 +1,239 @@
+//! What a controller keeps of the objects it watches, and how it knows its
+//! caches are filled.
+//!
+//! A reconcile reads what it depends on from the caches the runner's watches
+//! fill instead of asking the API server; only its writes leave the process.
+//! Each cached object is trimmed to what a controller reads: `managedFields`
+//! alone is often half an object, and a node's list of images is most of a
+//! node.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use kube::runtime::reflector::Store;
+
+/// The annotation `kubectl apply` (client-side) keeps a whole copy of the
+/// object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no controller reads from any object's metadata.
+pub fn trim_metadata(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// [`trim_metadata`] of any object: the trim of kinds read whole.
+pub fn trim<K: Resource>(obj: &mut K) {
+    trim_metadata(obj.meta_mut());
+}
+
+/// A pod as the controllers read it: where it runs, whether it is Ready or
+/// scheduled, its labels and owners; not its containers or volumes.
+pub fn trim_pod(pod: &mut Pod) {
+    trim_metadata(&mut pod.metadata);
+    pod.spec = pod.spec.take().map(|spec| PodSpec {
+        node_name: spec.node_name,
+        ..PodSpec::default()
+    });
+    pod.status = pod.status.take().map(|status| PodStatus {
+        phase: status.phase,
+        conditions: status.conditions,
+        ..PodStatus::default()
+    });
+}
+
+/// A node without the images it holds and the volumes it has in use.
+pub fn trim_node(node: &mut Node) {
+    trim_metadata(&mut node.metadata);
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+        status.volumes_in_use = None;
+        status.volumes_attached = None;
+    }
+}
+
+/// A hash of `parts` as JSON, for the `relevant` functions of cached watches:
+/// what a change must touch to wake a reconcile.
+pub fn hash_of(parts: &impl serde::Serialize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    // Serializing a value of k8s-openapi's types cannot fail; an empty hash
+    // would only make every change look alike, never lose one silently.
+    serde_json::to_vec(parts)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What of a node placement and failover read: its labels and annotations,
+/// taints, whether it takes pods, what it can allocate and its conditions'
+/// states (not their heartbeat times, which change every few seconds).
+pub fn node_relevance(node: &Node) -> u64 {
+    let spec = node.spec.as_ref();
+    let status = node.status.as_ref();
+    let conditions: Vec<(&str, &str)> = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| (c.type_.as_str(), c.status.as_str()))
+        .collect();
+    hash_of(&(
+        &node.metadata.labels,
+        &node.metadata.annotations,
+        &node.metadata.deletion_timestamp,
+        spec.and_then(|s| s.taints.as_ref()),
+        spec.and_then(|s| s.unschedulable),
+        status.and_then(|s| s.allocatable.as_ref()),
+        conditions,
+    ))
+}
+
+/// What of a pod an owner's status reads: where it runs, whether it is
+/// scheduled, Ready, and being deleted.
+pub fn pod_relevance(pod: &Pod) -> u64 {
+    let status = pod.status.as_ref();
+    let conditions: Vec<(&str, &str, Option<&str>)> = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.type_ == "Ready" || c.type_ == "PodScheduled")
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.message.as_deref()))
+        .collect();
+    hash_of(&(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_ref()),
+        status.and_then(|s| s.phase.as_ref()),
+        conditions,
+        &pod.metadata.deletion_timestamp,
+    ))
+}
+
+/// Resolves once every cache registered with it has listed, so that no
+/// reconcile reads an empty cache as "nothing exists" and creates what is
+/// already there.
+#[derive(Clone, Default)]
+pub struct CachesReady {
+    pending: Arc<Mutex<Vec<BoxFuture<'static, ()>>>>,
+    all: Arc<Mutex<Option<Shared<BoxFuture<'static, ()>>>>>,
+}
+
+impl std::fmt::Debug for CachesReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachesReady").finish_non_exhaustive()
+    }
+}
+
+impl CachesReady {
+    /// Adds a cache to wait for.
+    pub fn add<O>(&self, store: &Store<O>)
+    where
+        O: Resource + Clone + Send + Sync + 'static,
+        O::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+    {
+        let store = store.clone();
+        let ready = async move {
+            // An error means the writer was dropped: the controller is stopping.
+            let _ = store.wait_until_ready().await;
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(ready.boxed());
+    }
+
+    /// Waits until every cache added so far has listed (at once when none).
+    pub async fn wait(&self) {
+        let all = {
+            let mut all = self.all.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if all.is_none() || !pending.is_empty() {
+                let mut waits: Vec<BoxFuture<'static, ()>> = std::mem::take(&mut *pending);
+                if let Some(earlier) = all.take() {
+                    waits.push(earlier.boxed());
+                }
+                *all = Some(
+                    futures::future::join_all(waits)
+                        .map(|_| ())
+                        .boxed()
+                        .shared(),
+                );
+            }
+            all.clone()
+        };
+        if let Some(all) = all {
+            all.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_trimmed_pod_keeps_what_status_and_failover_read() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "jellyfin-abc", "labels": {"app": "jellyfin"},
+                         "managedFields": [{"manager": "kubelet"}],
+                         "annotations": {LAST_APPLIED: "{…}", "keep": "me"}},
+            "spec": {"nodeName": "pi4-1", "containers": [{"name": "jellyfin", "image": "jellyfin"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.7",
+                       "conditions": [{"type": "Ready", "status": "True"}],
+                       "containerStatuses": [{"name": "jellyfin", "image": "jellyfin", "imageID": "x",
+                                              "ready": true, "restartCount": 0}]},
+        }))
+        .unwrap();
+        trim_pod(&mut pod);
+        assert_eq!(
+            serde_json::to_value(&pod).unwrap(),
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "jellyfin-abc", "labels": {"app": "jellyfin"},
+                             "annotations": {"keep": "me"}},
+                "spec": {"containers": [], "nodeName": "pi4-1"},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+            })
+        );
+    }
+
+    #[test]
+    fn a_trimmed_node_has_no_images() {
+        let mut node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "pi4-1", "managedFields": [{"manager": "kubelet"}]},
+            "status": {"images": [{"names": ["jellyfin"], "sizeBytes": 1}],
+                       "allocatable": {"cpu": "4"}},
+        }))
+        .unwrap();
+        trim_node(&mut node);
+        assert!(node.metadata.managed_fields.is_none());
+        let status = node.status.unwrap();
+        assert!(status.images.is_none());
+        assert!(status.allocatable.is_some());
+    }
+
+    #[tokio::test]
+    async fn ready_once_every_cache_listed() {
+        let ready = CachesReady::default();
+        ready.wait().await;
+        let (reader, mut writer) = kube::runtime::reflector::store::<Pod>();
+        ready.add(&reader);
+        let waiting = tokio::spawn({
+            let ready = ready.clone();
+            async move { ready.wait().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
