@@ -35,9 +35,7 @@ async fn main() -> ExitCode {
 async fn controller() -> ExitCode {
     let result = async {
         let settings = homelab_kit::Settings::from_env(homelab_etcdbackup::CONTROLLER_NAME)?;
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| homelab_kit::Error::kube("connect to the API server", e))?;
+        let client = homelab_kit::client::connect(&settings).await?;
         let image = homelab_etcdbackup::Image::from_env()?;
         let policy = homelab_etcdbackup::Policy::from_env(client.default_namespace())?;
         tracing::info!(

@@ -11,8 +11,6 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<(), homelab_kit::Error> {
     homelab_kit::telemetry::init()?;
     let settings = homelab_kit::Settings::from_env(CONTROLLER_NAME)?;
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| homelab_kit::Error::kube("connect to the API server", e))?;
+    let client = homelab_kit::client::connect(&settings).await?;
     Controller::new(client, settings).run().await
 }

@@ -13,9 +13,7 @@ async fn run() -> Result<(), homelab_kit::Error> {
     homelab_kit::telemetry::init()?;
     let settings = homelab_kit::Settings::from_env(CONTROLLER_NAME)?;
     let budget = MqttBudget::from_env()?;
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| homelab_kit::Error::kube("connect to the API server", e))?;
+    let client = homelab_kit::client::connect(&settings).await?;
     Controller::with_mqtt_budget(client, settings, budget)
         .run()
         .await

@@ -9,10 +9,8 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<(), homelab_kit::Error> {
     homelab_kit::telemetry::init()?;
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| homelab_kit::Error::kube("connect to the API server", e))?;
-    let (runner, state) =
-        homelab_usbdevicepin::runner(client, Settings::from_env(homelab_usbdevicepin::NAME)?);
+    let settings = Settings::from_env(homelab_usbdevicepin::NAME)?;
+    let client = homelab_kit::client::connect(&settings).await?;
+    let (runner, state) = homelab_usbdevicepin::runner(client, settings);
     runner.run(state, homelab_usbdevicepin::reconcile).await
 }
