@@ -751,8 +751,12 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("watch", "", "nodes"),
         ask("patch", "", "nodes"),
         ask("get", "", "persistentvolumes"),
+        // Read from the controller's caches: watched, not fetched per reconcile.
+        ask("watch", "", "persistentvolumes"),
         ask("list", "storage.k8s.io", "storageclasses"),
+        ask("watch", "storage.k8s.io", "storageclasses"),
         ask("list", "storage.k8s.io", "csidrivers"),
+        ask("watch", "storage.k8s.io", "csidrivers"),
         ask("list", "storage.k8s.io", "volumeattachments"),
         ask("create", "events.k8s.io", "events").ns(home),
         ask("create", coordination, "leases").ns(ns),

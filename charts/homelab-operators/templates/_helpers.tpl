@@ -137,6 +137,10 @@ spec:
               value: {{ $root.Values.watchNamespace | quote }}
             - name: HOMELAB_CONCURRENCY
               value: {{ $v.concurrency | quote }}
+            - name: HOMELAB_API_QPS
+              value: {{ $root.Values.apiRateLimit.qps | quote }}
+            - name: HOMELAB_API_BURST
+              value: {{ $root.Values.apiRateLimit.burst | quote }}
             # The administrator's settings (fencing.enabled, hostPaths.allowed).
             - name: HOMELAB_FENCING_ALLOWED
               value: {{ $root.Values.fencing.enabled | quote }}
