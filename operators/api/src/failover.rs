@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::duration::GoDuration;
 use crate::formats::{NODE_NAMES_MESSAGE, NODE_NAMES_RULE};
 
-/// Default for [`FailoverPolicy::unreachable_after`]: 30 s, against Kubernetes' 300 s.
-pub const DEFAULT_UNREACHABLE_AFTER: &str = "30s";
+/// Default for [`FailoverPolicy::unreachable_after`]: 20 s, two missed renewals of the
+/// kubelet's heartbeat Lease (renewed every 10 s), against Kubernetes' 300 s.
+pub const DEFAULT_UNREACHABLE_AFTER: &str = "20s";
 /// Default for [`FailoverPolicy::cooldown`].
 pub const DEFAULT_COOLDOWN: &str = "10m";
 /// The taint that tells Kubernetes a node is off: pods on it are force-deleted and their
@@ -47,7 +48,8 @@ pub struct FailoverPolicy {
     /// How long the node may be unreachable (NotReady, or its kubelet heartbeat Lease
     /// not renewed) before the operator acts, as a duration such as 30s or 2m. Pods the
     /// operator creates tolerate the not-ready and unreachable taints for this long.
-    /// Defaults to 30s; Kubernetes alone waits 300s.
+    /// Defaults to 20s, two missed heartbeats (the kubelet renews every 10s);
+    /// Kubernetes alone waits 300s.
     #[serde(default = "default_unreachable_after")]
     pub unreachable_after: GoDuration,
 

@@ -404,7 +404,7 @@ mod tests {
         assert!(spec.containers[1].resources.is_none());
         let tolerations = spec.tolerations.clone().unwrap();
         assert_eq!(tolerations.len(), 2);
-        assert!(tolerations.iter().all(|t| t.toleration_seconds == Some(30)));
+        assert!(tolerations.iter().all(|t| t.toleration_seconds == Some(20)));
         assert!(spec.volumes.is_none());
         // Only where the pin's controller labelled the device's node, and once
         // however often applied.

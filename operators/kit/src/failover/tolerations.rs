@@ -57,10 +57,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_policy_tolerates_for_30s() {
+    fn default_policy_tolerates_for_20s() {
         let t = tolerations(&FailoverPolicy::default()).unwrap();
         assert_eq!(t.len(), 2);
-        assert!(t.iter().all(|t| t.toleration_seconds == Some(30)));
+        assert!(t.iter().all(|t| t.toleration_seconds == Some(20)));
     }
 
     #[test]
