@@ -325,12 +325,14 @@ pub async fn reconcile(cached: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Res
         .await
         .map_err(|e| Error::Read(homelab_kit::Error::kube("get the backup CronJob", e)))?;
     let created = current.is_none();
-    if ctx
+    // The hash of what was applied sees a field the spec stopped setting (a
+    // timeZone removed), which comparing fields alone cannot.
+    let (_, wrote) = ctx
         .manager
-        .apply_if_changed(&cronjobs, current.as_ref(), &desired)
+        .apply_unless_current(&cronjobs, current.as_ref(), desired)
         .await
-        .map_err(Error::Apply)?
-    {
+        .map_err(Error::Apply)?;
+    if wrote {
         let note = if created {
             format!(
                 "created CronJob {} ({})",

@@ -160,33 +160,6 @@ impl FieldManager {
         Ok(stored)
     }
 
-    /// Applies `desired` only when [`is_applied`] says `current` (the object
-    /// as last read) lacks some of it. Returns whether it wrote.
-    ///
-    /// Cheaper than [`FieldManager::apply`] in a steady state, but it cannot
-    /// see a field the controller *stopped* setting (a removed label): use
-    /// `apply` when fields can disappear.
-    ///
-    /// # Errors
-    /// As [`FieldManager::apply`].
-    pub async fn apply_if_changed<C>(
-        &self,
-        api: &Api<C>,
-        current: Option<&C>,
-        desired: &C,
-    ) -> Result<bool, Error>
-    where
-        C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
-    {
-        if let Some(current) = current
-            && is_applied(&to_value(current)?, &apply_body(desired)?)
-        {
-            return Ok(false);
-        }
-        self.apply(api, desired).await?;
-        Ok(true)
-    }
-
     /// Applies `desired` unless `current` already is it, and returns the object
     /// as it now is and whether it wrote.
     ///

@@ -13,7 +13,7 @@ use homelab_etcdbackup::policy::{
 use homelab_etcdbackup::store::{S3Settings, Store, Target};
 use homelab_test_support::{TestNamespace, wait_for, wait_for_event_reasons, wait_until};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -619,6 +619,36 @@ async fn a_missing_secret_stalls_with_an_event() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_time_zone_taken_out_of_the_spec_leaves_the_cronjob() {
+    let (_client, ns, _running) = setup("etcdbak-tz").await;
+    let dest = std::env::temp_dir().join("etcdbak-tz");
+    let mut spec = kubeadm_to(&dest);
+    spec["timeZone"] = json!("Europe/Amsterdam");
+    apply(&ns, "nightly", spec).await;
+    let zone = |cj: &CronJob| cj.spec.as_ref().and_then(|s| s.time_zone.clone());
+    wait_for(
+        &ns.api::<CronJob>(),
+        "nightly-etcd-backup",
+        WAIT,
+        move |cj| zone(cj).as_deref() == Some("Europe/Amsterdam"),
+    )
+    .await
+    .unwrap();
+    // The same backup without a time zone: the schedule runs in the
+    // controller-manager's zone again, as the user now asks.
+    apply(&ns, "nightly", kubeadm_to(&dest)).await;
+    let cj = wait_for(
+        &ns.api::<CronJob>(),
+        "nightly-etcd-backup",
+        WAIT,
+        move |cj| zone(cj).is_none(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cj.spec.map(|s| s.schedule).as_deref(), Some("@daily"));
 }
 
 fn message(eb: &EtcdBackup, type_: &str) -> String {
