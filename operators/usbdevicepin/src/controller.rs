@@ -1,27 +1,26 @@
-//! The reconcile: read → decide (pure, in [`crate::decide`]) → label nodes → move
-//! consumers → write status (only the fields this controller owns, only when they
-//! change) → publish Events.
+//! The reconcile: read (from the caches, [`crate::caches`]: no request) → decide
+//! (pure, in [`crate::decide`]) → label nodes → move consumers → write status (only
+//! the fields this controller owns, only when they change) → publish Events.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use homelab_api::UsbDevicePin;
-use homelab_kit::failover::observe::{FENCED_BY_ANNOTATION, NODE_LEASE_NAMESPACE};
-use homelab_kit::failover::{NodeView, fence, observe_node};
+use homelab_kit::failover::{NodeView, fence};
 use homelab_kit::{Action, Context, StatusPatch, StatusWrite};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use kube::runtime::finalizer::{self, Event as Finalize, finalizer};
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use crate::caches::Caches;
 use crate::decide::{Decision, decide};
 use crate::status::OwnedStatus;
-use crate::{Error, consumers, labels, nodes};
+use crate::{Error, labels, nodes};
 
 /// Removes the pin's node labels before the pin goes: nodes are cluster-scoped, so
 /// owner references cannot clean them up.
@@ -34,6 +33,8 @@ const WHILE_MOVING: Duration = Duration::from_secs(5);
 pub struct State {
     /// Every pin the controller sees, for conflicts between pins.
     pub pins: Store<UsbDevicePin>,
+    /// Nodes, pods and heartbeat Leases, read instead of the API server.
+    pub caches: Caches,
     /// How often to look again without a change.
     pub resync: Duration,
     /// `homelab_usbdevicepin_transitions_total{reason}`: the Events published, by
@@ -63,16 +64,13 @@ pub async fn reconcile(pin: Arc<UsbDevicePin>, ctx: Arc<Context<State>>) -> Resu
 
 async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Result<Action, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let pod_list = pods
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| Error::kube(format!("list pods in {namespace}"), e))?
-        .items;
+    let caches = &ctx.state.caches;
+    let pod_list = caches.pods_in(namespace);
     let others = ctx.state.pins.state();
-    // Leases are read against the real clock: the seconds-truncated `now` of
-    // conditions could see a node the silence trigger just found silent as still
+    // Leases are judged against the real clock: the seconds-truncated `now` of
+    // conditions could see a node the heartbeat watch just found silent as still
     // heard from, and then nothing would look again until the resync.
-    let views = observe(pin, &pod_list, ctx, Timestamp::now()).await?;
+    let views = caches.observe(pin, &pod_list, ctx.manager.name(), Timestamp::now());
     let now = homelab_kit::conditions::now();
     let decision = decide(pin, &others, &pod_list, &views, now);
     release(ctx, &views).await?;
@@ -131,65 +129,6 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
     ))
 }
 
-/// What is known of the nodes that matter to the pin: those reporting its device,
-/// those running its consumers, and those this controller marked lost (to unmark
-/// them once they heartbeat again). One list of Nodes, one Lease GET per node.
-async fn observe(
-    pin: &UsbDevicePin,
-    pods: &[Pod],
-    ctx: &Context<State>,
-    now: Timestamp,
-) -> Result<Vec<NodeView>, Error> {
-    let resource = pin.resource_name();
-    let mut names: std::collections::BTreeSet<String> = pin
-        .status
-        .iter()
-        .flat_map(|s| s.presence.iter().map(|p| p.node.clone()))
-        .chain(
-            pods.iter()
-                .filter(|p| consumers::requests(p, &resource))
-                .filter_map(|p| consumers::node(p).map(str::to_owned)),
-        )
-        .collect();
-    let all = Api::<Node>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| Error::kube("list nodes", e))?
-        .items;
-    names.extend(
-        all.iter()
-            .filter(|n| {
-                n.annotations()
-                    .get(FENCED_BY_ANNOTATION)
-                    .map(String::as_str)
-                    == Some(ctx.manager.name())
-            })
-            .map(ResourceExt::name_any),
-    );
-    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
-    let mut views = Vec::with_capacity(names.len());
-    for name in names {
-        // Without read access to kube-node-lease (an install that grants none),
-        // the node-lifecycle controller's Ready=Unknown is what is left to go by.
-        let lease = match leases.get_opt(&name).await {
-            Ok(lease) => lease,
-            Err(kube::Error::Api(s)) if s.code == 403 => {
-                tracing::debug!(node = %name, "may not read its heartbeat Lease");
-                None
-            }
-            Err(e) => {
-                return Err(Error::kube(
-                    format!("get Lease {NODE_LEASE_NAMESPACE}/{name}"),
-                    e,
-                ));
-            }
-        };
-        let node = all.iter().find(|n| n.name_any() == name);
-        views.push(observe_node(&name, node, lease.as_ref(), now));
-    }
-    Ok(views)
-}
-
 /// Takes this controller's lost-node marks off nodes that heartbeat again.
 async fn release(ctx: &Context<State>, views: &[NodeView]) -> Result<(), Error> {
     let api = Api::<Node>::all(ctx.client.clone());
@@ -208,10 +147,13 @@ async fn act(
     pods: &Api<Pod>,
     decision: &Decision,
 ) -> Result<(), Error> {
+    let node_api = Api::<Node>::all(ctx.client.clone());
+    let label = pin.resource_name();
     let (added, removed) = labels::sync(
-        &ctx.client,
+        &node_api,
         ctx.manager.name(),
-        &pin.resource_name(),
+        &label,
+        &ctx.state.caches.labelled(&label),
         &decision.labelled_nodes,
     )
     .await?;
@@ -219,9 +161,12 @@ async fn act(
         tracing::info!(?added, ?removed, "node labels changed");
     }
     // Mark first: once the pod is gone its replacement is scheduled, and a lost
-    // node's dead kubelet still advertises the device.
-    let node_api = Api::<Node>::all(ctx.client.clone());
+    // node's dead kubelet still advertises the device. A node the cache shows marked
+    // already is not read again.
     for node in &decision.mark_lost {
+        if ctx.state.caches.marked_lost(node) {
+            continue;
+        }
         fence::mark_lost(&node_api, node, ctx.manager.name(), false)
             .await
             .map_err(Error::Fence)?;
@@ -254,10 +199,16 @@ async fn act(
 }
 
 async fn cleanup(pin: &UsbDevicePin, ctx: &Context<State>) -> Result<Action, Error> {
+    let node_api = Api::<Node>::all(ctx.client.clone());
+    let label = pin.resource_name();
+    // Once, when the pin goes, from the API server: a label put on an instant ago and
+    // not yet in the node cache would otherwise stay behind for good.
+    let have = labels::labelled(&node_api, &label).await?;
     labels::sync(
-        &ctx.client,
+        &node_api,
         ctx.manager.name(),
-        &pin.resource_name(),
+        &label,
+        &have,
         &std::collections::BTreeSet::new(),
     )
     .await?;

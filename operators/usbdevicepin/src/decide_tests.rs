@@ -295,8 +295,9 @@ fn a_node_silent_within_the_grace_changes_nothing_but_is_looked_at_again() {
     let d = decide(&pin, &[], &pods, &[silent("pi4-1", 90)], t(100));
     assert_eq!(d.status.current_node.as_deref(), Some("pi4-1"));
     assert!(d.removals.is_empty() && d.mark_lost.is_empty());
-    // 30 s of grace from the last heartbeat at 90, plus a second.
-    assert_eq!(d.recheck, Some(Duration::from_secs(21)));
+    // 20 s of grace (the default unreachableAfter) from the last heartbeat at 90,
+    // plus a second.
+    assert_eq!(d.recheck, Some(Duration::from_secs(11)));
 }
 
 #[test]

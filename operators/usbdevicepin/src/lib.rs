@@ -12,61 +12,87 @@
 //! started before its device last re-enumerated is restarted.
 //!
 //! Node loss: a node whose kubelet Lease goes unrenewed past the pin's
-//! `failover.unreachableAfter` is lost ([`nodes`], triggered by [`silence`]); its
+//! `failover.unreachableAfter` is lost ([`nodes`], triggered by the kit's heartbeat
+//! watch, [`homelab_kit::failover::heartbeats`]); its
 //! agent's presence entry is disregarded, so consumers follow a backup stick on
 //! another node, and a consumer left on the lost node is force-removed at once after
 //! the lost node is marked so that its replacement is not scheduled back there.
 //!
+//! A reconcile reads nothing from the API server: pins, pods, nodes and the
+//! kubelets' Leases come from watched caches ([`caches`]), and only its writes leave
+//! the process.
+//!
 //! Modules: [`controller`] (the reconcile), [`decide`] (pure decisions),
-//! [`consumers`] (reading pods), [`labels`] (node labels), [`nodes`] and
-//! [`silence`] (lost nodes), [`status`] (the owned status fields), [`error`].
+//! [`caches`] (what is watched, and which pins a change wakes), [`consumers`]
+//! (reading pods), [`labels`] (node labels), [`nodes`] (lost nodes), [`status`]
+//! (the owned status fields), [`error`].
 
+pub mod caches;
 pub mod consumers;
 pub mod controller;
 pub mod decide;
 pub mod error;
 pub mod labels;
 pub mod nodes;
-pub mod silence;
 pub mod status;
 
 use std::future::Future;
 use std::time::Duration;
 
+use futures::StreamExt;
 use homelab_api::UsbDevicePin;
+use homelab_kit::failover::observe::{NODE_LEASE_NAMESPACE, lease_silent};
 use homelab_kit::{Runner, Settings};
-use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
 use prometheus_client::metrics::family::Family;
 
+pub use caches::Caches;
 pub use controller::{State, reconcile};
 pub use error::Error;
 
 /// The controller's name: field manager, Event reporter, Lease name.
 pub const NAME: &str = "usbdevicepin-controller";
 
-/// The runner and state of the controller, watching pins and the pods that consume
-/// them (in `settings.namespace`, or everywhere).
+/// The runner and state of the controller, watching pins and, into the caches a
+/// reconcile reads, the pods that may consume them (in `settings.namespace`, or
+/// everywhere), the nodes and the kubelets' heartbeat Leases.
 pub fn runner(client: Client, settings: Settings) -> (Runner<UsbDevicePin>, State) {
-    let pods: Api<Pod> = match &settings.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let mut runner = Runner::<UsbDevicePin>::new(client, settings)
-        .export_objects(object_state)
-        .watches(pods, watcher::Config::default(), |pod: Pod| {
-            let namespace = pod.namespace().unwrap_or_default();
-            consumers::requested_pins(&pod)
-                .into_iter()
-                .map(move |pin| ObjectRef::new(&pin).within(&namespace))
-                .collect::<Vec<_>>()
-        });
-    let silence = silence::watch(runner.client().clone(), runner.store());
-    runner = runner.reconcile_on(silence);
+    let namespace = settings.namespace.clone();
+    let controller = settings.name.clone();
+    let mut runner =
+        Runner::<UsbDevicePin>::new(client.clone(), settings).export_objects(object_state);
+    // A node falling silent changes no object: the kit's heartbeat watch says so. It
+    // names a node already silent when it first sees its Lease, so a controller
+    // (re)started mid-failover finishes it; the reconcile of every pin at start takes
+    // the marks off nodes that are back.
+    let (leases, silence) = homelab_kit::failover::heartbeats::watch(client.clone());
+    runner.waits_for(&leases);
+    let caches = Caches::watch(
+        &mut runner,
+        &client,
+        namespace.as_deref(),
+        &controller,
+        leases,
+    );
+    let (pins, by_node) = (runner.store(), caches.clone());
+    runner = runner.reconcile_on(silence.flat_map(move |node| {
+        let silent = by_node
+            .leases
+            .get(&ObjectRef::new(&node).within(NODE_LEASE_NAMESPACE))
+            .is_some_and(|l| lease_silent(&l, k8s_openapi::jiff::Timestamp::now()));
+        let concerned = by_node.concerned(&pins, &controller, &node);
+        tracing::info!(
+            node,
+            silent,
+            pins = concerned.len(),
+            "node heartbeat changed"
+        );
+        futures::stream::iter(concerned)
+    }));
     let state = State {
         pins: runner.store(),
+        caches,
         resync: Duration::from_secs(300),
         transitions: Family::default(),
     };
