@@ -228,7 +228,7 @@ mod tests {
             json,
             serde_json::json!({
                 "mode": "Automatic",
-                "unreachableAfter": "30s",
+                "unreachableAfter": "20s",
                 "fenceNode": false,
                 "cooldown": "10m",
             })

@@ -74,7 +74,7 @@ pub fn hash_of(parts: &impl serde::Serialize) -> u64 {
 /// What of a node placement and failover read: its labels and annotations,
 /// taints, whether it takes pods, what it can allocate and its conditions'
 /// states (not their heartbeat times, which change every few seconds).
-pub fn node_relevance(node: &Node) -> u64 {
+pub fn node_relevance(node: &Node) -> Option<u64> {
     let spec = node.spec.as_ref();
     let status = node.status.as_ref();
     let conditions: Vec<(&str, &str)> = status
@@ -83,7 +83,7 @@ pub fn node_relevance(node: &Node) -> u64 {
         .flatten()
         .map(|c| (c.type_.as_str(), c.status.as_str()))
         .collect();
-    hash_of(&(
+    Some(hash_of(&(
         &node.metadata.labels,
         &node.metadata.annotations,
         &node.metadata.deletion_timestamp,
@@ -91,26 +91,26 @@ pub fn node_relevance(node: &Node) -> u64 {
         spec.and_then(|s| s.unschedulable),
         status.and_then(|s| s.allocatable.as_ref()),
         conditions,
-    ))
+    )))
 }
 
-/// What of a pod an owner's status reads: where it runs, whether it is
-/// scheduled, Ready, and being deleted.
-pub fn pod_relevance(pod: &Pod) -> u64 {
-    let status = pod.status.as_ref();
-    let conditions: Vec<(&str, &str, Option<&str>)> = status
+/// What of a pod its owner's status says: the node it was scheduled to, or
+/// why no node takes it, and whether it is going away. Its readiness is not
+/// here: the owning Deployment's or StatefulSet's status follows it, and
+/// wakes the owner itself. A pod no scheduler has looked at yet wakes nobody.
+pub fn pod_relevance(pod: &Pod) -> Option<u64> {
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_ref());
+    let unschedulable = pod
+        .status
+        .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
-        .filter(|c| c.type_ == "Ready" || c.type_ == "PodScheduled")
-        .map(|c| (c.type_.as_str(), c.status.as_str(), c.message.as_deref()))
-        .collect();
-    hash_of(&(
-        pod.spec.as_ref().and_then(|s| s.node_name.as_ref()),
-        status.and_then(|s| s.phase.as_ref()),
-        conditions,
-        &pod.metadata.deletion_timestamp,
-    ))
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| c.message.as_deref().unwrap_or_default());
+    let deleted = pod.metadata.deletion_timestamp.as_ref();
+    (node.is_some() || unschedulable.is_some() || deleted.is_some())
+        .then(|| hash_of(&(node, unschedulable, deleted)))
 }
 
 /// Resolves once every cache registered with it has listed, so that no
@@ -215,6 +215,26 @@ mod tests {
         let status = node.status.unwrap();
         assert!(status.images.is_none());
         assert!(status.allocatable.is_some());
+    }
+
+    #[test]
+    fn a_pod_wakes_its_owner_when_placed_or_refused_not_when_ready() {
+        let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
+        let created = pod(json!({"metadata": {"name": "p"}}));
+        assert_eq!(pod_relevance(&created), None);
+        let placed = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"nodeName": "pi4-1", "containers": []}}),
+        );
+        let ready = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"nodeName": "pi4-1", "containers": []},
+                               "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+        assert!(pod_relevance(&placed).is_some());
+        assert_eq!(pod_relevance(&placed), pod_relevance(&ready));
+        let refused = pod(json!({"metadata": {"name": "p"}, "status": {"conditions": [
+            {"type": "PodScheduled", "status": "False", "message": "0/6 nodes are available"}]}}));
+        assert!(pod_relevance(&refused).is_some());
+        assert_ne!(pod_relevance(&refused), pod_relevance(&placed));
     }
 
     #[tokio::test]

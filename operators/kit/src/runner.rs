@@ -218,7 +218,7 @@ where
     where
         O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     {
-        self.cached_trigger(api, config, trim, |_: &O| 0, |_: &O| Vec::new())
+        self.cached_trigger(api, config, trim, |_: &O| None, |_: &O| Vec::new())
     }
 
     /// Reconciles wait until `store` (filled elsewhere, such as the kubelets'
@@ -232,11 +232,12 @@ where
 
     /// As [`Runner::owns`], and keeps the owned objects whole in a cache
     /// (trimmed by `trim`). A change wakes the owner only when `relevant`
-    /// hashes differently from the object's last version, or it is deleted,
+    /// hashes differently from the object's last version (`None`: nothing of
+    /// it matters yet), or it is deleted,
     /// and only when the controller's own apply did not make it: the
     /// reconcile that applied it used the result already. Wakes come after
     /// the settle window ([`Settings::settle`]).
-    pub fn owns_cached<C>(&mut self, trim: fn(&mut C), relevant: fn(&C) -> u64) -> Store<C>
+    pub fn owns_cached<C>(&mut self, trim: fn(&mut C), relevant: fn(&C) -> Option<u64>) -> Store<C>
     where
         C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
@@ -264,14 +265,15 @@ where
 
     /// As [`Runner::watches`], and keeps the watched objects in a cache
     /// (trimmed by `trim`). A change wakes the objects `mapper` names only
-    /// when `relevant` hashes differently from the object's last version, or
-    /// it is deleted, after the settle window ([`Settings::settle`]).
+    /// when `relevant` hashes differently from the object's last version
+    /// (`None`: nothing of it matters yet), or it is deleted, after the settle
+    /// window ([`Settings::settle`]).
     pub fn watches_cached<O, I>(
         &mut self,
         api: Api<O>,
         config: watcher::Config,
         trim: fn(&mut O),
-        relevant: fn(&O) -> u64,
+        relevant: fn(&O) -> Option<u64>,
         mapper: impl Fn(&O) -> I + Send + Sync + 'static,
     ) -> Store<O>
     where
@@ -288,7 +290,7 @@ where
         api: Api<O>,
         config: watcher::Config,
         trim: fn(&mut O),
-        relevant: impl Fn(&O) -> u64 + Send + 'static,
+        relevant: impl Fn(&O) -> Option<u64> + Send + 'static,
         concerned: impl Fn(&O) -> Vec<ObjectRef<K>> + Send + 'static,
     ) -> Store<O>
     where
@@ -996,7 +998,7 @@ impl Changes {
     fn woken<O, K>(
         &mut self,
         event: watcher::Event<O>,
-        relevant: &impl Fn(&O) -> u64,
+        relevant: &impl Fn(&O) -> Option<u64>,
         concerned: &impl Fn(&O) -> Vec<ObjectRef<K>>,
     ) -> Vec<ObjectRef<K>>
     where
@@ -1016,7 +1018,11 @@ impl Changes {
                 concerned(&obj)
             }
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-                let hash = relevant(&obj);
+                // Nothing of it matters yet (a pod no scheduler has looked at):
+                // it wakes nobody until something does.
+                let Some(hash) = relevant(&obj) else {
+                    return Vec::new();
+                };
                 let uid = obj.meta().uid.clone().unwrap_or_default();
                 let before = self.last.insert(uid, hash);
                 let changed = before != Some(hash);

@@ -16,6 +16,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::build::names;
 use crate::observed::Observed;
+use crate::status;
 
 /// Every cache a reconcile reads.
 #[derive(Clone)]
@@ -173,39 +174,35 @@ where
 
 /// What of its Deployment a server's status reads (has it rolled out), and
 /// what says someone else changed it (a new generation, its labels or
-/// annotations, the hash of what was applied).
-fn deployment_relevance(d: &Deployment) -> u64 {
-    let status = d.status.as_ref();
-    hash_of(&(
+/// annotations, which carry the hash of what was applied).
+fn deployment_relevance(d: &Deployment) -> Option<u64> {
+    Some(hash_of(&(
         d.metadata.generation,
         &d.metadata.labels,
         &d.metadata.annotations,
         &d.metadata.deletion_timestamp,
-        status.and_then(|s| s.observed_generation),
-        status.and_then(|s| s.replicas),
-        status.and_then(|s| s.updated_replicas),
-        status.and_then(|s| s.available_replicas),
-    ))
+        status::rolled_out(Some(d)),
+    )))
 }
 
 /// A Service has no generation: its spec, labels and annotations.
-fn service_relevance(s: &Service) -> u64 {
-    hash_of(&(
+fn service_relevance(s: &Service) -> Option<u64> {
+    Some(hash_of(&(
         &s.metadata.labels,
         &s.metadata.annotations,
         &s.metadata.deletion_timestamp,
         &s.spec,
-    ))
+    )))
 }
 
 /// Whether a claim is bound, to what, and whether it is going away.
-fn claim_relevance(c: &PersistentVolumeClaim) -> u64 {
-    hash_of(&(
+fn claim_relevance(c: &PersistentVolumeClaim) -> Option<u64> {
+    Some(hash_of(&(
         c.spec.as_ref().and_then(|s| s.volume_name.as_ref()),
         c.status.as_ref().and_then(|s| s.phase.as_ref()),
         &c.metadata.deletion_timestamp,
         &c.metadata.annotations,
-    ))
+    )))
 }
 
 /// The servers a change of `node` may concern: refused ones (it may fit now), those

@@ -123,12 +123,9 @@ pub async fn reconcile(ms: Arc<MediaServer>, ctx: Arc<Context<State>>) -> Result
                 records.last_failover = Some(record.clone());
                 status.last_failover = Some(record);
             }
-            let next = if status.is_condition_true(types::READY) {
-                ctx.state.resync
-            } else {
-                // The owned watches wake it sooner; this is the safety net.
-                Duration::from_secs(60)
-            };
+            // Its caches' watches wake it on every change that matters; the
+            // resync is only the safety net, the same whether Ready or not.
+            let next = ctx.state.resync;
             let next = lost.requeue.map_or(next, |soon| soon.min(next));
             (status, Action::requeue(next))
         }

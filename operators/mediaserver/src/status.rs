@@ -130,7 +130,7 @@ pub fn compute(
 
 /// The Deployment has seen its latest spec and its one pod is up to date
 /// and available.
-fn rolled_out(deployment: Option<&Deployment>) -> bool {
+pub(crate) fn rolled_out(deployment: Option<&Deployment>) -> bool {
     let Some(d) = deployment else { return false };
     let Some(s) = &d.status else { return false };
     s.observed_generation >= d.metadata.generation

@@ -403,7 +403,7 @@ mod tests {
         assert_eq!(
             d,
             Decision::Wait {
-                remaining: Duration::from_secs(18)
+                remaining: Duration::from_secs(8)
             }
         );
     }

@@ -93,10 +93,10 @@ mod tests {
         .unwrap();
         assert_eq!(all[0], dedicated);
         assert_eq!(all[1], patient);
-        // not-ready keeps the policy's 30 s; unreachable is the user's 600 s only.
+        // not-ready keeps the policy's 20 s; unreachable is the user's 600 s only.
         assert_eq!(all.len(), 3);
         assert_eq!(all[2].key.as_deref(), Some(NODE_LOST_TAINTS[0]));
-        assert_eq!(all[2].toleration_seconds, Some(30));
+        assert_eq!(all[2].toleration_seconds, Some(20));
     }
 
     #[test]

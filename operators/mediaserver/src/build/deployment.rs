@@ -484,7 +484,7 @@ mod tests {
             .unwrap();
         assert_eq!(movies["readOnly"], true, "media is read-only by default");
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health");
-        assert_eq!(pod["tolerations"][1]["tolerationSeconds"], 30);
+        assert_eq!(pod["tolerations"][1]["tolerationSeconds"], 20);
     }
 
     #[test]
