@@ -4,19 +4,23 @@
 //! gateway is online, its sensors' topics whether they still report, and a
 //! gateway offline while its pod looks healthy is restarted.
 //!
-//! A reconcile is a pipeline, one module each: [`validate`] (pure) →
-//! [`references`] (the Secrets and the UsbDevicePin) → [`mqtt`] (the shared
-//! broker connections: what was heard) → [`build`] (pure: the desired objects)
-//! → apply → [`liveness`] (pure: online, stale, restart) → [`status`] (pure).
-//! [`controller`] strings them together.
+//! A reconcile is a pipeline: observe ([`observed`]: the runner's [`caches`],
+//! the Secrets a spec names, the clock) → decide ([`decide`], pure: [`validate`],
+//! [`references`] resolved, then with what [`mqtt`]'s shared broker connections
+//! heard, [`build`] the desired objects, [`liveness`] online, stale, restart,
+//! [`node_loss`] what failover needs, [`status`]) → act ([`controller`]: apply,
+//! fail over, write the status, restart, Events).
 
 pub mod build;
+pub mod caches;
 pub mod controller;
+pub mod decide;
 pub mod error;
 pub mod liveness;
 pub mod metrics;
 pub mod mqtt;
 pub mod node_loss;
+pub mod observed;
 pub mod preset;
 pub mod references;
 pub mod status;
@@ -30,16 +34,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use homelab_api::SensorGateway;
 use homelab_api::conditions::types;
-use homelab_api::{SensorGateway, UsbDevicePin};
 use homelab_kit::objects::{ConditionGauges, ObjectState};
 use homelab_kit::{Runner, Settings};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+
+use crate::caches::Caches;
 
 pub use controller::{State, reconcile};
 pub use error::Error;
@@ -88,9 +91,11 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Watches SensorGateways, what they own and their pods (readiness), and
-    /// is woken by its MQTT connections, which keep what they hear within the
-    /// default [`MqttBudget`].
+    /// Watches SensorGateways and, into the caches a reconcile reads, what
+    /// they own, their pods, data claims and the storage behind them, their
+    /// radios' UsbDevicePins and the nodes; and is woken by its MQTT
+    /// connections, which keep what they hear within the default
+    /// [`MqttBudget`].
     #[must_use]
     pub fn new(client: Client, settings: Settings) -> Self {
         Self::with_mqtt_budget(client, settings, MqttBudget::default())
@@ -99,14 +104,7 @@ impl Controller {
     /// As [`Controller::new`], keeping no more of what MQTT says than `budget`.
     #[must_use]
     pub fn with_mqtt_budget(client: Client, settings: Settings, budget: MqttBudget) -> Self {
-        let pods: Api<Pod> = match &settings.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let pins: Api<UsbDevicePin> = match &settings.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
+        let namespace = settings.namespace.clone();
         let client_prefix = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{CONTROLLER_NAME}-{}", std::process::id()));
         let allowed_host_paths = settings.allowed_host_paths.clone();
@@ -114,30 +112,11 @@ impl Controller {
         let hub = Hub::new(wake_tx, &client_prefix, budget);
         let woken = futures::stream::poll_fn(move |cx| wake_rx.poll_recv(cx))
             .map(|id: mqtt::GatewayId| ObjectRef::new(&id.name).within(&id.namespace));
-        let mut runner = Runner::<SensorGateway>::new(client, settings)
-            .owns::<Deployment>()
-            .owns::<Service>()
-            .watches(
-                pods,
-                watcher::Config::default().labels(build::names::GATEWAY_LABEL),
-                |pod: Pod| {
-                    let gateway = pod.labels().get(build::names::GATEWAY_LABEL).cloned();
-                    let ns = pod.namespace().unwrap_or_default();
-                    gateway.map(|name| ObjectRef::<SensorGateway>::new(&name).within(&ns))
-                },
-            )
-            .reconcile_on(woken);
-        // A radio's stick pulled out or plugged in elsewhere: its gateways' Ready
-        // says so.
-        let by_pin = runner.store();
-        runner = runner.watches(
-            pins,
-            watcher::Config::default(),
-            move |pin: UsbDevicePin| using_pin(&by_pin, &pin),
-        );
+        let mut runner = Runner::<SensorGateway>::new(client.clone(), settings).reconcile_on(woken);
         // A node falling silent changes no object: the kit's heartbeat watch says so.
-        let (leases, silence) = homelab_kit::failover::heartbeats::watch(runner.client().clone());
+        let (leases, silence) = homelab_kit::failover::heartbeats::watch(client.clone());
         runner.waits_for(&leases);
+        let caches = Caches::watch(&mut runner, &client, namespace.as_deref(), leases);
         let by_node = runner.store();
         runner = runner.reconcile_on(
             silence.flat_map(move |node| futures::stream::iter(on_node(&by_node, &node))),
@@ -169,7 +148,7 @@ impl Controller {
             resync: Duration::from_secs(300),
             retry_refused: Duration::from_secs(30),
             allowed_host_paths,
-            leases,
+            caches,
         };
         Self {
             runner,
@@ -235,24 +214,6 @@ fn forget_deleted(hub: Hub, store: Store<SensorGateway>) -> tokio::task::JoinHan
 /// The gateways a node falling silent (or speaking again) may concern: all of
 /// them. Such transitions are rare, gateways few, and a node that a killed
 /// controller marked without writing any status is released only by a look.
-/// The gateways in `pin`'s namespace whose radio it is.
-fn using_pin(store: &Store<SensorGateway>, pin: &UsbDevicePin) -> Vec<ObjectRef<SensorGateway>> {
-    let (name, namespace) = (pin.name_any(), pin.namespace());
-    store
-        .state()
-        .into_iter()
-        .filter(|sg| sg.namespace() == namespace)
-        .filter(|sg| {
-            sg.spec
-                .radio
-                .as_ref()
-                .and_then(|r| r.usb_device_pin.as_ref())
-                .is_some_and(|r| r.name == name)
-        })
-        .map(|sg| ObjectRef::from_obj(&*sg))
-        .collect()
-}
-
 fn on_node(store: &Store<SensorGateway>, _node: &str) -> Vec<ObjectRef<SensorGateway>> {
     store
         .state()

@@ -1,6 +1,6 @@
 //! Node-loss failover for a gateway, through the kit: what its pod holds and
-//! which nodes could run it, then [`homelab_kit::failover::workload::handle`]
-//! decides and acts.
+//! which nodes could run it (pure, from what the caches hold), then
+//! [`homelab_kit::failover::workload::handle`] decides and acts.
 //!
 //! A gateway with a USB stick is left to the UsbDevicePin controller, which
 //! moves a device's consumers to wherever the stick is reported. A gateway on a
@@ -19,20 +19,45 @@ use homelab_api::failover::FailoverMode;
 use homelab_api::failover::FailoverStatus;
 use homelab_kit::Context;
 use homelab_kit::failover::readiness::{self, Readiness};
+use homelab_kit::failover::storage::{ClaimFacts, classify};
 use homelab_kit::failover::tolerations::NODE_LOST_TAINTS;
 use homelab_kit::failover::workload::{self, Actor, Outcome, Workload};
-use homelab_kit::failover::{Holds, Storage, claims};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use homelab_kit::failover::{Holds, Storage};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::storage::v1::VolumeAttachment;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 
 use crate::CONTROLLER_NAME;
 use crate::build::names;
+use crate::caches::Cluster;
 use crate::controller::State;
 use crate::error::Error;
 
 /// The gateway's data storage, named for a person.
 pub type DataStorage = (String, Storage);
+
+/// What the kit needs besides the pods and nodes to handle a lost node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failover {
+    /// The nodes that could run the gateway.
+    pub eligible: Vec<String>,
+    /// What its pod holds that a second copy must not.
+    pub holds: Vec<Holds>,
+}
+
+/// What failover needs when it applies to `sg` (see [`applies`]) and it has a
+/// pod; `None` otherwise.
+#[must_use]
+pub fn failover(
+    sg: &SensorGateway,
+    cluster: &Cluster,
+    data: Option<&DataStorage>,
+) -> Option<Failover> {
+    (applies(sg) && !cluster.pods.is_empty()).then(|| Failover {
+        eligible: eligible(sg, &cluster.nodes),
+        holds: holds(sg, data, &cluster.attachments),
+    })
+}
 
 /// Handles a lost node under the gateway's pods.
 ///
@@ -41,21 +66,10 @@ pub type DataStorage = (String, Storage);
 pub async fn handle(
     sg: &SensorGateway,
     ctx: &Context<State>,
-    pods: &[Pod],
-    nodes: &[Node],
-    data: Option<&DataStorage>,
+    cluster: &Cluster,
+    failover: &Failover,
 ) -> Result<Outcome, Error> {
     let status = sg.status.as_ref();
-    let eligible = eligible(sg, nodes);
-    // Who still holds the volume decides a move only for shared storage whose
-    // driver attaches.
-    let attachments = match data {
-        Some((_, storage)) if storage.needs_attachments() => claims::attachments(&ctx.client)
-            .await
-            .map_err(Error::Read)?,
-        _ => Vec::new(),
-    };
-    let holds = holds(sg, data, &attachments);
     workload::handle(
         Workload {
             object: sg,
@@ -64,10 +78,10 @@ pub async fn handle(
             shown_block: status
                 .and_then(|s| s.condition(types::FAILOVER_READY))
                 .map(|c| c.message.as_str()),
-            pods,
-            nodes,
-            eligible: &eligible,
-            holds: &holds,
+            pods: &cluster.pods,
+            nodes: &cluster.nodes,
+            eligible: &failover.eligible,
+            holds: &failover.holds,
         },
         Actor {
             client: &ctx.client,
@@ -76,7 +90,7 @@ pub async fn handle(
             controller: CONTROLLER_NAME,
             manager: &ctx.manager,
             fencing_allowed: ctx.fencing_allowed,
-            leases: &ctx.state.leases,
+            leases: &ctx.state.caches.leases,
         },
     )
     .await
@@ -119,26 +133,37 @@ fn repelled(node: &Node) -> bool {
 }
 
 /// Where the gateway's data lives: from the spec for `hostPath` and `nfs`,
-/// read for a claim. `None` for an external gateway, or a claim not there yet.
-///
-/// # Errors
-/// When reading the claim, its volume or the classes fails.
-pub async fn data_storage(
-    client: &Client,
-    ns: &str,
-    sg: &SensorGateway,
-) -> Result<Option<DataStorage>, Error> {
+/// from the cached claim, its volume and the classes for a claim. `None` for
+/// an external gateway, or a claim not there yet.
+#[must_use]
+pub fn data_storage(sg: &SensorGateway, cluster: &Cluster) -> Option<DataStorage> {
     if sg.spec.external {
-        return Ok(None);
+        return None;
     }
     match spec_storage(sg) {
-        Spec::Known(known) => Ok(known),
-        Spec::Claim(claim) => {
-            let storage = claims::read(client, ns, &claim)
-                .await
-                .map_err(Error::Read)?;
-            Ok(storage.map(|s| (format!("the data's claim {claim}"), s)))
+        Spec::Known(known) => known,
+        Spec::Claim(name) => {
+            let claim = cluster.claim.as_ref().filter(|c| c.name_any() == name)?;
+            let storage = classify(&ClaimFacts {
+                claim,
+                volume: cluster.volume.as_ref(),
+                classes: &cluster.classes,
+                drivers: &cluster.drivers,
+            });
+            Some((format!("the data's claim {name}"), storage))
         }
+    }
+}
+
+/// The claim the gateway's data is on (named or made by the operator), if any.
+#[must_use]
+pub fn data_claim(sg: &SensorGateway) -> Option<String> {
+    if sg.spec.external {
+        return None;
+    }
+    match spec_storage(sg) {
+        Spec::Claim(name) => Some(name),
+        Spec::Known(_) => None,
     }
 }
 

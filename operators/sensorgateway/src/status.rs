@@ -23,8 +23,6 @@ pub const CONNECTING: &str = "Connecting";
 pub enum Verdict<'a> {
     /// The spec cannot run: nothing was applied.
     Refused(&'a Problem),
-    /// Something to wait for (a pin that could not be read yet).
-    Waiting(&'a Outcome),
     /// The gateway is applied and watched.
     Watched(Watched<'a>),
 }
@@ -117,7 +115,6 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
             }
             Outcome::stalled(problem.reason, problem.message.clone())
         }
-        Verdict::Waiting(outcome) => outcome.clone(),
         Verdict::Watched(w) => {
             let cond =
                 |t: &str, s: Status, r: &str, m: &str| new_condition(t, s, r, m, generation, now);

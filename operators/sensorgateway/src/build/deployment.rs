@@ -414,7 +414,7 @@ mod tests {
             pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
             "z-data"
         );
-        assert_eq!(pod["tolerations"][0]["tolerationSeconds"], 30);
+        assert_eq!(pod["tolerations"][0]["tolerationSeconds"], 20);
         assert!(pod.get("affinity").is_none());
     }
 

@@ -1,0 +1,319 @@
+//! The caches a SensorGateway's reconcile reads instead of the API server, each
+//! filled by one of the runner's watches, and what of each watched object wakes
+//! which gateways.
+//!
+//! Secrets are not among them: the controller may only `get` Secrets (least
+//! privilege: no list or watch, so no cache), and reads the few a gateway
+//! names by name ([`crate::references::read`]). MQTT wakes gateways through
+//! the hub, as before.
+
+use homelab_api::conditions::types;
+use homelab_api::{ConditionedStatus, SensorGateway, UsbDevicePin};
+use homelab_kit::Runner;
+use homelab_kit::cache::{self, hash_of};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass, VolumeAttachment};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use crate::build::names;
+use crate::node_loss;
+
+/// Every cache a reconcile reads.
+#[derive(Clone)]
+pub struct Caches {
+    /// The Deployments gateways own.
+    pub deployments: Store<Deployment>,
+    /// The Services gateways own.
+    pub services: Store<Service>,
+    /// Claims in the watched namespaces (a gateway's data claim, made by the
+    /// operator or named by the spec).
+    pub claims: Store<PersistentVolumeClaim>,
+    /// Every PersistentVolume (what a claim is bound to).
+    pub volumes: Store<PersistentVolume>,
+    /// Every StorageClass (where an unbound claim's volume will be).
+    pub classes: Store<StorageClass>,
+    /// Every CSIDriver (whether a driver attaches a volume to one node).
+    pub drivers: Store<CSIDriver>,
+    /// Every VolumeAttachment (whether a lost node still holds a volume).
+    pub attachments: Store<VolumeAttachment>,
+    /// The gateways' pods (those with the gateway label).
+    pub pods: Store<Pod>,
+    /// Every node.
+    pub nodes: Store<Node>,
+    /// The UsbDevicePins in the watched namespaces (a radio's stick).
+    pub pins: Store<UsbDevicePin>,
+    /// The kubelets' heartbeat Leases, kept by the kit's heartbeat watch.
+    pub leases: Store<Lease>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
+/// What the caches hold of one gateway's world when its reconcile starts.
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    /// Its Deployment as it is now.
+    pub deployment: Option<Deployment>,
+    /// Its Service as it is now.
+    pub service: Option<Service>,
+    /// Its data claim, when the data is on one and it exists.
+    pub claim: Option<PersistentVolumeClaim>,
+    /// The volume that claim is bound to.
+    pub volume: Option<PersistentVolume>,
+    /// Every StorageClass.
+    pub classes: Vec<StorageClass>,
+    /// Every CSIDriver.
+    pub drivers: Vec<CSIDriver>,
+    /// Every VolumeAttachment.
+    pub attachments: Vec<VolumeAttachment>,
+    /// Its pods, Terminating ones included.
+    pub pods: Vec<Pod>,
+    /// Every node.
+    pub nodes: Vec<Node>,
+}
+
+impl Caches {
+    /// Adds the watches to `runner` (in `namespace`, or every namespace).
+    pub fn watch(
+        runner: &mut Runner<SensorGateway>,
+        client: &Client,
+        namespace: Option<&str>,
+        leases: Store<Lease>,
+    ) -> Self {
+        fn scoped<O>(client: &Client, namespace: Option<&str>) -> Api<O>
+        where
+            O: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        {
+            match namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            }
+        }
+        let deployments = runner.owns_cached(cache::trim::<Deployment>, deployment_relevance);
+        let services = runner.owns_cached(cache::trim::<Service>, service_relevance);
+        let pods = runner.watches_cached(
+            scoped::<Pod>(client, namespace),
+            watcher::Config::default().labels(names::GATEWAY_LABEL),
+            cache::trim_pod,
+            pod_relevance,
+            |pod: &Pod| {
+                let gateway = pod.labels().get(names::GATEWAY_LABEL).cloned();
+                let ns = pod.namespace().unwrap_or_default();
+                gateway.map(|name| ObjectRef::<SensorGateway>::new(&name).within(&ns))
+            },
+        );
+        // A claim appearing or being bound tells what the data's storage is.
+        let by_claim = runner.store();
+        let claims = runner.watches_cached(
+            scoped::<PersistentVolumeClaim>(client, namespace),
+            watcher::Config::default(),
+            cache::trim::<PersistentVolumeClaim>,
+            claim_relevance,
+            move |claim: &PersistentVolumeClaim| {
+                let (name, ns) = (claim.name_any(), claim.namespace());
+                by_claim
+                    .state()
+                    .into_iter()
+                    .filter(|sg| {
+                        sg.namespace() == ns && node_loss::data_claim(sg).is_some_and(|c| c == name)
+                    })
+                    .map(|sg| ObjectRef::from_obj(&*sg))
+                    .collect::<Vec<_>>()
+            },
+        );
+        // A radio's stick pulled out or plugged in elsewhere: its gateways'
+        // Ready says so.
+        let by_pin = runner.store();
+        let pins = runner.watches_cached(
+            scoped::<UsbDevicePin>(client, namespace),
+            watcher::Config::default(),
+            cache::trim::<UsbDevicePin>,
+            pin_relevance,
+            move |pin: &UsbDevicePin| using_pin(&by_pin, pin),
+        );
+        let by_node = runner.store();
+        let nodes = runner.watches_cached(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            cache::trim_node,
+            cache::node_relevance,
+            move |node: &Node| concerned(&by_node, &node.name_any()),
+        );
+        let everything = watcher::Config::default;
+        Self {
+            deployments,
+            services,
+            claims,
+            volumes: runner.cache(Api::all(client.clone()), everything(), cache::trim),
+            classes: runner.cache(Api::all(client.clone()), everything(), cache::trim),
+            drivers: runner.cache(Api::all(client.clone()), everything(), cache::trim),
+            attachments: runner.cache(Api::all(client.clone()), everything(), cache::trim),
+            pods,
+            nodes,
+            pins,
+            leases,
+        }
+    }
+
+    /// What `sg` depends on, as the caches hold it now.
+    #[must_use]
+    pub fn observe(&self, sg: &SensorGateway) -> Cluster {
+        let name = sg.name_any();
+        let ns = sg.namespace().unwrap_or_default();
+        let claim = node_loss::data_claim(sg)
+            .and_then(|c| self.claims.get(&ObjectRef::new(&c).within(&ns)))
+            .map(|c| (*c).clone());
+        let volume = claim
+            .as_ref()
+            .and_then(|c| c.spec.as_ref())
+            .and_then(|s| s.volume_name.as_deref())
+            .filter(|v| !v.is_empty())
+            .and_then(|v| self.volumes.get(&ObjectRef::new(v)))
+            .map(|v| (*v).clone());
+        Cluster {
+            deployment: self
+                .deployments
+                .get(&ObjectRef::new(&name).within(&ns))
+                .map(|d| (*d).clone()),
+            service: self
+                .services
+                .get(&ObjectRef::new(&name).within(&ns))
+                .map(|s| (*s).clone()),
+            claim,
+            volume,
+            classes: copies(&self.classes),
+            drivers: copies(&self.drivers),
+            attachments: copies(&self.attachments),
+            pods: self
+                .pods
+                .state()
+                .into_iter()
+                .filter(|p| {
+                    p.namespace().as_deref() == Some(ns.as_str())
+                        && p.labels().get(names::GATEWAY_LABEL) == Some(&name)
+                })
+                .map(|p| (*p).clone())
+                .collect(),
+            nodes: copies(&self.nodes),
+        }
+    }
+}
+
+fn copies<O: Clone + kube::Resource + 'static>(store: &Store<O>) -> Vec<O>
+where
+    O::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    store.state().iter().map(|o| (**o).clone()).collect()
+}
+
+/// What says someone else changed a gateway's Deployment (a new generation,
+/// its labels or annotations, the hash of what was applied), or that it goes.
+/// Its rollout is not read: the gateway's pod says whether it runs.
+fn deployment_relevance(d: &Deployment) -> Option<u64> {
+    Some(hash_of(&(
+        d.metadata.generation,
+        &d.metadata.labels,
+        &d.metadata.annotations,
+        &d.metadata.deletion_timestamp,
+    )))
+}
+
+/// A Service has no generation: its spec, labels and annotations.
+fn service_relevance(s: &Service) -> Option<u64> {
+    Some(hash_of(&(
+        &s.metadata.labels,
+        &s.metadata.annotations,
+        &s.metadata.deletion_timestamp,
+        &s.spec,
+    )))
+}
+
+/// What of its pod a gateway reads: that it exists, where it runs, whether it
+/// ended, since when it is Ready (liveness restarts only a Ready pod), and
+/// whether it is going away.
+fn pod_relevance(pod: &Pod) -> Option<u64> {
+    let status = pod.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.as_str(), c.last_transition_time.as_ref()));
+    Some(hash_of(&(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_ref()),
+        status.and_then(|s| s.phase.as_ref()),
+        ready,
+        &pod.metadata.deletion_timestamp,
+    )))
+}
+
+/// Whether a claim is bound, to what, and whether it is going away.
+fn claim_relevance(c: &PersistentVolumeClaim) -> Option<u64> {
+    Some(hash_of(&(
+        c.spec.as_ref().and_then(|s| s.volume_name.as_ref()),
+        c.status.as_ref().and_then(|s| s.phase.as_ref()),
+        &c.metadata.deletion_timestamp,
+        &c.metadata.annotations,
+    )))
+}
+
+/// What of a pin its gateways read: its spec (how the device reaches the
+/// container), the stable path of the device, and whether a node has it.
+fn pin_relevance(pin: &UsbDevicePin) -> Option<u64> {
+    let status = pin.status.as_ref();
+    let present = status
+        .and_then(|s| s.condition(types::DEVICE_PRESENT))
+        .map(|c| (c.status.as_str(), c.message.as_str()));
+    Some(hash_of(&(
+        &pin.spec,
+        status.and_then(|s| s.by_id_path.as_ref()),
+        present,
+        &pin.metadata.deletion_timestamp,
+    )))
+}
+
+/// The gateways in `pin`'s namespace whose radio it is.
+fn using_pin(store: &Store<SensorGateway>, pin: &UsbDevicePin) -> Vec<ObjectRef<SensorGateway>> {
+    let (name, namespace) = (pin.name_any(), pin.namespace());
+    store
+        .state()
+        .into_iter()
+        .filter(|sg| sg.namespace() == namespace)
+        .filter(|sg| {
+            sg.spec
+                .radio
+                .as_ref()
+                .and_then(|r| r.usb_device_pin.as_ref())
+                .is_some_and(|r| r.name == name)
+        })
+        .map(|sg| ObjectRef::from_obj(&*sg))
+        .collect()
+}
+
+/// The gateways a change of `node` (its taints, conditions, labels) may
+/// concern: those running there, those that last failed over from it, and
+/// those whose failover waits on some node (a fence, a candidate that is Ready).
+pub fn concerned(store: &Store<SensorGateway>, node: &str) -> Vec<ObjectRef<SensorGateway>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|sg| {
+            sg.status.as_ref().is_some_and(|s| {
+                s.node.as_deref() == Some(node)
+                    || s.last_failover
+                        .as_ref()
+                        .is_some_and(|r| r.from_node.as_deref() == Some(node))
+                    || s.condition(types::FAILOVER_READY)
+                        .is_some_and(|c| c.status != "True")
+            })
+        })
+        .map(|sg| ObjectRef::from_obj(&*sg))
+        .collect()
+}
