@@ -116,7 +116,12 @@ start_apiserver() {
   wait_until "kube-apiserver /readyz" 90 kube-apiserver apiserver_ready
 }
 
+# CONTROLLER_MANAGER_EXTRA_ARGS: more flags, space-separated, appended last (so
+# they win over the ones above), e.g. "--kube-api-qps=100 --kube-api-burst=200".
+# `e2e/cluster restart-controller-manager` restarts only this component with them.
 start_controller_manager() {
+  local extra=()
+  read -r -a extra <<<"${CONTROLLER_MANAGER_EXTRA_ARGS:-}"
   start_process kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
     --kubeconfig="$STATE/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
@@ -129,7 +134,7 @@ start_controller_manager() {
     --node-monitor-period="$NODE_MONITOR_PERIOD" \
     --node-monitor-grace-period="$NODE_MONITOR_GRACE_PERIOD" \
     --node-startup-grace-period="$NODE_STARTUP_GRACE_PERIOD" \
-    --profiling=false --v="$LOG_LEVEL"
+    --profiling=false --v="$LOG_LEVEL" "${extra[@]}"
   wait_until "kube-controller-manager /healthz" 60 kube-controller-manager controller_manager_healthy
 }
 

@@ -42,10 +42,17 @@ impl Load {
     }
 
     /// Applies `n` objects at once and returns how long until all are done: every
-    /// MediaServer Ready, every pin reconciled (a status for its generation).
-    pub async fn converge(self, client: &Client, ns: &TestNamespace, n: usize) -> Duration {
+    /// MediaServer Ready, every pin reconciled (a status for its generation). For
+    /// MediaServers, also how long until every Deployment existed (the
+    /// controller's own part).
+    pub async fn converge(
+        self,
+        client: &Client,
+        ns: &TestNamespace,
+        n: usize,
+    ) -> (Duration, Option<Duration>) {
         let started = Instant::now();
-        let done = match self {
+        let (done, applied) = match self {
             Self::MediaServers => {
                 // The controller's part (every Deployment applied) beside the
                 // whole (every server Ready: the cluster's controllers and kwok too).
@@ -63,34 +70,152 @@ impl Load {
                 })
                 .await;
                 let applied = deployments.await.unwrap().duration_since(started);
-                homelab_test_support::bench::record(
-                    "converge_1000_deployments_s",
-                    applied.as_secs_f64(),
-                )
-                .unwrap();
-                ready
+                (ready, Some(applied))
             }
             Self::UsbDevicePins => {
                 apply_all(ns.api::<UsbDevicePin>(), n, pin).await;
-                wait_all(ns.api::<UsbDevicePin>(), n, |p: &UsbDevicePin| {
+                let done = wait_all(ns.api::<UsbDevicePin>(), n, |p: &UsbDevicePin| {
                     p.status.as_ref().is_some_and(|s| {
                         s.observed_generation == p.metadata.generation && !s.conditions.is_empty()
                     })
                 })
-                .await
+                .await;
+                (done, None)
             }
         };
         let took = done.duration_since(started);
         eprintln!(
-            "{n} {self:?} applied at once: all done after {:.1} s",
-            took.as_secs_f64()
+            "{n} {self:?} applied at once: all done after {:.1} s{}",
+            took.as_secs_f64(),
+            applied.map_or_else(String::new, |a| format!(
+                " (every Deployment after {:.1} s)",
+                a.as_secs_f64()
+            ))
         );
-        took
+        (took, applied)
     }
 }
 
+/// The Deployments the controller made in `namespace`, as a user would write
+/// them: what the server sets (status, managedFields, uid, resourceVersion,
+/// creationTimestamp, generation, ownerReferences, the revision annotation) and
+/// the namespace stripped.
+pub async fn rendered_deployments(client: &Client, namespace: &str) -> Vec<Value> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&Default::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .map(|d| {
+            let mut v = serde_json::to_value(d).unwrap();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("status");
+                o.insert("apiVersion".into(), json!("apps/v1"));
+                o.insert("kind".into(), json!("Deployment"));
+            }
+            if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                for key in [
+                    "managedFields",
+                    "uid",
+                    "resourceVersion",
+                    "creationTimestamp",
+                    "generation",
+                    "ownerReferences",
+                    "namespace",
+                    "selfLink",
+                ] {
+                    meta.remove(key);
+                }
+                if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                    a.remove("deployment.kubernetes.io/revision");
+                }
+            }
+            v
+        })
+        .collect()
+}
+
+/// Whether a Deployment has all its replicas available, for its generation.
+fn available(d: &Deployment) -> bool {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    d.status.as_ref().is_some_and(|s| {
+        s.observed_generation == d.metadata.generation && s.available_replicas.unwrap_or(0) >= want
+    })
+}
+
+/// The limit of the 1,000-object run, in the same cluster: the same rendered
+/// Deployments applied into a fresh namespace with the real `kubectl apply
+/// --server-side`, split over as many kubectl processes as the MediaServer
+/// applies have in flight ([`PARALLEL`]), each applying its share as one
+/// multi-document file. Returns (all exist in a watch, all Available), from the
+/// start of the kubectl processes; the namespace is gone when it returns.
+pub async fn kubectl_apply_limit(client: &Client, docs: &[Value]) -> (Duration, Duration) {
+    let ns = TestNamespace::new(client, "bench-limit").await.unwrap();
+    let dir = crate::process::bench_dir().join(format!("limit-{}", ns.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for part in 0..PARALLEL {
+        let text: Vec<String> = docs
+            .iter()
+            .skip(part)
+            .step_by(PARALLEL)
+            .map(|d| serde_json::to_string(d).unwrap())
+            .collect();
+        if text.is_empty() {
+            continue;
+        }
+        let file = dir.join(format!("part-{part:02}.yaml"));
+        std::fs::write(&file, text.join("\n---\n") + "\n").unwrap();
+        files.push(file);
+    }
+    let n = docs.len();
+    let api = Api::<Deployment>::namespaced(client.clone(), ns.name());
+    let exist = tokio::spawn(wait_all(api.clone(), n, |_: &Deployment| true));
+    let ready = tokio::spawn(wait_all(api, n, available));
+    // Both watches list the empty namespace before the clock starts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let namespace = ns.name().to_owned();
+    let applies: Vec<_> = files
+        .into_iter()
+        .map(|file| {
+            let namespace = namespace.clone();
+            tokio::task::spawn_blocking(move || {
+                let file = file.to_string_lossy().into_owned();
+                Cluster::default()
+                    .run(&[
+                        "kubectl",
+                        "apply",
+                        "--server-side",
+                        "--field-manager=homelab-bench-limit",
+                        "-n",
+                        &namespace,
+                        "-f",
+                        &file,
+                    ])
+                    .unwrap_or_else(|e| panic!("kubectl apply -f {file}: {e}"))
+            })
+        })
+        .collect();
+    for apply in applies {
+        apply.await.unwrap();
+    }
+    let applied = started.elapsed();
+    let exist = exist.await.unwrap().duration_since(started);
+    let ready = ready.await.unwrap().duration_since(started);
+    eprintln!(
+        "limit: {n} Deployments with kubectl apply --server-side ({PARALLEL} processes): kubectl done after {:.1} s, all exist after {:.1} s, all Available after {:.1} s",
+        applied.as_secs_f64(),
+        exist.as_secs_f64(),
+        ready.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(ns);
+    wait_gone(client, &namespace).await;
+    (exist, ready)
+}
+
 /// A Navidrome server with its config and music on the NAS.
-fn mediaserver(name: &str) -> Value {
+pub fn mediaserver(name: &str) -> Value {
     json!({
         "apiVersion": "homelab.home.arpa/v1alpha1",
         "kind": "MediaServer",

@@ -215,6 +215,34 @@ async fn server_pod_uid(ns: &TestNamespace, server: &str) -> Option<String> {
     })
 }
 
+/// How long the server's Ready pod off the lost node took from its creation to
+/// Ready, by its own timestamps (whole seconds).
+async fn replacement_start(ns: &TestNamespace, server: &str) -> Duration {
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("{SERVER_LABEL}={server}")))
+        .await
+        .unwrap();
+    pods.items
+        .iter()
+        .filter(|p| pod_ready_on(p).is_some_and(|n| n != LOST))
+        .find_map(|p| {
+            let created = p.metadata.creation_timestamp.as_ref()?.0;
+            let ready = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "Ready")?
+                .last_transition_time
+                .as_ref()?
+                .0;
+            Some(ready.duration_since(created).unsigned_abs())
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     let _exclusive = crate::exclusive().await;
@@ -327,6 +355,18 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     })
     .await;
 
+    // The limit of the failover below: two missed lease renewals of the node
+    // (kwok renews every quarter of its lease duration, as the kubelet does),
+    // plus the replacement pod's own start.
+    let lease_duration = leases
+        .get(LOST)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.lease_duration_seconds)
+        .unwrap_or(40);
+    let renew_interval = Duration::from_secs(u64::try_from(lease_duration).unwrap_or(40)) / 4;
+
     // 2. The node really goes: the clock starts.
     let failed_at = Instant::now();
     cluster.node_fail(LOST).unwrap();
@@ -355,6 +395,14 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     assert_eq!(record.to_node.as_deref(), ready_on(&moved));
     assert_eq!(record.reason, reasons::NODE_UNREACHABLE);
     assert!(!record.fenced);
+    let pod_start = replacement_start(&ns, "music").await;
+    let limit = renew_interval * 2 + pod_start;
+    eprintln!(
+        "failover limit: 2 × {:.1}s lease renewal (lease {lease_duration}s) + {:.0}s pod start (creation → Ready) = {:.1}s",
+        renew_interval.as_secs_f64(),
+        pod_start.as_secs_f64(),
+        limit.as_secs_f64()
+    );
     eprintln!(
         "failover: MediaServer Ready on {} {:.1}s after node-fail (status.lastFailover.durationMillis {} from the last heartbeat)",
         status.node.as_deref().unwrap_or("?"),
@@ -460,6 +508,9 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
         );
         use homelab_test_support::bench::record;
         record("failover_s.operator", with_operator.as_secs_f64()).unwrap();
+        record("failover_limit_s", limit.as_secs_f64()).unwrap();
+        record("failover_lease_renew_s", renew_interval.as_secs_f64()).unwrap();
+        record("failover_pod_start_s", pod_start.as_secs_f64()).unwrap();
         record("failover_s.kubernetes_default", without.as_secs_f64()).unwrap();
         record(
             "failover_speedup",

@@ -149,6 +149,19 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
         takeover.as_secs_f64(),
         moved.as_secs_f64()
     );
+    if homelab_test_support::bench::enabled() {
+        // The limit: the Lease's duration (the standby may take it only once
+        // the dead leader's last renewal is that old).
+        let lease_s = leases
+            .get(CONTROLLER)
+            .await
+            .ok()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.lease_duration_seconds)
+            .unwrap_or_default();
+        homelab_test_support::bench::record("leader_takeover_s", takeover.as_secs_f64()).unwrap();
+        homelab_test_support::bench::record("leader_lease_s", lease_s).unwrap();
+    }
     let pin = pins.get(&name).await.unwrap();
     let record = pin.status.and_then(|s| s.last_failover);
     println!("lastFailover: {record:?}");
