@@ -27,6 +27,9 @@ const META: u16 = 0x04;
 const BUCKET_LEAF: u32 = 0x01;
 /// Deeper than any real tree: a guard against cycles in a damaged file.
 const MAX_DEPTH: usize = 64;
+/// Pages (with their overflow) up to this size are read whole; of larger ones (a
+/// large value's) only what the walk needs.
+const WHOLE_PAGE: usize = 64 << 10;
 
 /// What a sound snapshot says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -307,43 +310,88 @@ impl Db {
         })
     }
 
-    /// A page and its overflow pages.
-    fn page(&self, id: u64) -> Result<Vec<u8>, IntegrityError> {
+    /// A page and its overflow pages: read whole when small, otherwise only its first
+    /// page (header and elements) now and the rest as asked for.
+    fn page(&self, id: u64) -> Result<Page, IntegrityError> {
         let at = id
             .checked_mul(self.page_size)
             .filter(|at| at + self.page_size <= self.len)
             .ok_or_else(|| damaged(format!("page {id} lies outside the file")))?;
         let mut header = [0u8; HEADER];
         self.file.read_exact_at(&mut header, at)?;
+        if u64_at(&header, 0)? != id {
+            return Err(damaged(format!("page {id} carries another id")));
+        }
         let overflow = u64::from(u32_at(&header, 12)?);
         let span = (overflow + 1) * self.page_size;
         if at + span > self.len {
             return Err(damaged(format!("page {id} overflows the file")));
         }
-        let mut page = vec![0u8; usize::try_from(span).map_err(|_| damaged("page too large"))?];
-        self.file.read_exact_at(&mut page, at)?;
-        if u64_at(&page, 0)? != id {
-            return Err(damaged(format!("page {id} carries another id")));
+        let span = usize::try_from(span).map_err(|_| damaged("page too large"))?;
+        let count = usize::from(u16_at(&header, 10)?);
+        let elements = HEADER + count * ELEMENT;
+        if elements > span {
+            return Err(damaged(format!("page {id}'s elements run past it")));
         }
-        Ok(page)
+        let head = if span <= WHOLE_PAGE {
+            span
+        } else {
+            elements.max(usize::try_from(self.page_size).unwrap_or(span))
+        };
+        let mut bytes = vec![0u8; head];
+        self.file.read_exact_at(&mut bytes, at)?;
+        Ok(Page {
+            at,
+            span,
+            head: bytes,
+        })
     }
 
-    fn node_bytes(&self, node: &Node) -> Result<Vec<u8>, IntegrityError> {
+    /// `len` bytes at `offset` inside `page`.
+    fn slice<'p>(
+        &self,
+        page: &'p Page,
+        offset: usize,
+        len: usize,
+    ) -> Result<std::borrow::Cow<'p, [u8]>, IntegrityError> {
+        let end = offset
+            .checked_add(len)
+            .filter(|end| *end <= page.span)
+            .ok_or_else(|| damaged("an element runs past its page"))?;
+        if let Some(bytes) = page.head.get(offset..end) {
+            return Ok(std::borrow::Cow::Borrowed(bytes));
+        }
+        let mut bytes = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut bytes, page.at + offset as u64)?;
+        Ok(std::borrow::Cow::Owned(bytes))
+    }
+
+    fn node_page(&self, node: &Node) -> Result<Page, IntegrityError> {
         match node {
             Node::Page(id) => self.page(*id),
-            Node::Inline(bytes) => Ok(bytes.clone()),
+            Node::Inline(bytes) => Ok(Page {
+                at: 0,
+                span: bytes.len(),
+                head: bytes.clone(),
+            }),
         }
     }
 
     /// Finds the sub-bucket `name` among the leaves of the bucket rooted at `root`.
     fn bucket_root(&self, root: u64, name: &[u8]) -> Result<Option<Node>, IntegrityError> {
         let mut found = None;
-        self.for_each_leaf(&Node::Page(root), 0, &mut |flags, key, value| {
-            if flags & BUCKET_LEAF != 0 && key == name {
-                found = Some(bucket_node(value)?);
-            }
-            Ok(())
-        })?;
+        self.for_each_leaf(
+            &Node::Page(root),
+            0,
+            bucket_values,
+            &mut |flags, key, value| {
+                if flags & BUCKET_LEAF != 0 && key == name {
+                    found = Some(bucket_node(value)?);
+                }
+                Ok(())
+            },
+        )?;
         Ok(found)
     }
 
@@ -354,7 +402,7 @@ impl Db {
         entries: &mut u64,
     ) -> Result<(), IntegrityError> {
         let mut buckets = Vec::new();
-        self.for_each_leaf(node, depth, &mut |flags, _, value| {
+        self.for_each_leaf(node, depth, all_values, &mut |flags, _, value| {
             *entries += 1;
             if flags & BUCKET_LEAF != 0 {
                 buckets.push(bucket_node(value)?);
@@ -368,48 +416,84 @@ impl Db {
     }
 
     fn walk(&self, node: &Node, depth: usize, walk: &mut Walk) -> Result<(), IntegrityError> {
-        self.for_each_leaf(node, depth, &mut |_, key, _| {
+        self.for_each_leaf(node, depth, no_values, &mut |_, key, _| {
             walk.entries += 1;
             walk.last_key = Some(key.to_vec());
             Ok(())
         })
     }
 
+    /// Calls `visit` with every leaf element under `node`; values are read only for
+    /// elements whose flags `wanted` accepts (the others get an empty value, their
+    /// bounds still checked): etcd's hash already covered every byte, the walk is about
+    /// the tree, and a snapshot's values are most of its size.
     fn for_each_leaf(
         &self,
         node: &Node,
         depth: usize,
+        wanted: fn(u32) -> bool,
         visit: &mut Visitor<'_>,
     ) -> Result<(), IntegrityError> {
         if depth > MAX_DEPTH {
             return Err(damaged("the tree is deeper than any real one (a cycle?)"));
         }
-        let page = self.node_bytes(node)?;
-        let flags = u16_at(&page, 8)?;
-        let count = usize::from(u16_at(&page, 10)?);
+        let page = self.node_page(node)?;
+        let head = &page.head;
+        let flags = u16_at(head, 8)?;
+        let count = usize::from(u16_at(head, 10)?);
         for i in 0..count {
             let elem = HEADER + i * ELEMENT;
             if flags & BRANCH != 0 {
-                let child = u64_at(&page, elem + 8)?;
-                self.for_each_leaf(&Node::Page(child), depth + 1, visit)?;
+                let child = u64_at(head, elem + 8)?;
+                self.for_each_leaf(&Node::Page(child), depth + 1, wanted, visit)?;
             } else if flags & LEAF != 0 {
-                let leaf_flags = u32_at(&page, elem)?;
-                let pos = elem + u32_at(&page, elem + 4)? as usize;
-                let ksize = u32_at(&page, elem + 8)? as usize;
-                let vsize = u32_at(&page, elem + 12)? as usize;
-                let key = page
-                    .get(pos..pos + ksize)
-                    .ok_or_else(|| damaged("a key runs past its page"))?;
-                let value = page
-                    .get(pos + ksize..pos + ksize + vsize)
-                    .ok_or_else(|| damaged("a value runs past its page"))?;
-                visit(leaf_flags, key, value)?;
+                let leaf_flags = u32_at(head, elem)?;
+                let pos = elem + u32_at(head, elem + 4)? as usize;
+                let ksize = u32_at(head, elem + 8)? as usize;
+                let vsize = u32_at(head, elem + 12)? as usize;
+                let key = self
+                    .slice(&page, pos, ksize)
+                    .map_err(|_| damaged("a key runs past its page"))?;
+                let value_at = pos + ksize;
+                let value = if wanted(leaf_flags) {
+                    self.slice(&page, value_at, vsize)
+                        .map_err(|_| damaged("a value runs past its page"))?
+                } else if value_at
+                    .checked_add(vsize)
+                    .is_some_and(|end| end <= page.span)
+                {
+                    std::borrow::Cow::Borrowed(&[][..])
+                } else {
+                    return Err(damaged("a value runs past its page"));
+                };
+                visit(leaf_flags, &key, &value)?;
             } else {
                 return Err(damaged(format!("a tree page has flags {flags:#x}")));
             }
         }
         Ok(())
     }
+}
+
+/// A page as read: `head` holds its first bytes (all of it when `span` is small).
+struct Page {
+    /// Offset in the file.
+    at: u64,
+    /// Length with its overflow pages.
+    span: usize,
+    head: Vec<u8>,
+}
+
+fn all_values(_: u32) -> bool {
+    true
+}
+
+fn bucket_values(flags: u32) -> bool {
+    flags & BUCKET_LEAF != 0
+}
+
+fn no_values(_: u32) -> bool {
+    false
 }
 
 /// A sub-bucket's value: its root page, or (root 0) an inline page after the header.

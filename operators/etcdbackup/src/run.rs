@@ -8,9 +8,11 @@
 //! raw snapshot in scratch and fingerprints it (etcd's appended SHA-256 is checked
 //! from that) → a checker, which hashes the compressed bytes and decompresses them
 //! again, comparing the result byte for byte with the snapshot → the upload.
-//! Verification then needs no second decompression: the object read back from the
-//! destination must have the hash of the bytes the checker saw decompress to the
-//! snapshot, and the raw copy in scratch must be a sound database.
+//! Verification then needs no second decompression, and for a directory no second
+//! read (see [`verify`]): the stored object must be the bytes the checker hashed and
+//! saw decompress to the snapshot, and the raw copy in scratch a sound database.
+//! At debug level (`RUST_LOG=homelab_etcdbackup=debug`) each stage logs where its
+//! time went, and the run its phases.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -154,12 +156,14 @@ async fn attempt(
     let writer = store.create(&key, PART_SIZE).await?;
     let raw = scratch.join(RAW_FILE);
     let streamed = pipeline(config, scratch, &raw, writer).await?;
+    let streamed_at = clock.elapsed();
     store.sync(&key)?;
+    let synced_at = clock.elapsed();
     tracing::info!(
         bytes = streamed.size,
         raw_bytes = streamed.raw.len(),
         millis = clock.elapsed().as_millis(),
-        "written; verifying from the destination"
+        "written; verifying"
     );
 
     let verifying = Instant::now();
@@ -185,6 +189,7 @@ async fn attempt(
     store
         .put_small(&format!("{key}{MANIFEST_SUFFIX}"), manifest)
         .await?;
+    let verified_at = clock.elapsed();
     tracing::info!(
         location = %record.location,
         revision = ?record.revision,
@@ -194,6 +199,13 @@ async fn attempt(
     );
 
     let (recent, pruned) = prune(config, &store, &key, started).await?;
+    tracing::debug!(
+        stream_ms = streamed_at.as_millis(),
+        sync_ms = (synced_at - streamed_at).as_millis(),
+        verify_and_manifest_ms = (verified_at - synced_at).as_millis(),
+        prune_ms = (clock.elapsed() - verified_at).as_millis(),
+        "phase timings"
+    );
     Ok((record, recent, pruned))
 }
 
@@ -262,7 +274,9 @@ async fn pipeline(
     });
     match outcome {
         Ok((sha256, size, raw)) => {
+            let finishing = Instant::now();
             upload.finish().await?;
+            tracing::debug!(millis = finishing.elapsed().as_millis(), "upload completed");
             Ok(Streamed { sha256, size, raw })
         }
         Err(e) => {
@@ -289,38 +303,72 @@ fn compress(
         ),
         Compression::None => None,
     };
-    let send = |piece: Piece| {
-        output
-            .blocking_send(piece)
+    let mut busy = Busy::default();
+    let send = |piece: Piece, busy: &mut Busy| {
+        busy.time("waiting", || output.blocking_send(piece))
             .map_err(|_| RunError::Downstream)
     };
-    while let Some(chunk) = input.blocking_recv() {
-        raw.write_all(&chunk)
+    while let Some(chunk) = busy.time("waiting", || input.blocking_recv()) {
+        busy.time("scratch", || raw.write_all(&chunk))
             .map_err(io("write the snapshot to scratch"))?;
-        fingerprint.update(&chunk);
+        busy.time("fingerprint", || fingerprint.update(&chunk));
         match &mut encoder {
             Some(encoder) => {
-                encoder.write_all(&chunk).map_err(io("compress"))?;
+                busy.time("zstd", || encoder.write_all(&chunk))
+                    .map_err(io("compress"))?;
                 // The raw chunk first: the checker compares what the compressed
                 // pieces decompress to with the chunks that came before them.
-                send(Piece::Raw(chunk))?;
+                send(Piece::Raw(chunk), &mut busy)?;
                 if encoder.get_ref().len() >= OUT_PIECE {
                     let piece =
                         std::mem::replace(encoder.get_mut(), Vec::with_capacity(2 * OUT_PIECE));
-                    send(Piece::Packed(Bytes::from(piece)))?;
+                    send(Piece::Packed(Bytes::from(piece)), &mut busy)?;
                 }
             }
-            None => send(Piece::Packed(chunk))?,
+            None => send(Piece::Packed(chunk), &mut busy)?,
         }
     }
     if let Some(encoder) = encoder {
-        let rest = encoder.finish().map_err(io("finish zstd"))?;
+        let rest = busy
+            .time("zstd", || encoder.finish())
+            .map_err(io("finish zstd"))?;
         if !rest.is_empty() {
-            send(Piece::Packed(Bytes::from(rest)))?;
+            send(Piece::Packed(Bytes::from(rest)), &mut busy)?;
         }
     }
-    raw.flush().map_err(io("write the snapshot to scratch"))?;
+    busy.time("scratch", || raw.flush())
+        .map_err(io("write the snapshot to scratch"))?;
+    busy.log("compressor");
     Ok(fingerprint.finish())
+}
+
+/// Where a stage's thread spent its time, logged at debug level when it ends.
+#[derive(Default)]
+struct Busy {
+    spent: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Busy {
+    fn time<T>(&mut self, what: &'static str, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        let took = start.elapsed();
+        match self.spent.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, d)) => *d += took,
+            None => self.spent.push((what, took)),
+        }
+        out
+    }
+
+    fn log(&self, stage: &str) {
+        let spent = self
+            .spent
+            .iter()
+            .map(|(w, d)| format!("{w}={}ms", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::debug!(stage, %spent, "stage timings");
+    }
 }
 
 /// Compares what is written to it with the snapshot's chunks, in order.
@@ -376,7 +424,8 @@ fn check(
             "the compressed stream does not decompress to the snapshot: {e}"
         ))
     };
-    while let Some(piece) = input.blocking_recv() {
+    let mut busy = Busy::default();
+    while let Some(piece) = busy.time("waiting", || input.blocking_recv()) {
         let piece = match (piece, &mut decoder) {
             (Piece::Raw(chunk), Some(decoder)) => {
                 decoder.get_mut().pending.push_back(chunk);
@@ -385,15 +434,16 @@ fn check(
             (Piece::Raw(_), None) => continue,
             (Piece::Packed(piece), _) => piece,
         };
-        hash.update(&piece);
+        busy.time("sha256", || hash.update(&piece));
         size += piece.len() as u64;
         if let Some(decoder) = &mut decoder {
-            decoder.write_all(&piece).map_err(undecodable)?;
+            busy.time("unzstd", || decoder.write_all(&piece))
+                .map_err(undecodable)?;
         }
-        output
-            .blocking_send(piece)
+        busy.time("waiting", || output.blocking_send(piece))
             .map_err(|_| RunError::Downstream)?;
     }
+    busy.log("checker");
     if let Some(mut decoder) = decoder {
         decoder.flush().map_err(undecodable)?;
         if !decoder.get_ref().pending.is_empty() {
@@ -525,9 +575,19 @@ async fn stream_sqlite(
     }
 }
 
-/// Checks the backup: the object read back from the destination has the hash of the
-/// bytes that decompressed to the snapshot while streaming, and the snapshot (its
-/// raw copy in scratch) is a sound database; returns the etcd revision.
+/// Checks the backup: the stored object is the one the pipeline streamed, and the
+/// snapshot (its raw copy in scratch) is a sound database; returns the etcd revision.
+///
+/// The pipeline already proved, in its one pass, that the bytes it handed to the
+/// destination (whose SHA-256 it took) decompress to exactly the snapshot, and the
+/// snapshot carries etcd's own SHA-256. What is left to check is that the destination
+/// kept those bytes:
+/// - a directory: the file was written part by part, completed by a rename and synced
+///   (file and directory) without error, and has exactly the streamed size. Reading
+///   it back right after writing would only read the page cache (not the disk), so it
+///   proves nothing the write's success did not.
+/// - S3: another machine assembled the object from the parts; it is read back and
+///   its SHA-256 compared.
 async fn verify(
     config: &Config,
     store: &Store,
@@ -536,8 +596,23 @@ async fn verify(
     raw: &Path,
     scratch: &Path,
 ) -> Result<Option<i64>, RunError> {
-    let reread = async {
+    let clock = Instant::now();
+    let stored = async {
+        if store.dir().is_some() {
+            let size = store.size(key).await?;
+            if size != streamed.size {
+                return Err(RunError::Verify(format!(
+                    "the stored file has {size} bytes, written were {}",
+                    streamed.size
+                )));
+            }
+            return Ok(());
+        }
         let (reread, size) = store.sha256(key).await?;
+        tracing::debug!(
+            millis = clock.elapsed().as_millis(),
+            "re-read from the destination"
+        );
         if reread != streamed.sha256 || size != streamed.size {
             return Err(RunError::Verify(format!(
                 "SHA-256 read back from the destination is {reread} ({size} bytes), written was {} ({} bytes)",
@@ -546,8 +621,13 @@ async fn verify(
         }
         Ok(())
     };
-    let (reread, checked) = tokio::join!(reread, sound(config, streamed, raw));
-    reread?;
+    let checked = async {
+        let checked = sound(config, streamed, raw).await;
+        tracing::debug!(millis = clock.elapsed().as_millis(), "integrity check");
+        checked
+    };
+    let (stored, checked) = tokio::join!(stored, checked);
+    stored?;
     let revision = checked?;
     if let (Datastore::Etcd, true) = (config.datastore, config.trial_restore) {
         trial_restore(raw, &scratch.join("restore")).await?;

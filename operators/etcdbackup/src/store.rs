@@ -257,6 +257,19 @@ impl Store {
         Ok((format!("{:x}", hash.finalize()), size))
     }
 
+    /// The size of the stored `key`.
+    ///
+    /// # Errors
+    /// When it cannot be found.
+    pub async fn size(&self, key: &str) -> Result<u64, StoreError> {
+        let meta = self
+            .inner
+            .head(&self.path(key))
+            .await
+            .map_err(request(format!("look at {}", self.location(key))))?;
+        Ok(meta.size)
+    }
+
     /// Writes a small object in one request (atomic as well).
     ///
     /// # Errors
