@@ -628,7 +628,7 @@ async fn a_time_zone_taken_out_of_the_spec_leaves_the_cronjob() {
     let mut spec = kubeadm_to(&dest);
     spec["timeZone"] = json!("Europe/Amsterdam");
     apply(&ns, "nightly", spec).await;
-    let zone = |cj: &CronJob| cj.spec.as_ref().and_then(|s| s.time_zone.clone());
+    let zone = |cj: &CronJob| cj.spec.time_zone.clone();
     wait_for(
         &ns.api::<CronJob>(),
         "nightly-etcd-backup",
@@ -648,7 +648,7 @@ async fn a_time_zone_taken_out_of_the_spec_leaves_the_cronjob() {
     )
     .await
     .unwrap();
-    assert_eq!(cj.spec.map(|s| s.schedule).as_deref(), Some("@daily"));
+    assert_eq!(cj.spec.schedule, "@daily");
 }
 
 fn message(eb: &EtcdBackup, type_: &str) -> String {
