@@ -841,9 +841,15 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("patch", "", "nodes"),
         // What storage is behind its data claim, and who holds its volume.
         ask("get", "", "persistentvolumes"),
+        // What it reads is watched into its caches.
+        ask("watch", "", "nodes"),
+        ask("watch", "", "persistentvolumes"),
         ask("list", "storage.k8s.io", "storageclasses"),
+        ask("watch", "storage.k8s.io", "storageclasses"),
         ask("list", "storage.k8s.io", "csidrivers"),
+        ask("watch", "storage.k8s.io", "csidrivers"),
         ask("list", "storage.k8s.io", "volumeattachments"),
+        ask("watch", "storage.k8s.io", "volumeattachments"),
         ask("watch", coordination, "leases").ns("kube-node-lease"),
         ask("create", "events.k8s.io", "events").ns(home),
         ask("update", coordination, "leases")
@@ -861,7 +867,6 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("delete", "apps", "deployments").ns(home),
         ask("create", "", "secrets").ns(home),
         ask("update", "", "secrets").ns(home),
-        ask("watch", "", "nodes"),
         ask("get", coordination, "leases").ns(ns).named(MEDIASERVER),
         ask("delete", "", "persistentvolumes"),
         ask("delete", "storage.k8s.io", "volumeattachments"),
