@@ -805,6 +805,10 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("update", g, "usbdevicepins").ns(home),
         ask("patch", g, "usbdevicepins/status").ns(home),
         ask("patch", "", "nodes"),
+        // Nodes and the kubelets' heartbeats are watched into its caches.
+        ask("watch", "", "nodes"),
+        ask("watch", coordination, "leases").ns("kube-node-lease"),
+        ask("list", coordination, "leases").ns("kube-node-lease"),
         ask("create", "events.k8s.io", "events").ns(home),
         ask("update", coordination, "leases")
             .ns(ns)
@@ -815,10 +819,8 @@ async fn chart_service_accounts_have_least_privilege() {
         ask("list", g, "mediaservers"),
         ask("patch", "apps", "deployments").ns(home),
         ask("delete", "", "pods").ns(home),
-        ask("watch", "", "nodes"),
         ask("get", coordination, "leases").ns(ns).named(MEDIASERVER),
-        ask("watch", coordination, "leases").ns("kube-node-lease"),
-        ask("list", coordination, "leases").ns("kube-node-lease"),
+        ask("watch", coordination, "leases").ns("kube-system"),
     ]);
     assert_access(
         &client,
