@@ -4,9 +4,9 @@
 //! the retention policy. A run that fails at any step prunes nothing.
 //!
 //! The stream runs through a pipeline, each stage on its own thread so that they
-//! overlap: the network (or the SQLite copy) → a compressor, which also keeps the
-//! raw snapshot in scratch and fingerprints it (etcd's appended SHA-256 is checked
-//! from that) → a checker, which hashes the compressed bytes and decompresses them
+//! overlap: the network (or the SQLite copy) → a compressor, beside which a keeper
+//! writes the raw snapshot to scratch and fingerprints it (etcd's appended SHA-256 is
+//! checked from that) → a checker, which hashes the compressed bytes and decompresses them
 //! again, comparing the result byte for byte with the snapshot → the upload.
 //! Verification then needs no second decompression, and for a directory no second
 //! read (see [`verify`]): the stored object must be the bytes the checker hashed and
@@ -286,16 +286,55 @@ async fn pipeline(
     }
 }
 
-/// The compressor stage: keeps the raw snapshot in `file`, fingerprints it, and hands
-/// on its compression in pieces.
+/// The compressor stage: hands on the snapshot's compression in pieces, while a
+/// thread of its own keeps the raw snapshot in `file` and fingerprints it (writing
+/// scratch can wait on the disk, which the compressor must not).
 fn compress(
     mut input: mpsc::Receiver<Bytes>,
     output: mpsc::Sender<Piece>,
     compression: Compression,
     file: std::fs::File,
 ) -> Result<Digest32, RunError> {
+    let (keep_tx, keep_rx) = std::sync::mpsc::sync_channel::<Bytes>(RAW_IN_FLIGHT);
+    std::thread::scope(|threads| {
+        let keeper = threads.spawn(move || keep(&keep_rx, file));
+        let packed = pack(&mut input, &output, compression, keep_tx);
+        let kept = keeper
+            .join()
+            .map_err(|_| RunError::Verify("the scratch copy's thread failed".into()))?;
+        // When the keeper failed, the packer stopped because it did.
+        let digest = kept?;
+        packed?;
+        Ok(digest)
+    })
+}
+
+/// Keeps the raw snapshot in `file` and fingerprints it.
+fn keep(
+    input: &std::sync::mpsc::Receiver<Bytes>,
+    file: std::fs::File,
+) -> Result<Digest32, RunError> {
     let mut raw = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut fingerprint = Fingerprint::default();
+    let mut busy = Busy::default();
+    while let Ok(chunk) = busy.time("waiting", || input.recv()) {
+        busy.time("scratch", || raw.write_all(&chunk))
+            .map_err(io("write the snapshot to scratch"))?;
+        busy.time("fingerprint", || fingerprint.update(&chunk));
+    }
+    busy.time("scratch", || raw.flush())
+        .map_err(io("write the snapshot to scratch"))?;
+    busy.log("keeper");
+    Ok(fingerprint.finish())
+}
+
+/// Compresses what comes from `input`, handing each chunk to the keeper as well.
+fn pack(
+    input: &mut mpsc::Receiver<Bytes>,
+    output: &mpsc::Sender<Piece>,
+    compression: Compression,
+    keeper: std::sync::mpsc::SyncSender<Bytes>,
+) -> Result<(), RunError> {
     let mut encoder = match compression {
         Compression::Zstd => Some(
             zstd::stream::write::Encoder::new(Vec::with_capacity(2 * OUT_PIECE), ZSTD_LEVEL)
@@ -309,9 +348,8 @@ fn compress(
             .map_err(|_| RunError::Downstream)
     };
     while let Some(chunk) = busy.time("waiting", || input.blocking_recv()) {
-        busy.time("scratch", || raw.write_all(&chunk))
-            .map_err(io("write the snapshot to scratch"))?;
-        busy.time("fingerprint", || fingerprint.update(&chunk));
+        busy.time("waiting", || keeper.send(chunk.clone()))
+            .map_err(|_| RunError::Downstream)?;
         match &mut encoder {
             Some(encoder) => {
                 busy.time("zstd", || encoder.write_all(&chunk))
@@ -336,10 +374,8 @@ fn compress(
             send(Piece::Packed(Bytes::from(rest)), &mut busy)?;
         }
     }
-    busy.time("scratch", || raw.flush())
-        .map_err(io("write the snapshot to scratch"))?;
     busy.log("compressor");
-    Ok(fingerprint.finish())
+    Ok(())
 }
 
 /// Where a stage's thread spent its time, logged at debug level when it ends.
