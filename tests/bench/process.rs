@@ -41,6 +41,12 @@ impl Process {
             .env("HOMELAB_WATCH_NAMESPACE", namespace)
             .env("HOMELAB_HTTP_ADDR", addr.to_string())
             .env("HOMELAB_LEADER_ELECTION", "false")
+            // As many reconciles in flight as the limit's kubectl processes, and no
+            // client-side rate limit: the figures measure the controller against what
+            // the API server can take, not against the chart's Raspberry Pi defaults
+            // (4 at once, 20 requests/s with bursts of 40).
+            .env("HOMELAB_CONCURRENCY", "16")
+            .env("HOMELAB_API_QPS", "0")
             .env("HOMELAB_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .env("NODE_NAME", "pi4-1")
