@@ -101,6 +101,40 @@ async fn wait_condition(
     .unwrap()
 }
 
+/// Waits until condition `type_` has `reason` for the current generation: what
+/// the controller concludes once its caches hold what the test created (a claim
+/// seen before it is bound reads "not bound yet" for a moment).
+async fn wait_reason(
+    ns: &TestNamespace,
+    name: &str,
+    type_: &'static str,
+    reason: &'static str,
+    timeout: Duration,
+) -> MediaServer {
+    let found = wait_for(
+        &ns.api::<MediaServer>(),
+        name,
+        timeout,
+        move |ms: &MediaServer| {
+            ms.status.as_ref().is_some_and(|s| {
+                s.observed_generation == ms.metadata.generation
+                    && s.condition(type_).is_some_and(|c| c.reason == reason)
+            })
+        },
+    )
+    .await;
+    match found {
+        Ok(ms) => ms,
+        Err(err) => {
+            let now = ns.api::<MediaServer>().get(name).await.unwrap();
+            panic!(
+                "{name} never had {type_} {reason}: {err}; its status: {:?}",
+                now.status
+            )
+        }
+    }
+}
+
 fn condition(ms: &MediaServer, type_: &str) -> (String, String) {
     let c = ms.status.as_ref().unwrap().condition(type_).unwrap();
     (c.reason.clone(), c.message.clone())
@@ -480,7 +514,14 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
     )
     .await;
 
-    let shared = wait_condition(&ns, "shared", types::FAILOVER_READY, "False", READY).await;
+    let shared = wait_reason(
+        &ns,
+        "shared",
+        types::FAILOVER_READY,
+        reasons::SHARED_STORAGE_NEEDS_FENCING,
+        READY,
+    )
+    .await;
     let (reason, message) = condition(&shared, types::FAILOVER_READY);
     assert_eq!(reason, reasons::SHARED_STORAGE_NEEDS_FENCING, "{message}");
     assert!(
@@ -496,7 +537,14 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
     );
     eprintln!("nfs-backed RWO claim: FailoverReady=False {reason}: {message}");
 
-    let local = wait_condition(&ns, "local", types::FAILOVER_READY, "False", READY).await;
+    let local = wait_reason(
+        &ns,
+        "local",
+        types::FAILOVER_READY,
+        reasons::NODE_LOCAL_STORAGE,
+        READY,
+    )
+    .await;
     let (reason, message) = condition(&local, types::FAILOVER_READY);
     assert_eq!(reason, reasons::NODE_LOCAL_STORAGE, "{message}");
     assert!(

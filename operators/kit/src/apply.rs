@@ -24,6 +24,9 @@ use crate::Error;
 #[derive(Debug, Default)]
 pub struct OwnWrites {
     versions: Mutex<HashMap<String, String>>,
+    /// The generation each apply stored, by uid, for as long as the process
+    /// runs: a later generation means someone else changed the spec.
+    generations: Mutex<HashMap<String, i64>>,
 }
 
 /// More than this many unclaimed echoes means the watch is not looking at what
@@ -41,6 +44,30 @@ impl OwnWrites {
             versions.clear();
         }
         versions.insert(uid.clone(), version.clone());
+        if let Some(generation) = meta.generation {
+            let mut generations = self
+                .generations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if generations.len() >= MAX_OWN_WRITES {
+                generations.clear();
+            }
+            generations.insert(uid.clone(), generation);
+        }
+    }
+
+    /// Whether `meta`'s generation is the one this controller's last apply of
+    /// that object stored (`false` when it has not applied it since it started).
+    #[must_use]
+    pub fn generation_is_own(&self, meta: &ObjectMeta) -> bool {
+        let (Some(uid), Some(generation)) = (&meta.uid, meta.generation) else {
+            return false;
+        };
+        self.generations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(uid)
+            == Some(&generation)
     }
 
     /// Whether `meta` is the version this controller's last apply of that
@@ -158,6 +185,46 @@ impl FieldManager {
             })?;
         self.own.record(stored.meta());
         Ok(stored)
+    }
+
+    /// As [`FieldManager::apply_unless_current`], for a `current` read from a
+    /// cache that keeps an object's metadata and status but not its spec (a
+    /// Deployment's pod template is most of its size). "Already is" then means:
+    /// the hash of the last desired object applied is the same, every desired
+    /// label and annotation is there, and the spec's generation is the one this
+    /// controller's own last apply stored, so nobody else changed it since.
+    /// After a restart that generation is not known yet: the first reconcile
+    /// applies once, which the API server answers without a write when nothing
+    /// differs. Returns whether the API server stored a change.
+    ///
+    /// # Errors
+    /// As [`FieldManager::apply`].
+    pub async fn apply_unless_generation_current<C>(
+        &self,
+        api: &Api<C>,
+        current: Option<&C>,
+        mut desired: C,
+    ) -> Result<(C, bool), Error>
+    where
+        C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+    {
+        let hash = fingerprint(&to_value(&desired)?);
+        desired
+            .meta_mut()
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(DESIRED_HASH_ANNOTATION.to_owned(), hash);
+        if let Some(current) = current
+            && self.own.generation_is_own(current.meta())
+            && is_applied(&to_value(current.meta())?, &to_value(desired.meta())?)
+        {
+            return Ok((current.clone(), false));
+        }
+        let stored = self.apply(api, &desired).await?;
+        // An apply that changed nothing stores nothing: the version stays.
+        let changed =
+            current.is_none_or(|c| c.meta().resource_version != stored.meta().resource_version);
+        Ok((stored, changed))
     }
 
     /// Applies `desired` unless `current` already is it, and returns the object
@@ -617,6 +684,29 @@ fn describe<K: Resource>(obj: &K) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_writes_know_their_echo_once_and_their_generation_until_someone_else_writes() {
+        let own = OwnWrites::default();
+        let meta = |version: &str, generation: i64| ObjectMeta {
+            uid: Some("u-1".into()),
+            resource_version: Some(version.into()),
+            generation: Some(generation),
+            ..ObjectMeta::default()
+        };
+        own.record(&meta("10", 3));
+        assert!(own.is_echo(&meta("10", 3)));
+        assert!(!own.is_echo(&meta("10", 3)), "an echo is recognised once");
+        assert!(
+            own.generation_is_own(&meta("11", 3)),
+            "a status change keeps the generation"
+        );
+        assert!(
+            !own.generation_is_own(&meta("12", 4)),
+            "someone else changed the spec"
+        );
+        assert!(!OwnWrites::default().generation_is_own(&meta("10", 3)));
+    }
 
     #[test]
     fn fingerprint_changes_when_a_field_goes_away() {

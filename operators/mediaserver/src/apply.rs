@@ -31,3 +31,27 @@ where
     }
     Ok((stored, wrote))
 }
+
+/// As [`apply`], for a `current` whose cache keeps no spec (see
+/// [`FieldManager::apply_unless_generation_current`]).
+///
+/// # Errors
+/// As [`FieldManager::apply`].
+pub async fn apply_over_trimmed<C>(
+    manager: &FieldManager,
+    metrics: &Metrics,
+    api: &Api<C>,
+    current: Option<&C>,
+    desired: C,
+) -> Result<(C, bool), homelab_kit::Error>
+where
+    C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let (stored, wrote) = manager
+        .apply_unless_generation_current(api, current, desired)
+        .await?;
+    if wrote {
+        metrics.wrote(C::kind(&()).as_ref());
+    }
+    Ok((stored, wrote))
+}

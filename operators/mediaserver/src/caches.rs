@@ -64,7 +64,7 @@ impl Caches {
                 None => Api::all(client.clone()),
             }
         }
-        let deployments = runner.owns_cached(cache::trim::<Deployment>, deployment_relevance);
+        let deployments = runner.owns_cached(trim_deployment, deployment_relevance);
         let services = runner.owns_cached(cache::trim::<Service>, service_relevance);
         let pods = runner.watches_cached(
             scoped::<Pod>(client, namespace),
@@ -170,6 +170,15 @@ where
     O::DynamicType: std::hash::Hash + Eq + Clone,
 {
     store.state().iter().map(|o| (**o).clone()).collect()
+}
+
+/// A Deployment as a server's reconcile reads it: its metadata (the hash of
+/// what was applied, its generation) and its status. Not its pod template,
+/// most of its size: whether someone else changed the spec shows in the
+/// generation ([`homelab_kit::FieldManager::apply_unless_generation_current`]).
+fn trim_deployment(d: &mut Deployment) {
+    cache::trim(d);
+    d.spec = None;
 }
 
 /// What of its Deployment a server's status reads (has it rolled out), and

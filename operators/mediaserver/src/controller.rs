@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use kube::{Api, ResourceExt};
 
-use crate::apply::apply;
+use crate::apply::{apply, apply_over_trimmed};
 use crate::build::{self, Desired};
 use crate::caches::Caches;
 use crate::error::Error;
@@ -212,7 +212,7 @@ async fn apply_all(
             observed.service.as_ref(),
             desired.service,
         ),
-        apply(
+        apply_over_trimmed(
             manager,
             metrics,
             &deployments,

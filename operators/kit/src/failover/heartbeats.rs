@@ -30,20 +30,27 @@ pub fn watch(client: Client) -> (Store<Lease>, impl Stream<Item = String> + Send
     tokio::spawn(async move {
         let leases = watcher(api, watcher::Config::default())
             .default_backoff()
+            .modify(crate::cache::trim::<Lease>)
             .reflect(writer)
             .applied_objects()
             .for_each(|_| async {});
         let ticks = async move {
             let mut silent: BTreeMap<String, bool> = BTreeMap::new();
             let mut interval = tokio::time::interval(TICK);
-            loop {
+            // Until nobody listens: a controller stopped (or its task aborted)
+            // leaves no watch behind.
+            while !tx.is_closed() {
                 interval.tick().await;
                 let now = jiff::Timestamp::now();
                 for lease in store.state() {
                     let name = lease.name_any();
                     let is_silent = lease_silent(&lease, now);
                     let was = silent.insert(name.clone(), is_silent);
-                    let flipped = was.map_or(is_silent, |was| was != is_silent);
+                    // A first look counts as a change either way: a controller
+                    // (re)started while a node is silent finishes the failover, and
+                    // one started just as a node it marked came back takes the mark
+                    // off, without waiting for a resync.
+                    let flipped = was != Some(is_silent);
                     if flipped && tx.unbounded_send(name).is_err() {
                         return;
                     }
