@@ -435,6 +435,38 @@ const WRITE_VERBS: &[&str] = &[
 /// `apiserver_request_total` of write verbs to [`WRITTEN`] resources, by
 /// "VERB resource[/subresource]", from the API server's own `/metrics`.
 pub async fn apiserver_writes(_client: &Client) -> BTreeMap<String, f64> {
+    apiserver_requests(|verb, resource, sub| {
+        // Node status is the kubelet's (kwok's) heartbeat; node labels are ours.
+        WRITE_VERBS.contains(&verb)
+            && WRITTEN.contains(&resource)
+            && (resource != "nodes" || sub.is_empty())
+    })
+    .await
+}
+
+/// `apiserver_request_total` of every verb to what a MediaServer's reconcile
+/// reads or writes, by "VERB resource[/subresource]": where its requests go.
+pub async fn apiserver_reads_and_writes() -> BTreeMap<String, f64> {
+    const READ_OR_WRITTEN: &[&str] = &[
+        "mediaservers",
+        "deployments",
+        "services",
+        "pods",
+        "nodes",
+        "persistentvolumeclaims",
+        "persistentvolumes",
+        "storageclasses",
+        "csidrivers",
+        "leases",
+        "events",
+    ];
+    apiserver_requests(|verb, resource, _| verb != "WATCH" && READ_OR_WRITTEN.contains(&resource))
+        .await
+}
+
+/// `apiserver_request_total` where `keep(verb, resource, subresource)`, summed
+/// by "VERB resource[/subresource]".
+async fn apiserver_requests(keep: impl Fn(&str, &str, &str) -> bool) -> BTreeMap<String, f64> {
     let text = tokio::task::spawn_blocking(|| {
         Cluster::default()
             .run(&["kubectl", "get", "--raw", "/metrics"])
@@ -442,7 +474,7 @@ pub async fn apiserver_writes(_client: &Client) -> BTreeMap<String, f64> {
     })
     .await
     .unwrap();
-    let mut writes = BTreeMap::new();
+    let mut requests = BTreeMap::new();
     for line in text
         .lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
@@ -459,11 +491,7 @@ pub async fn apiserver_writes(_client: &Client) -> BTreeMap<String, f64> {
                 .to_owned()
         };
         let (verb, resource, sub) = (label("verb"), label("resource"), label("subresource"));
-        // Node status is the kubelet's (kwok's) heartbeat; node labels are ours.
-        if !WRITE_VERBS.contains(&verb.as_str())
-            || !WRITTEN.contains(&resource.as_str())
-            || (resource == "nodes" && !sub.is_empty())
-        {
+        if !keep(&verb, &resource, &sub) {
             continue;
         }
         let key = if sub.is_empty() {
@@ -471,7 +499,7 @@ pub async fn apiserver_writes(_client: &Client) -> BTreeMap<String, f64> {
         } else {
             format!("{verb} {resource}/{sub}")
         };
-        *writes.entry(key).or_default() += value.parse::<f64>().unwrap_or_default();
+        *requests.entry(key).or_default() += value.parse::<f64>().unwrap_or_default();
     }
-    writes
+    requests
 }

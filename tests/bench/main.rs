@@ -122,8 +122,28 @@ async fn main() {
     let mut rendered = Vec::new();
     for (load, ns) in &namespaces {
         let before = reconciles(&running, *load).await;
+        let requests_before = load::apiserver_reads_and_writes().await;
         let (took, deployments) = load.converge(&client, ns, OBJECTS).await;
         let after = reconciles(&running, *load).await;
+        // Where the requests went (every client's, the cluster's own
+        // controllers' too): the API server's count by verb and resource.
+        if *load == Load::MediaServers {
+            let requests_after = load::apiserver_reads_and_writes().await;
+            let mut deltas: Vec<(String, f64)> = requests_after
+                .iter()
+                .map(|(k, a)| {
+                    (
+                        k.clone(),
+                        a - requests_before.get(k).copied().unwrap_or_default(),
+                    )
+                })
+                .filter(|(_, d)| *d > 0.0)
+                .collect();
+            deltas.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (key, delta) in deltas {
+                eprintln!("requests during the converge: {delta:>8} {key}");
+            }
+        }
         for ((name, b), (_, a)) in before.iter().zip(&after) {
             #[allow(clippy::cast_precision_loss)]
             let per_object = (a - b) / OBJECTS as f64;
