@@ -418,6 +418,16 @@ where
         self.reader.clone()
     }
 
+    /// An `Api` of a namespaced kind over what this controller watches: its
+    /// namespace (`HOMELAB_WATCH_NAMESPACE`), or every namespace.
+    #[must_use]
+    pub fn scoped_api<C>(&self) -> Api<C>
+    where
+        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        scoped_api(&self.client, self.settings.namespace.as_deref())
+    }
+
     /// The client the runner uses.
     #[must_use]
     pub fn client(&self) -> &Client {

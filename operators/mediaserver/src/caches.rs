@@ -48,26 +48,12 @@ impl std::fmt::Debug for Caches {
 }
 
 impl Caches {
-    /// Adds the watches to `runner` (in `namespace`, or every namespace).
-    pub fn watch(
-        runner: &mut Runner<MediaServer>,
-        client: &Client,
-        namespace: Option<&str>,
-        leases: Store<Lease>,
-    ) -> Self {
-        fn scoped<O>(client: &Client, namespace: Option<&str>) -> Api<O>
-        where
-            O: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-        {
-            match namespace {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            }
-        }
+    /// Adds the watches to `runner` (in its watched namespace, or every namespace).
+    pub fn watch(runner: &mut Runner<MediaServer>, client: &Client, leases: Store<Lease>) -> Self {
         let deployments = runner.owns_cached(trim_deployment, deployment_relevance);
         let services = runner.owns_cached(cache::trim::<Service>, service_relevance);
         let pods = runner.watches_cached(
-            scoped::<Pod>(client, namespace),
+            runner.scoped_api::<Pod>(),
             watcher::Config::default().labels(names::SERVER_LABEL),
             cache::trim_pod,
             cache::pod_relevance,
@@ -81,7 +67,7 @@ impl Caches {
         );
         let by_claim = runner.store();
         let claims = runner.watches_cached(
-            scoped::<PersistentVolumeClaim>(client, namespace),
+            runner.scoped_api::<PersistentVolumeClaim>(),
             watcher::Config::default(),
             cache::trim::<PersistentVolumeClaim>,
             claim_relevance,

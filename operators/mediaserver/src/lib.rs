@@ -73,7 +73,6 @@ impl Controller {
     /// and nodes (a refused server may fit once a node joins or gets a GPU).
     #[must_use]
     pub fn new(client: Client, settings: Settings) -> Self {
-        let namespace = settings.namespace.clone();
         let allowed_host_paths = settings.allowed_host_paths.clone();
         let mut runner = Runner::<MediaServer>::new(client.clone(), settings)
             .ignore_status_changes()
@@ -81,7 +80,7 @@ impl Controller {
         // A node falling silent changes no object: the kit's heartbeat watch says so.
         let (leases, silence) = homelab_kit::failover::heartbeats::watch(client.clone());
         runner.waits_for(&leases);
-        let caches = Caches::watch(&mut runner, &client, namespace.as_deref(), leases);
+        let caches = Caches::watch(&mut runner, &client, leases);
         let by_node = runner.store();
         runner = runner.reconcile_on(
             silence.flat_map(move |node| futures::stream::iter(concerned(&by_node, &node))),

@@ -80,26 +80,16 @@ pub struct Cluster {
 }
 
 impl Caches {
-    /// Adds the watches to `runner` (in `namespace`, or every namespace).
+    /// Adds the watches to `runner` (in its watched namespace, or every namespace).
     pub fn watch(
         runner: &mut Runner<SensorGateway>,
         client: &Client,
-        namespace: Option<&str>,
         leases: Store<Lease>,
     ) -> Self {
-        fn scoped<O>(client: &Client, namespace: Option<&str>) -> Api<O>
-        where
-            O: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-        {
-            match namespace {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            }
-        }
         let deployments = runner.owns_cached(cache::trim::<Deployment>, deployment_relevance);
         let services = runner.owns_cached(cache::trim::<Service>, service_relevance);
         let pods = runner.watches_cached(
-            scoped::<Pod>(client, namespace),
+            runner.scoped_api::<Pod>(),
             watcher::Config::default().labels(names::GATEWAY_LABEL),
             cache::trim_pod,
             pod_relevance,
@@ -112,7 +102,7 @@ impl Caches {
         // A claim appearing or being bound tells what the data's storage is.
         let by_claim = runner.store();
         let claims = runner.watches_cached(
-            scoped::<PersistentVolumeClaim>(client, namespace),
+            runner.scoped_api::<PersistentVolumeClaim>(),
             watcher::Config::default(),
             cache::trim::<PersistentVolumeClaim>,
             claim_relevance,
@@ -132,7 +122,7 @@ impl Caches {
         // Ready says so.
         let by_pin = runner.store();
         let pins = runner.watches_cached(
-            scoped::<UsbDevicePin>(client, namespace),
+            runner.scoped_api::<UsbDevicePin>(),
             watcher::Config::default(),
             cache::trim::<UsbDevicePin>,
             pin_relevance,

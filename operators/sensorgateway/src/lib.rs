@@ -104,7 +104,6 @@ impl Controller {
     /// As [`Controller::new`], keeping no more of what MQTT says than `budget`.
     #[must_use]
     pub fn with_mqtt_budget(client: Client, settings: Settings, budget: MqttBudget) -> Self {
-        let namespace = settings.namespace.clone();
         let client_prefix = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{CONTROLLER_NAME}-{}", std::process::id()));
         let allowed_host_paths = settings.allowed_host_paths.clone();
@@ -116,7 +115,7 @@ impl Controller {
         // A node falling silent changes no object: the kit's heartbeat watch says so.
         let (leases, silence) = homelab_kit::failover::heartbeats::watch(client.clone());
         runner.waits_for(&leases);
-        let caches = Caches::watch(&mut runner, &client, namespace.as_deref(), leases);
+        let caches = Caches::watch(&mut runner, &client, leases);
         let by_node = runner.store();
         runner = runner.reconcile_on(
             silence.flat_map(move |node| futures::stream::iter(on_node(&by_node, &node))),
