@@ -29,10 +29,6 @@ pub const FINALIZER: &str = "homelab.home.arpa/node-labels";
 /// How soon to look again while consumers are being moved.
 const WHILE_MOVING: Duration = Duration::from_secs(5);
 
-/// How soon to look again while a node this controller marked lost is silent: to
-/// take the mark off once it is back. Read from the caches: no request.
-const WHILE_MARKED: Duration = Duration::from_secs(5);
-
 /// The controller's own state.
 pub struct State {
     /// Every pin the controller sees, for conflicts between pins.
@@ -123,19 +119,8 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
             .conditions
             .iter()
             .any(|c| c.type_ == homelab_api::conditions::types::RECONCILING);
-    // A node this controller marked lost and still silent: look again soon, from the
-    // caches only, so its mark comes off within seconds of its return even when no
-    // trigger says so (the kit's heartbeat watch names a node only when its silence
-    // flips after a first look, and a controller started just as the node came back
-    // never sees it flip).
-    let marked_silent = views.iter().any(|v| {
-        v.fenced_by.as_deref() == Some(ctx.manager.name())
-            && v.reachability != homelab_kit::failover::Reachability::Reachable
-    });
     let next = if moving {
         WHILE_MOVING
-    } else if marked_silent {
-        WHILE_MARKED
     } else {
         ctx.state.resync
     };
