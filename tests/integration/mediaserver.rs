@@ -101,16 +101,19 @@ async fn wait_condition(
     .unwrap()
 }
 
-/// Waits until condition `type_` has `reason` for the current generation: what
-/// the controller concludes once its caches hold what the test created (a claim
-/// seen before it is bound reads "not bound yet" for a moment).
+/// Waits until condition `type_` has `reason` for the current generation and a
+/// message that mentions `conclusive`: what the controller concludes once its
+/// caches hold what the test created. A claim seen before it is bound reads "not
+/// bound yet" for a moment, under the same reason.
 async fn wait_reason(
     ns: &TestNamespace,
     name: &str,
     type_: &'static str,
     reason: &'static str,
+    conclusive: &str,
     timeout: Duration,
 ) -> MediaServer {
+    let conclusive = conclusive.to_owned();
     let found = wait_for(
         &ns.api::<MediaServer>(),
         name,
@@ -118,7 +121,9 @@ async fn wait_reason(
         move |ms: &MediaServer| {
             ms.status.as_ref().is_some_and(|s| {
                 s.observed_generation == ms.metadata.generation
-                    && s.condition(type_).is_some_and(|c| c.reason == reason)
+                    && s.condition(type_).is_some_and(|c| {
+                        c.reason == reason && c.message.contains(conclusive.as_str())
+                    })
             })
         },
     )
@@ -128,7 +133,7 @@ async fn wait_reason(
         Err(err) => {
             let now = ns.api::<MediaServer>().get(name).await.unwrap();
             panic!(
-                "{name} never had {type_} {reason}: {err}; its status: {:?}",
+                "{name} never had {type_} {reason}, conclusively: {err}; its status: {:?}",
                 now.status
             )
         }
@@ -519,6 +524,7 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
         "shared",
         types::FAILOVER_READY,
         reasons::SHARED_STORAGE_NEEDS_FENCING,
+        "nas.home.arpa:/volume1/shared-config",
         READY,
     )
     .await;
@@ -542,6 +548,7 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
         "local",
         types::FAILOVER_READY,
         reasons::NODE_LOCAL_STORAGE,
+        &class,
         READY,
     )
     .await;
