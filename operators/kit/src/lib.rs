@@ -63,7 +63,8 @@
 //!
 //! # Modules
 //!
-//! One job each: [`runner`] (wiring), [`settings`] (environment),
+//! One job each: [`operator`] (a binary's entry point), [`reconcile`] (the
+//! steps every reconcile shares), [`runner`] (wiring), [`settings`] (environment),
 //! [`leader`] (Lease election), [`health`] and [`server`] (probes and
 //! metrics port), [`metrics`], [`backoff`], [`events`], [`conditions`],
 //! [`apply`], [`objects`] (per-object gauges), [`telemetry`] (logs), [`error`], [`device_pin`] (consuming a
@@ -82,6 +83,8 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod operator;
+pub mod reconcile;
 pub mod runner;
 pub mod server;
 pub mod settings;
@@ -92,5 +95,7 @@ pub use conditions::Outcome;
 pub use error::Error;
 pub use events::EventPublisher;
 pub use kube::runtime::controller::Action;
+pub use operator::Operator;
+pub use reconcile::{Problem, Refusal, STALE_RETRY, StatusWritten, being_deleted};
 pub use runner::{Context, ReconcileError, Runner};
 pub use settings::Settings;

@@ -9,7 +9,7 @@ use homelab_api::conditions::types;
 use homelab_api::{ConditionedStatus, MediaServer, MediaServerStatus};
 use homelab_kit::failover::FailoverMetrics;
 use homelab_kit::settings::AllowedHostPaths;
-use homelab_kit::{Action, Context, StatusPatch, StatusWrite};
+use homelab_kit::{Action, Context, STALE_RETRY, being_deleted};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use kube::{Api, ResourceExt};
@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::node_loss;
 use crate::observed::Observed;
 use crate::status::{self, Seen, Verdict};
-use crate::validate::{Problem, validate};
+use crate::validate::validate;
 
 /// The controller's own state, shared by every reconcile.
 #[derive(Clone, Debug)]
@@ -60,9 +60,6 @@ impl State {
     }
 }
 
-/// How soon to look again after a status write was refused as stale.
-const STALE_RETRY: Duration = Duration::from_secs(1);
-
 /// The owned objects as stored after applying.
 struct Applied {
     service: Service,
@@ -76,11 +73,7 @@ struct Applied {
 /// not an error.
 pub async fn reconcile(ms: Arc<MediaServer>, ctx: Arc<Context<State>>) -> Result<Action, Error> {
     let ns = ms.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<MediaServer> = Api::namespaced(ctx.client.clone(), &ns);
-    // Being deleted (foreground deletion waits for what it owns): applying now
-    // would recreate the very children the garbage collector is removing, and
-    // the deletion would never finish.
-    if ms.metadata.deletion_timestamp.is_some() {
+    if being_deleted(ms.as_ref()) {
         return Ok(Action::await_change());
     }
     // Everything is read from the runner's caches. Should the cached server
@@ -95,7 +88,9 @@ pub async fn reconcile(ms: Arc<MediaServer>, ctx: Arc<Context<State>>) -> Result
     let mut records = MediaServerStatus::default();
     let (status, action) = match validate(&ms, &observed, &ctx.state.allowed_host_paths) {
         Err(problem) => {
-            refused(&ms, &ctx, &problem).await;
+            if ctx.refused(ms.as_ref(), &problem).await {
+                ctx.state.metrics.refused(problem.reason);
+            }
             let seen = Seen {
                 deployment: observed.deployment.as_ref(),
                 service: observed.service.as_ref(),
@@ -147,42 +142,17 @@ pub async fn reconcile(ms: Arc<MediaServer>, ctx: Arc<Context<State>>) -> Result
             .await;
     }
 
-    let write = ctx
-        .manager
-        .apply_status(&api, &ms, ms.status.as_ref(), &status, StatusPatch::Apply)
+    let written = ctx
+        .write_status(ms.as_ref(), &status, &records)
         .await
         .map_err(Error::Status)?;
-    if write.wrote() {
+    for _ in 0..written.writes() {
         ctx.state.metrics.wrote("MediaServerStatus");
     }
-    if write == StatusWrite::Stale {
-        if records != MediaServerStatus::default() {
-            ctx.manager
-                .record_in_status(&api, &ms, &records)
-                .await
-                .map_err(Error::Status)?;
-            ctx.state.metrics.wrote("MediaServerStatus");
-        }
-        // A newer status wakes no reconcile (status changes are ignored): look
-        // again soon, on top of it.
+    if written.stale() {
         return Ok(Action::requeue(STALE_RETRY));
     }
     Ok(action)
-}
-
-/// A Warning Event and a count, once per distinct problem: the status says
-/// it for as long as it lasts.
-async fn refused(ms: &MediaServer, ctx: &Context<State>, problem: &Problem) {
-    let stalled = ms.status.as_ref().and_then(|s| s.condition(types::STALLED));
-    let known = stalled.is_some_and(|c| c.reason == problem.reason && c.message == problem.message);
-    if known {
-        return;
-    }
-    tracing::info!(reason = problem.reason, message = %problem.message, "spec refused; nothing applied");
-    ctx.state.metrics.refused(problem.reason);
-    ctx.events
-        .warning(ms, problem.reason, "Reconcile", problem.message.clone())
-        .await;
 }
 
 /// Claims first, so the pod never waits on a claim that is still to come.

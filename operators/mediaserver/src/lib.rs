@@ -36,7 +36,7 @@ use std::future::Future;
 
 use futures::StreamExt;
 use homelab_api::MediaServer;
-use homelab_kit::{Runner, Settings};
+use homelab_kit::{Operator, Runner, Settings};
 use kube::Client;
 
 use crate::caches::{Caches, concerned};
@@ -113,19 +113,30 @@ impl Controller {
         self.state.metrics.clone()
     }
 
-    /// Runs until SIGTERM or SIGINT.
-    ///
-    /// # Errors
-    /// As [`Runner::run`].
-    pub async fn run(self) -> Result<(), homelab_kit::Error> {
-        self.runner.run(self.state, reconcile).await
-    }
-
     /// Runs until `shutdown` completes (for running it inside a test).
     ///
     /// # Errors
     /// As [`Runner::run_until`].
     pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), homelab_kit::Error> {
+        Operator::run_until(self, shutdown).await
+    }
+}
+
+impl Operator for Controller {
+    const NAME: &'static str = CONTROLLER_NAME;
+
+    fn from_env(client: Client, settings: Settings) -> Result<Self, homelab_kit::Error> {
+        Ok(Self::new(client, settings))
+    }
+
+    async fn run(self) -> Result<(), homelab_kit::Error> {
+        self.runner.run(self.state, reconcile).await
+    }
+
+    async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), homelab_kit::Error> {

@@ -6,6 +6,7 @@
 //! it" is a `Stalled` status a person reads rather than a pod that stays
 //! Pending forever.
 
+use homelab_api::conditions::reasons;
 use homelab_api::mediaserver::TranscodingHardware;
 use homelab_api::workload::Architecture;
 use k8s_openapi::api::core::v1::Node;
@@ -62,7 +63,8 @@ pub struct Requirements {
 pub fn eligible_nodes(req: &Requirements, nodes: &[Node]) -> Result<Vec<String>, Problem> {
     let mut left: Vec<&Node> = nodes.iter().filter(|n| accepts_pods(n)).collect();
     if left.is_empty() {
-        return Err(Problem::no_node(
+        return Err(Problem::new(
+            reasons::NO_ELIGIBLE_NODE,
             "no node accepts pods (all cordoned or tainted)",
         ));
     }
@@ -74,20 +76,26 @@ pub fn eligible_nodes(req: &Requirements, nodes: &[Node]) -> Result<Vec<String>,
             .is_some_and(|a| archs.contains(&a.as_str()))
     });
     if left.is_empty() {
-        return Err(Problem::no_node(format!(
-            "no schedulable node has architecture {}: the image only runs there; add a node of that kind, or list the image's other architectures in spec.architectures if it has them",
-            archs.join(" or ")
-        )));
+        return Err(Problem::new(
+            reasons::NO_ELIGIBLE_NODE,
+            format!(
+                "no schedulable node has architecture {}: the image only runs there; add a node of that kind, or list the image's other architectures in spec.architectures if it has them",
+                archs.join(" or ")
+            ),
+        ));
     }
 
     if !req.allowed_nodes.is_empty() {
         let before = names(&left);
         left.retain(|n| req.allowed_nodes.contains(&n.name_any()));
         if left.is_empty() {
-            return Err(Problem::no_node(format!(
-                "none of failover.allowedNodes ({}) can run it; nodes that could: {before}",
-                req.allowed_nodes.join(", ")
-            )));
+            return Err(Problem::new(
+                reasons::NO_ELIGIBLE_NODE,
+                format!(
+                    "none of failover.allowedNodes ({}) can run it; nodes that could: {before}",
+                    req.allowed_nodes.join(", ")
+                ),
+            ));
         }
     }
 
@@ -95,9 +103,12 @@ pub fn eligible_nodes(req: &Requirements, nodes: &[Node]) -> Result<Vec<String>,
         let before = names(&left);
         left.retain(|n| n.name_any() == *pinned);
         if left.is_empty() {
-            return Err(Problem::no_node(format!(
-                "the hostPath volumes are on node {pinned}, which does not exist, is cordoned, or cannot run the image (nodes that could: {before}); fix the node name or the architectures"
-            )));
+            return Err(Problem::new(
+                reasons::NO_ELIGIBLE_NODE,
+                format!(
+                    "the hostPath volumes are on node {pinned}, which does not exist, is cordoned, or cannot run the image (nodes that could: {before}); fix the node name or the architectures"
+                ),
+            ));
         }
     }
 
@@ -105,9 +116,12 @@ pub fn eligible_nodes(req: &Requirements, nodes: &[Node]) -> Result<Vec<String>,
         let before = names(&left);
         left.retain(|n| offers(n, resource));
         if left.is_empty() {
-            return Err(Problem::no_gpu(format!(
-                "no node offers {resource} (nodes otherwise able to run it: {before}); install the device plugin on a node with that GPU, or remove spec.transcoding"
-            )));
+            return Err(Problem::new(
+                reasons::NO_GPU_NODE,
+                format!(
+                    "no node offers {resource} (nodes otherwise able to run it: {before}); install the device plugin on a node with that GPU, or remove spec.transcoding"
+                ),
+            ));
         }
     }
 

@@ -22,28 +22,7 @@ pub const CUSTOM_IMAGE_WITH_ROOT_PRESET: &str = "CustomImageWithRootPreset";
 
 /// Why the server cannot be built or placed, as a condition reason and a
 /// message saying what to change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// CamelCase reason, from [`homelab_api::conditions::reasons`].
-    pub reason: &'static str,
-    /// For a person.
-    pub message: String,
-}
-
-impl Problem {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-    pub(crate) fn no_node(message: impl Into<String>) -> Self {
-        Self::new(reasons::NO_ELIGIBLE_NODE, message)
-    }
-    pub(crate) fn no_gpu(message: impl Into<String>) -> Self {
-        Self::new(reasons::NO_GPU_NODE, message)
-    }
-}
+pub use homelab_kit::Problem;
 
 /// A spec resolved against its preset and the cluster: what to build.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,7 +11,7 @@ use homelab_api::sensorgateway::SensorGatewayStatus;
 use homelab_kit::failover::FailoverMetrics;
 use homelab_kit::failover::workload;
 use homelab_kit::settings::AllowedHostPaths;
-use homelab_kit::{Action, Context, StatusPatch, StatusWrite};
+use homelab_kit::{Action, Context, STALE_RETRY, being_deleted};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::api::{DeleteParams, Preconditions};
@@ -28,10 +28,6 @@ use crate::node_loss;
 use crate::observed::{Observed, observe};
 
 pub use crate::decide::INVALID_TLS;
-
-/// How soon to look again after a status write was refused as stale: the
-/// decision was made on a cached gateway older than the stored one.
-const STALE_RETRY: Duration = Duration::from_secs(1);
 
 /// The controller's own state, shared by every reconcile.
 #[derive(Clone, Debug)]
@@ -71,7 +67,7 @@ pub async fn reconcile(sg: Arc<SensorGateway>, ctx: Arc<Context<State>>) -> Resu
         namespace: sg.namespace().ok_or(Error::NoNamespace)?,
         name: sg.name_any(),
     };
-    if sg.metadata.deletion_timestamp.is_some() {
+    if being_deleted(sg.as_ref()) {
         forget(&ctx, &id, &sg);
         return Ok(Action::await_change());
     }
@@ -117,15 +113,11 @@ async fn refuse(
     ctx.state.hub.forget(id);
     ctx.state.metrics.set_online(&id.namespace, &id.name, None);
     let none = SensorGatewayStatus::default();
-    if write_status(sg, ctx, &refusal.status, &none).await? == StatusWrite::Stale {
+    if write_status(sg, ctx, &refusal.status, &none).await? {
         return Ok(Action::requeue(STALE_RETRY));
     }
     if refusal.warn {
-        let problem = &refusal.problem;
-        tracing::info!(reason = problem.reason, message = %problem.message, "spec refused; nothing applied");
-        ctx.events
-            .warning(sg, problem.reason, "Reconcile", problem.message.clone())
-            .await;
+        ctx.refused(sg, &refusal.problem).await;
     }
     Ok(Action::requeue(refusal.retry))
 }
@@ -157,7 +149,7 @@ async fn act(
         observed.now,
     );
     record_metrics(&ctx.state.metrics, &id.namespace, &id.name, &status);
-    if write_status(sg, ctx, &status, &records).await? == StatusWrite::Stale {
+    if write_status(sg, ctx, &status, &records).await? {
         return Ok(Action::requeue(STALE_RETRY));
     }
     if let Some(restart) = &run.restart {
@@ -167,33 +159,22 @@ async fn act(
     Ok(Action::requeue(decide::next_look(&run, soon)))
 }
 
-/// Writes `status` (when it differs); should the object have changed since it
-/// was cached, `records` (what this reconcile did that must not be lost, a
-/// failover) are recorded alone.
+/// Writes `status` and counts the writes ([`Context::write_status`]);
+/// returns whether it was stale.
 async fn write_status(
     sg: &SensorGateway,
     ctx: &Context<State>,
     status: &SensorGatewayStatus,
     records: &SensorGatewayStatus,
-) -> Result<StatusWrite, Error> {
-    let api: Api<SensorGateway> =
-        Api::namespaced(ctx.client.clone(), &sg.namespace().unwrap_or_default());
-    let write = ctx
-        .manager
-        .apply_status(&api, sg, sg.status.as_ref(), status, StatusPatch::Apply)
+) -> Result<bool, Error> {
+    let written = ctx
+        .write_status(sg, status, records)
         .await
         .map_err(Error::Status)?;
-    if write.wrote() {
+    for _ in 0..written.writes() {
         ctx.state.metrics.wrote("SensorGatewayStatus");
     }
-    if write == StatusWrite::Stale && *records != SensorGatewayStatus::default() {
-        ctx.manager
-            .record_in_status(&api, sg, records)
-            .await
-            .map_err(Error::Status)?;
-        ctx.state.metrics.wrote("SensorGatewayStatus");
-    }
-    Ok(write)
+    Ok(written.stale())
 }
 
 /// The claim once (a claim someone grew keeps its size), then the Service and

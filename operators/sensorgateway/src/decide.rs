@@ -105,18 +105,9 @@ pub enum Decision {
 }
 
 /// A refused spec: nothing applied, nothing watched, `Stalled` with what to
-/// fix, and a Warning Event once per distinct problem.
-#[derive(Debug)]
-pub struct Refusal {
-    /// What to fix.
-    pub problem: Problem,
-    /// The status to write.
-    pub status: SensorGatewayStatus,
-    /// The status does not show this problem yet: say it in an Event.
-    pub warn: bool,
-    /// When to look again (a Secret cannot be watched, so it is read again).
-    pub retry: Duration,
-}
+/// fix, and a Warning Event once per distinct problem. A Secret cannot be
+/// watched, so it is read again at `retry`.
+pub type Refusal = homelab_kit::Refusal<SensorGatewayStatus>;
 
 /// An Event about the gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,10 +153,7 @@ pub fn decide(
     let (watch, heard) = match listened {
         Ok((watch, Ok(heard))) => (watch, heard),
         Ok((_, Err(message))) => {
-            let problem = Problem {
-                reason: INVALID_TLS,
-                message: format!("mqtt.tls: {message}"),
-            };
+            let problem = Problem::new(INVALID_TLS, format!("mqtt.tls: {message}"));
             return Ok(Decision::Refuse(Box::new(refuse(
                 sg,
                 problem,
@@ -186,12 +174,10 @@ pub fn decide(
 }
 
 fn refuse(sg: &SensorGateway, problem: Problem, now: Timestamp, given: Given<'_>) -> Refusal {
-    let stalled = sg.status.as_ref().and_then(|s| s.condition(types::STALLED));
-    let known = stalled.is_some_and(|c| c.reason == problem.reason && c.message == problem.message);
     Refusal {
         status: status::compute(sg, Verdict::Refused(&problem), now),
+        warn: !problem.already_said(sg.status.as_ref()),
         problem,
-        warn: !known,
         retry: given.retry_refused,
     }
 }

@@ -37,7 +37,7 @@ use futures::StreamExt;
 use homelab_api::SensorGateway;
 use homelab_api::conditions::types;
 use homelab_kit::objects::{ConditionGauges, ObjectState};
-use homelab_kit::{Runner, Settings};
+use homelab_kit::{Operator, Runner, Settings};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -168,20 +168,33 @@ impl Controller {
         self.state.hub.clone()
     }
 
-    /// Runs until SIGTERM or SIGINT.
-    ///
-    /// # Errors
-    /// As [`Runner::run`].
-    pub async fn run(self) -> Result<(), homelab_kit::Error> {
-        let _forgetting = forget_deleted(self.state.hub.clone(), self.store);
-        self.runner.run(self.state, reconcile).await
-    }
-
     /// Runs until `shutdown` completes (for running it inside a test).
     ///
     /// # Errors
     /// As [`Runner::run_until`].
     pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), homelab_kit::Error> {
+        Operator::run_until(self, shutdown).await
+    }
+}
+
+impl Operator for Controller {
+    const NAME: &'static str = CONTROLLER_NAME;
+
+    /// With the [`MqttBudget`] the environment sets.
+    fn from_env(client: Client, settings: Settings) -> Result<Self, homelab_kit::Error> {
+        let budget = MqttBudget::from_env()?;
+        Ok(Self::with_mqtt_budget(client, settings, budget))
+    }
+
+    async fn run(self) -> Result<(), homelab_kit::Error> {
+        let _forgetting = forget_deleted(self.state.hub.clone(), self.store);
+        self.runner.run(self.state, reconcile).await
+    }
+
+    async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), homelab_kit::Error> {

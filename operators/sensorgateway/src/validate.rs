@@ -17,21 +17,10 @@ use crate::mqtt::{broker, topic};
 use crate::preset::{self, Preset};
 
 /// Why a spec cannot be run, for the `Stalled` condition and the Event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// CamelCase reason.
-    pub reason: &'static str,
-    /// What to fix.
-    pub message: String,
-}
+pub use homelab_kit::Problem;
 
-impl Problem {
-    fn invalid(message: String) -> Self {
-        Self {
-            reason: reasons::INVALID_SPEC,
-            message,
-        }
-    }
+fn invalid(message: String) -> Problem {
+    Problem::new(reasons::INVALID_SPEC, message)
 }
 
 /// A sensor to keep an eye on.
@@ -70,26 +59,25 @@ pub struct Plan {
 /// A [`Problem`] naming the field and what to put there.
 pub fn validate(sg: &SensorGateway) -> Result<Plan, Problem> {
     let spec = &sg.spec;
-    let broker = broker::parse_url(&spec.mqtt.url)
-        .map_err(|e| Problem::invalid(format!("mqtt.url: {e}")))?;
+    let broker =
+        broker::parse_url(&spec.mqtt.url).map_err(|e| invalid(format!("mqtt.url: {e}")))?;
     let image = if spec.external {
         None
     } else {
         Some(preset::image(sg).ok_or_else(|| {
-            Problem::invalid("the Generic preset has no default image: set image".to_owned())
+            invalid("the Generic preset has no default image: set image".to_owned())
         })?)
     };
     if let Some(resources) = &spec.resources {
-        homelab_kit::apply::check_resources("spec.resources", resources)
-            .map_err(Problem::invalid)?;
+        homelab_kit::apply::check_resources("spec.resources", resources).map_err(invalid)?;
     }
     let availability_topic = preset::availability_topic(sg).ok_or_else(|| {
-        Problem::invalid(
+        invalid(
             "no availability topic: set availability.topic (or topicPrefix for ESPHome)".to_owned(),
         )
     })?;
     if !topic::is_valid_topic(&availability_topic) {
-        return Err(Problem::invalid(format!(
+        return Err(invalid(format!(
             "availability topic {availability_topic:?} is not a topic: no + or # wildcards"
         )));
     }
@@ -97,7 +85,7 @@ pub fn validate(sg: &SensorGateway) -> Result<Plan, Problem> {
     let mut sensors = Vec::with_capacity(spec.sensors.len());
     for s in &spec.sensors {
         if !topic::is_valid_filter(&s.topic) {
-            return Err(Problem::invalid(format!(
+            return Err(invalid(format!(
                 "sensor {}: topic {:?} is not an MQTT topic filter: + only as a whole level, # only as the whole last level (such as garden/+/moisture)",
                 s.name, s.topic
             )));
@@ -105,9 +93,9 @@ pub fn validate(sg: &SensorGateway) -> Result<Plan, Problem> {
         let stale_after = s
             .stale_after
             .to_std()
-            .map_err(|e| Problem::invalid(format!("sensor {}: staleAfter: {e}", s.name)))?;
+            .map_err(|e| invalid(format!("sensor {}: staleAfter: {e}", s.name)))?;
         if stale_after.is_zero() {
-            return Err(Problem::invalid(format!(
+            return Err(invalid(format!(
                 "sensor {}: staleAfter must be longer than 0, such as 10m",
                 s.name
             )));
@@ -122,7 +110,7 @@ pub fn validate(sg: &SensorGateway) -> Result<Plan, Problem> {
         .availability
         .restart_after
         .to_std()
-        .map_err(|e| Problem::invalid(format!("availability.restartAfter: {e}")))?;
+        .map_err(|e| invalid(format!("availability.restartAfter: {e}")))?;
     Ok(Plan {
         preset: preset::preset(spec.preset),
         image,
@@ -145,11 +133,11 @@ fn check_radio(sg: &SensorGateway) -> Result<(), Problem> {
         GatewayPreset::Zigbee2Mqtt
             if radio.network_address.is_some() && radio.adapter.is_none() =>
         {
-            Err(Problem::invalid(
+            Err(invalid(
                 "zigbee2mqtt cannot detect the type of a coordinator on the network: set radio.adapter (zstack, ember, deconz, zigate, zboss, zoh or ezsp)".to_owned(),
             ))
         }
-        GatewayPreset::ZwaveJsUi if radio.adapter.is_some() => Err(Problem::invalid(
+        GatewayPreset::ZwaveJsUi if radio.adapter.is_some() => Err(invalid(
             "radio.adapter names a Zigbee coordinator's type; zwave-js-ui needs none: remove it"
                 .to_owned(),
         )),

@@ -42,7 +42,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use homelab_api::UsbDevicePin;
 use homelab_kit::failover::observe::{NODE_LEASE_NAMESPACE, lease_silent};
-use homelab_kit::{Runner, Settings};
+use homelab_kit::{Operator, Runner, Settings};
 use kube::Client;
 use kube::runtime::reflector::ObjectRef;
 use prometheus_client::metrics::family::Family;
@@ -52,12 +52,49 @@ pub use controller::{State, reconcile};
 pub use error::Error;
 
 /// The controller's name: field manager, Event reporter, Lease name.
-pub const NAME: &str = "usbdevicepin-controller";
+pub const CONTROLLER_NAME: &str = "usbdevicepin-controller";
+/// The controller's name, as [`CONTROLLER_NAME`].
+pub const NAME: &str = CONTROLLER_NAME;
 
-/// The runner and state of the controller, watching pins and, into the caches a
-/// reconcile reads, the pods that may consume them (in `settings.namespace`, or
-/// everywhere), the nodes and the kubelets' heartbeat Leases.
-pub fn runner(client: Client, settings: Settings) -> (Runner<UsbDevicePin>, State) {
+/// The controller, wired and ready to run.
+pub struct Controller {
+    /// The kit's runner with this controller's watches.
+    runner: Runner<UsbDevicePin>,
+    /// What every reconcile shares.
+    state: State,
+}
+
+impl Controller {
+    /// Watches pins and, into the caches a reconcile reads, the pods that may
+    /// consume them (in `settings.namespace`, or everywhere), the nodes and the
+    /// kubelets' heartbeat Leases.
+    #[must_use]
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let (runner, state) = runner(client, settings);
+        Self { runner, state }
+    }
+}
+
+impl Operator for Controller {
+    const NAME: &'static str = CONTROLLER_NAME;
+
+    fn from_env(client: Client, settings: Settings) -> Result<Self, homelab_kit::Error> {
+        Ok(Self::new(client, settings))
+    }
+
+    async fn run(self) -> Result<(), homelab_kit::Error> {
+        self.runner.run(self.state, reconcile).await
+    }
+
+    async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), homelab_kit::Error> {
+        self.runner.run_until(self.state, reconcile, shutdown).await
+    }
+}
+
+fn runner(client: Client, settings: Settings) -> (Runner<UsbDevicePin>, State) {
     let namespace = settings.namespace.clone();
     let controller = settings.name.clone();
     let mut runner =
@@ -156,6 +193,5 @@ pub async fn run_until(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), homelab_kit::Error> {
-    let (runner, state) = runner(client, settings);
-    runner.run_until(state, reconcile, shutdown).await
+    Controller::new(client, settings).run_until(shutdown).await
 }

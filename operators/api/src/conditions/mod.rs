@@ -7,9 +7,20 @@
 //! the kind that sets them.
 //!
 //! [`ConditionedStatus`] lets shared code (the controller kit) read and write conditions
-//! and `observedGeneration` on any kind's status without knowing the kind.
+//! and `observedGeneration` on any kind's status without knowing the kind; [`set_condition`]
+//! and the other edits change a list the Kubernetes way, and [`Outcome`] sets the kstatus
+//! trio from what a reconcile concluded.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+mod edit;
+mod outcome;
+
+pub use edit::{
+    MAX_MESSAGE_BYTES, conditions_equal, find_condition, is_true, new_condition, now,
+    remove_condition, sanitize_reason, set_condition, truncate,
+};
+pub use outcome::{KStatus, Outcome, kstatus, set_outcome};
 
 /// Condition `type` values.
 pub mod types {
@@ -130,6 +141,12 @@ pub mod reasons {
     pub const CONNECTED: &str = "Connected";
     /// SensorGateway: the broker cannot be reached or refused the connection.
     pub const BROKER_UNREACHABLE: &str = "BrokerUnreachable";
+
+    /// Stalled: the API server refused an object the controller built from the
+    /// spec (the message is the API server's, naming the field).
+    pub const CHILD_REFUSED: &str = "ChildRefused";
+    /// Stalled: a hostPath volume outside what the administrator allows.
+    pub const HOST_PATH_NOT_ALLOWED: &str = "HostPathNotAllowed";
 
     /// MediaServer: config and media are on network storage; the server can move.
     pub const NETWORK_STORAGE: &str = "NetworkStorage";
