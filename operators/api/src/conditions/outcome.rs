@@ -76,44 +76,22 @@ pub fn set_outcome(
     generation: Option<i64>,
     now: Timestamp,
 ) -> bool {
-    let cond = |type_, status, reason: &str, message: &str| {
-        new_condition(type_, status, reason, message, generation, now)
+    // Ready is always there; the abnormal-true pair only while it holds.
+    let (reason, message, ready, holding) = match outcome {
+        Outcome::Ready { reason, message } => (reason, message, true, None),
+        Outcome::Progressing { reason, message } => (reason, message, false, Some(RECONCILING)),
+        Outcome::Stalled { reason, message } => (reason, message, false, Some(STALLED)),
     };
-    match outcome {
-        Outcome::Ready { reason, message } => {
-            let a = set_condition(
-                conditions,
-                cond(READY, ConditionStatus::True, reason, message),
-            );
-            let b = remove_condition(conditions, RECONCILING);
-            let c = remove_condition(conditions, STALLED);
-            a | b | c
-        }
-        Outcome::Progressing { reason, message } => {
-            let a = set_condition(
-                conditions,
-                cond(READY, ConditionStatus::False, reason, message),
-            );
-            let b = set_condition(
-                conditions,
-                cond(RECONCILING, ConditionStatus::True, reason, message),
-            );
-            let c = remove_condition(conditions, STALLED);
-            a | b | c
-        }
-        Outcome::Stalled { reason, message } => {
-            let a = set_condition(
-                conditions,
-                cond(READY, ConditionStatus::False, reason, message),
-            );
-            let b = remove_condition(conditions, RECONCILING);
-            let c = set_condition(
-                conditions,
-                cond(STALLED, ConditionStatus::True, reason, message),
-            );
-            a | b | c
-        }
+    let cond = |type_, status| new_condition(type_, status, reason, message, generation, now);
+    let mut changed = set_condition(conditions, cond(READY, ConditionStatus::from(ready)));
+    for type_ in [RECONCILING, STALLED] {
+        changed |= if holding == Some(type_) {
+            set_condition(conditions, cond(type_, ConditionStatus::True))
+        } else {
+            remove_condition(conditions, type_)
+        };
     }
+    changed
 }
 
 /// What a kstatus reader (Flux, Argo CD, `kubectl wait`) makes of an object.
