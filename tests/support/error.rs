@@ -51,6 +51,8 @@ pub enum Error {
         waited: Duration,
         last_seen: String,
     },
+    #[error("{what} stopped holding: {seen}")]
+    Broken { what: String, seen: String },
     #[error("could not write {path}")]
     WriteFile {
         path: String,

@@ -9,9 +9,15 @@ pub mod controller;
 mod crds;
 mod error;
 mod events;
+pub mod http;
+pub mod lock;
 pub mod mosquitto;
 pub mod mqtt;
 mod namespace;
+pub mod objects;
+pub mod pods;
+pub mod sample;
+pub mod status;
 pub mod storage;
 pub mod tools;
 mod wait;
@@ -21,7 +27,12 @@ pub use crds::{install_crds, read_crds};
 pub use error::Error;
 pub use events::{events_about, wait_for_event_reasons};
 pub use namespace::TestNamespace;
-pub use wait::{wait_for, wait_for_list, wait_settled, wait_until};
+pub use objects::{TEST_MANAGER, apply, apply_object, create, nudge};
+pub use status::{wait_condition, wait_reason, wait_status};
+pub use wait::{
+    holds_for, poll_until, wait_deleted, wait_exists, wait_for, wait_for_list, wait_for_showing,
+    wait_settled, wait_settled_async, wait_until,
+};
 
 /// The workspace root, for finding `e2e/`, `crds/` and `deploy/`.
 pub fn workspace_root() -> std::path::PathBuf {

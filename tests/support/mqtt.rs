@@ -4,9 +4,43 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
 
 use crate::mosquitto::Mosquitto;
+use crate::{Error, TestNamespace, create};
+
+/// The name of the Secret [`credentials_secret`] creates and [`mqtt_spec`] names.
+pub const CREDENTIALS_SECRET: &str = "mqtt";
+
+/// Secret `mqtt` in the test's namespace, with the broker's user name and
+/// password, as a user keeps them.
+pub async fn credentials_secret(
+    ns: &TestNamespace,
+    (user, password): (&str, &str),
+) -> Result<Secret, Error> {
+    create(
+        &ns.api::<Secret>(),
+        json!({
+            "metadata": {"name": CREDENTIALS_SECRET},
+            "stringData": {"username": user, "password": password},
+        }),
+    )
+    .await
+}
+
+/// A SensorGateway's `mqtt` for the broker at `url`, the credentials by
+/// reference to [`credentials_secret`]'s keys, plain-text MQTT allowed (the test
+/// broker listens without TLS).
+pub fn mqtt_spec(url: &str) -> Value {
+    json!({
+        "url": url,
+        "usernameSecretRef": {"name": CREDENTIALS_SECRET, "key": "username"},
+        "passwordSecretRef": {"name": CREDENTIALS_SECRET, "key": "password"},
+        "allowPlaintextCredentials": true,
+    })
+}
 
 fn options(broker: &Mosquitto, id: &str, (user, password): (&str, &str)) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", broker.port());

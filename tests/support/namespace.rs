@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-use crate::{Cluster, Error};
+use crate::{Cluster, Error, client, install_crds};
 
 /// A namespace created for one test; dropping it deletes it (in the background:
 /// the API server finishes the cascade on its own).
@@ -36,6 +36,14 @@ impl TestNamespace {
         })
     }
 
+    /// A test's start: a client for the cluster, the project's CRDs installed,
+    /// and a fresh namespace `<prefix>-<random suffix>`.
+    pub async fn with_crds(prefix: &str) -> Result<Self, Error> {
+        let client = client().await?;
+        install_crds(&client).await?;
+        TestNamespace::new(&client, prefix).await
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -43,6 +51,31 @@ impl TestNamespace {
     /// The client the namespace was made with.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The names of the objects of kind `K` in this namespace.
+    pub async fn names<K>(&self) -> Result<Vec<String>, Error>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let listed = self
+            .api::<K>()
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(Error::api(format!(
+                "listing {} in {}",
+                K::kind(&Default::default()),
+                self.name
+            )))?;
+        Ok(listed
+            .items
+            .iter()
+            .filter_map(|o| o.meta().name.clone())
+            .collect())
     }
 
     /// An `Api` for a namespaced kind in this namespace.

@@ -61,3 +61,46 @@ pub fn helm(args: &[&str]) -> Result<String, Error> {
     all.extend_from_slice(args);
     run_ok(&tool("helm", "helm")?, &all)
 }
+
+/// The project's Helm chart, `charts/homelab-operators`.
+pub fn chart_dir() -> PathBuf {
+    crate::workspace_root()
+        .join("charts")
+        .join("homelab-operators")
+}
+
+/// The arguments that render the chart as `charts/sync` does (release
+/// `homelab-operators` in namespace `homelab`, for Kubernetes 1.36).
+pub const TEMPLATE_ARGS: &[&str] = &[
+    "template",
+    "homelab-operators",
+    "--namespace",
+    "homelab",
+    "--kube-version",
+    "1.36.0",
+];
+
+/// The chart rendered by the pinned `helm template`, with `extra` arguments
+/// (`--set ...`); the YAML.
+pub fn helm_template(extra: &[&str]) -> Result<String, Error> {
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    let mut args = TEMPLATE_ARGS.to_vec();
+    args.push(&chart);
+    args.extend_from_slice(extra);
+    run_ok(&tool("helm", "helm")?, &args)
+}
+
+/// The documents of a multi-document YAML stream, empty ones left out.
+pub fn documents(yaml: &str) -> Result<Vec<serde_json::Value>, Error> {
+    let docs: Vec<Option<serde_json::Value>> =
+        serde_saphyr::from_multiple(yaml).map_err(|e| Error::Parse {
+            path: "a YAML stream".into(),
+            source: Box::new(e),
+        })?;
+    Ok(docs
+        .into_iter()
+        .flatten()
+        .filter(|d| !d.is_null())
+        .collect())
+}
