@@ -23,8 +23,7 @@ use homelab_api::EtcdBackup;
 use homelab_etcdbackup::build::BACKUP_LABEL;
 use homelab_etcdbackup::report::RunReport;
 use homelab_etcdbackup::{CONTROLLER_NAME, Controller, Image, Metrics, Policy};
-use homelab_kit::Settings;
-use homelab_test_support::{TestNamespace, client, install_crds, wait_for, wait_for_list};
+use homelab_test_support::{TestNamespace, controller, wait_for, wait_for_list};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
@@ -37,21 +36,12 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The controller, running in this test's runtime until dropped.
 pub struct Running {
     pub metrics: Metrics,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    _task: controller::Running,
 }
 
 pub async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, prefix).await.unwrap();
+    let ns = TestNamespace::with_crds(prefix).await.unwrap();
+    let client = ns.client().clone();
     let running = start(&client, ns.name(), policy(&[ns.name()]));
     (client, ns, running)
 }
@@ -68,23 +58,16 @@ pub fn policy(namespaces: &[&str]) -> Policy {
 
 /// The controller watching namespace `watch` only, allowing what `policy` allows.
 pub fn start(client: &Client, watch: &str, policy: Policy) -> Running {
-    let mut settings = Settings::new(CONTROLLER_NAME);
-    settings.namespace = Some(watch.to_owned());
-    settings.http_addr = "127.0.0.1:0".parse().unwrap();
-    settings.leader_election = false;
     let image = Image {
         name: "homelab-operators:test".into(),
         pull_policy: "IfNotPresent".into(),
     };
-    let controller = Controller::new(client.clone(), settings, image).with_policy(policy);
-    let metrics = controller.metrics();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(controller.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let settings = controller::settings(CONTROLLER_NAME, watch);
+    let running = Controller::new(client.clone(), settings, image).with_policy(policy);
+    let metrics = running.metrics();
     Running {
         metrics,
-        stop: Some(stop),
+        _task: controller::spawn(|shutdown| running.run_until(shutdown)),
     }
 }
 

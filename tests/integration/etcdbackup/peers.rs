@@ -54,21 +54,29 @@ pub fn cluster_etcd() -> ClusterEtcd {
 impl ClusterEtcd {
     /// etcdctl against the cluster's etcd.
     pub fn etcdctl(&self, tools: &Tools, args: &[&str]) -> String {
-        let out = Command::new(tools.etcd.join("etcdctl"))
-            .arg(format!("--endpoints={}", self.endpoint))
-            .arg(format!("--cacert={}", self.ca.display()))
-            .arg(format!("--cert={}", self.cert.display()))
-            .arg(format!("--key={}", self.key.display()))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "etcdctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let tls = [
+            format!("--cacert={}", self.ca.display()),
+            format!("--cert={}", self.cert.display()),
+            format!("--key={}", self.key.display()),
+        ];
+        etcdctl(tools, &self.endpoint, &tls, args)
     }
+}
+
+/// etcdctl against `endpoint`, with the `tls` flags it needs; its output.
+fn etcdctl(tools: &Tools, endpoint: &str, tls: &[String], args: &[&str]) -> String {
+    let out = Command::new(tools.etcd.join("etcdctl"))
+        .arg(format!("--endpoints={endpoint}"))
+        .args(tls)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn free_port() -> u16 {
@@ -140,17 +148,7 @@ impl Etcd {
     }
 
     pub fn etcdctl(&self, tools: &Tools, args: &[&str]) -> String {
-        let out = Command::new(tools.etcd.join("etcdctl"))
-            .arg(format!("--endpoints={}", self.endpoint))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "etcdctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        etcdctl(tools, &self.endpoint, &[], args)
     }
 }
 

@@ -11,7 +11,9 @@ use homelab_etcdbackup::policy::{
     HOST_PATH_NOT_ALLOWED, HOST_PATHS_VALUE, NAMESPACE_NOT_ALLOWED, NAMESPACES_VALUE,
 };
 use homelab_etcdbackup::store::{S3Settings, Store, Target};
-use homelab_test_support::{TestNamespace, wait_for, wait_for_event_reasons, wait_until};
+use homelab_test_support::{
+    TestNamespace, poll_until, wait_for, wait_for_event_reasons, wait_until,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
@@ -53,9 +55,17 @@ fn cluster_source(etcd: &peers::ClusterEtcd) -> serde_json::Value {
 /// Waits for the wall clock's next second: backups are named by the second.
 async fn next_second() {
     let now = jiff::Timestamp::now().as_second();
-    while jiff::Timestamp::now().as_second() == now {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        "the wall clock's next second",
+        Duration::from_secs(2),
+        Duration::from_millis(50),
+        || async move {
+            let second = jiff::Timestamp::now().as_second();
+            if second == now { Err(second) } else { Ok(()) }
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -525,9 +535,19 @@ async fn a_sqlite_datastore_backed_up_while_written_opens_cleanly() {
     let args = local_args(&cj, dir.path(), &report_file);
     assert!(args.contains(&db.display().to_string()), "{args:?}");
     let env = local_env(&ns, &cj).await;
-    while written.load(Ordering::Relaxed) < 2000 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(
+        "the writer to commit 2,000 rows",
+        WAIT,
+        Duration::from_millis(20),
+        || async {
+            match written.load(Ordering::Relaxed) {
+                rows if rows >= 2000 => Ok(()),
+                rows => Err(format!("{rows} rows committed")),
+            }
+        },
+    )
+    .await
+    .unwrap();
     let before = written.load(Ordering::Relaxed);
     let (ok, report) = run_runner(&args, &env, &report_file);
     let after = written.load(Ordering::Relaxed);
@@ -706,32 +726,15 @@ async fn an_etcdbackup_outside_the_allowed_namespaces_gets_no_cronjob_and_no_pod
         .await
         .unwrap();
     // Stalled is written before anything is applied: nothing was, nothing runs.
-    assert!(
+    let nothing: Vec<String> = Vec::new();
+    assert_eq!(elsewhere.names::<CronJob>().await.unwrap(), nothing);
+    assert_eq!(elsewhere.names::<Job>().await.unwrap(), nothing);
+    assert_eq!(
         elsewhere
-            .api::<CronJob>()
-            .list(&ListParams::default())
+            .names::<k8s_openapi::api::core::v1::Pod>()
             .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        elsewhere
-            .api::<Job>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        elsewhere
-            .api::<Pod>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+            .unwrap(),
+        nothing
     );
 }
 
