@@ -11,31 +11,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use homelab_test_support::tools::tool;
+use homelab_test_support::tools::{documents, helm_template, tool};
 use serde_json::{Value, json};
 
 use crate::chart::chart_dir;
 
 /// The PrometheusRule's `spec.groups`, rendered by the pinned helm with the rule on.
 fn rendered_groups() -> Value {
-    let helm = tool("helm", "helm").unwrap();
-    let chart = chart_dir();
-    let output = Command::new(&helm)
-        .args(["template", "homelab-operators", chart.to_str().unwrap()])
-        .args(["--namespace", "homelab", "--kube-version", "1.36.0"])
-        .args(["--set", "metrics.prometheusRule.enabled=true"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "helm template failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let docs: Vec<Option<Value>> =
-        serde_saphyr::from_multiple(&String::from_utf8_lossy(&output.stdout)).unwrap();
-    let rule = docs
+    let rendered = helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).unwrap();
+    let rule = documents(&rendered)
+        .unwrap()
         .into_iter()
-        .flatten()
         .find(|d| d["kind"] == "PrometheusRule")
         .expect("the chart renders a PrometheusRule with metrics.prometheusRule.enabled");
     rule["spec"]["groups"].clone()

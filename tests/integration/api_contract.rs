@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use homelab_api::{API_VERSION, EtcdBackup, MediaServer, SensorGateway, UsbDevicePin};
-use homelab_test_support::{TestNamespace, client, install_crds, workspace_root};
+use homelab_test_support::{TestNamespace, workspace_root};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt};
 use serde::Serialize;
@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 /// The field manager of every write in these tests.
-const MANAGER: &str = "homelab-tests";
+const MANAGER: &str = homelab_test_support::TEST_MANAGER;
 
 fn apply_params() -> PatchParams {
     // Strict: an unknown field is an error, not silently pruned.
@@ -130,9 +130,8 @@ fn typed_spec<K: DeserializeOwned + Serialize>(object: &Value) -> Result<Value, 
 
 #[tokio::test]
 async fn every_example_applies_and_reads_back_unchanged() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "examples").await.unwrap();
+    let ns = TestNamespace::with_crds("examples").await.unwrap();
+    let client = ns.client().clone();
 
     let mut problems = Vec::new();
     for (file, object) in examples() {
@@ -1336,9 +1335,8 @@ fn backup_format_refusals() -> Vec<Refusal> {
 
 #[tokio::test]
 async fn invalid_objects_are_refused_with_a_message_for_a_person() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "refusals").await.unwrap();
+    let ns = TestNamespace::with_crds("refusals").await.unwrap();
+    let client = ns.client().clone();
 
     // The starting points themselves are valid, so each refusal is the patch's doing.
     for (i, base) in [
@@ -1726,9 +1724,8 @@ fn format_acceptances() -> Vec<(&'static str, Value)> {
 
 #[tokio::test]
 async fn valid_objects_at_the_edges_of_the_rules_are_accepted() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "acceptances").await.unwrap();
+    let ns = TestNamespace::with_crds("acceptances").await.unwrap();
+    let client = ns.client().clone();
     let mut refused = Vec::new();
     for (i, (what, object)) in acceptances().into_iter().enumerate() {
         let object = merge(
@@ -1756,9 +1753,7 @@ async fn valid_objects_at_the_edges_of_the_rules_are_accepted() {
 
 #[tokio::test]
 async fn node_agents_presence_entries_merge_per_node() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "presence").await.unwrap();
+    let ns = TestNamespace::with_crds("presence").await.unwrap();
     let pins: Api<UsbDevicePin> = ns.api();
     let pin_object = pin(json!({ "metadata": { "name": "zigbee" } }));
     pins.patch("zigbee", &apply_params(), &Patch::Apply(&pin_object))
@@ -1784,15 +1779,7 @@ async fn node_agents_presence_entries_merge_per_node() {
             .await
             .unwrap();
     }
-    let nodes = |pin: &UsbDevicePin| -> Vec<String> {
-        let mut nodes: Vec<String> = pin
-            .status
-            .iter()
-            .flat_map(|s| s.presence.iter().map(|p| p.node.clone()))
-            .collect();
-        nodes.sort();
-        nodes
-    };
+    let nodes = crate::usbdevicepin::presence_nodes;
     assert_eq!(
         nodes(&pins.get("zigbee").await.unwrap()),
         ["pi4-1", "pi4-2"]

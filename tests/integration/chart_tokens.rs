@@ -5,47 +5,20 @@
 use std::time::Duration;
 
 use homelab_api::conditions::types;
-use homelab_api::{ConditionedStatus, MediaServer, SensorGateway};
+use homelab_api::{MediaServer, SensorGateway};
 use homelab_test_support::mosquitto::Mosquitto;
-use homelab_test_support::mqtt::FakeGateway;
+use homelab_test_support::mqtt::{FakeGateway, credentials_secret, mqtt_spec};
 use homelab_test_support::storage::{delete_volumes, nfs_claim};
-use homelab_test_support::{TestNamespace, client, client_as, controller, install_crds, wait_for};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Client, Resource};
-use serde::de::DeserializeOwned;
+use homelab_test_support::{
+    TestNamespace, apply, client, client_as, controller, install_crds, wait_condition, wait_for,
+};
+use kube::Client;
 use serde_json::json;
 
 use crate::chart::{chart_dir, release};
 
 const WAIT: Duration = Duration::from_secs(120);
 const CREDENTIALS: (&str, &str) = ("homelab", "tokens-Pa55");
-
-async fn apply<K>(home: &TestNamespace, name: &str, body: serde_json::Value)
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + serde::Serialize,
-{
-    home.api::<K>()
-        .patch(
-            name,
-            &PatchParams::apply("homelab-tests"),
-            &Patch::Apply(&body),
-        )
-        .await
-        .unwrap();
-}
-
-fn ready<K: ConditionedStatus>(
-    status: Option<&K>,
-    generation: Option<i64>,
-    observed: Option<i64>,
-) -> bool {
-    status.is_some_and(|s| s.is_condition_true(types::READY)) && generation == observed
-}
 
 #[tokio::test]
 async fn controllers_do_their_work_under_the_charts_service_account_tokens() {
@@ -100,87 +73,49 @@ async fn controllers_do_their_work_under_the_charts_service_account_tokens() {
 
     // A MediaServer: Deployment, Service, pods and nodes read.
     let volume = nfs_claim(&home, "navidrome-data").await.unwrap();
-    apply::<MediaServer>(&home, "navidrome", json!({
-        "apiVersion": "homelab.home.arpa/v1alpha1", "kind": "MediaServer",
-        "metadata": {"name": "navidrome"},
-        "spec": {"preset": "Navidrome", "config": {"existingClaim": "navidrome-data"},
-                 "media": [{"name": "music", "mountPath": "/music", "nfs": {"server": "nas.home.arpa", "path": "/music"}}]},
+    let servers = home.api::<MediaServer>();
+    apply(&servers, "navidrome", json!({
+        "preset": "Navidrome", "config": {"existingClaim": "navidrome-data"},
+        "media": [{"name": "music", "mountPath": "/music", "nfs": {"server": "nas.home.arpa", "path": "/music"}}],
     }))
-    .await;
+    .await
+    .unwrap();
 
     // A SensorGateway: its Secret read by name, a restart (pod delete) when it
     // goes offline.
     let broker = Mosquitto::start(Some(CREDENTIALS)).unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "mqtt"},
-        "stringData": {"username": CREDENTIALS.0, "password": CREDENTIALS.1},
-    }))
-    .unwrap();
-    home.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    credentials_secret(&home, CREDENTIALS).await.unwrap();
     let gateway = FakeGateway::start(
         &broker,
         CREDENTIALS,
         "z2m-tokens",
         "zigbee2mqtt/bridge/state",
     );
-    apply::<SensorGateway>(
-        &home,
+    let gateways = home.api::<SensorGateway>();
+    apply(
+        &gateways,
         "zigbee",
         json!({
-            "apiVersion": "homelab.home.arpa/v1alpha1", "kind": "SensorGateway",
-            "metadata": {"name": "zigbee"},
-            "spec": {
-                "preset": "Zigbee2MQTT",
-                "mqtt": {"url": broker.url(),
-                         "usernameSecretRef": {"name": "mqtt", "key": "username"},
-                         "passwordSecretRef": {"name": "mqtt", "key": "password"},
-                         "allowPlaintextCredentials": true},
-                "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"},
-                "data": {"nfs": {"server": "nas.home.arpa", "path": "/zigbee2mqtt"}},
-                "availability": {"restartAfter": "5s"},
-            },
+            "preset": "Zigbee2MQTT",
+            "mqtt": mqtt_spec(&broker.url()),
+            "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"},
+            "data": {"nfs": {"server": "nas.home.arpa", "path": "/zigbee2mqtt"}},
+            "availability": {"restartAfter": "5s"},
         }),
     )
-    .await;
+    .await
+    .unwrap();
 
-    wait_for(
-        &home.api::<MediaServer>(),
-        "navidrome",
-        WAIT,
-        |ms: &MediaServer| {
-            ready(
-                ms.status.as_ref(),
-                ms.metadata.generation,
-                ms.status.as_ref().and_then(|s| s.observed_generation),
-            )
-        },
-    )
-    .await
-    .unwrap();
-    wait_for(
-        &home.api::<SensorGateway>(),
-        "zigbee",
-        WAIT,
-        |sg: &SensorGateway| {
-            ready(
-                sg.status.as_ref(),
-                sg.metadata.generation,
-                sg.status.as_ref().and_then(|s| s.observed_generation),
-            )
-        },
-    )
-    .await
-    .unwrap();
+    wait_condition(&servers, "navidrome", types::READY, "True", WAIT)
+        .await
+        .unwrap();
+    wait_condition(&gateways, "zigbee", types::READY, "True", WAIT)
+        .await
+        .unwrap();
     gateway.crash();
-    wait_for(
-        &home.api::<SensorGateway>(),
-        "zigbee",
-        WAIT,
-        |sg: &SensorGateway| sg.status.as_ref().is_some_and(|s| s.last_restart.is_some()),
-    )
+    wait_for(&gateways, "zigbee", WAIT, |sg: &SensorGateway| {
+        sg.status.as_ref().is_some_and(|s| s.last_restart.is_some())
+    })
     .await
     .unwrap();
     drop(running);

@@ -11,7 +11,6 @@ mod argocd_health;
 mod chart;
 mod chart_tokens;
 mod etcdbackup;
-mod garbage_collection;
 mod mediaserver;
 mod metrics_scrape;
 mod node_agent_policy;

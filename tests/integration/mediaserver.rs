@@ -12,25 +12,24 @@ use homelab_kit::settings::AllowedHostPaths;
 use homelab_kit::{Context, Settings};
 use homelab_mediaserver::build::names::{KEEP_ANNOTATION, SERVER_LABEL};
 use homelab_mediaserver::{CONTROLLER_NAME, Controller, Metrics, State};
+use homelab_test_support::lock::IGPU;
+use homelab_test_support::status::{condition, said};
 use homelab_test_support::storage::{
     block_volume, delete_classes, delete_volumes, local_path_class, nfs_claim, nfs_volume,
 };
 use homelab_test_support::{
-    TestNamespace, client, controller, install_crds, wait_for, wait_for_list, wait_settled,
+    TestNamespace, controller, nudge, wait_deleted, wait_exists, wait_for, wait_for_list,
+    wait_settled,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-/// Long enough for the scheduler and kwok; the GPU test waits longer, since
-/// another test may hold the one iGPU for a while.
+/// Long enough for the scheduler and kwok.
 const READY: Duration = Duration::from_secs(120);
-const GPU_READY: Duration = Duration::from_secs(300);
-const TEST_MANAGER: &str = "homelab-tests";
 
 /// The controller, running in this test's runtime until dropped.
 struct Running {
@@ -41,9 +40,8 @@ struct Running {
 }
 
 async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, prefix).await.unwrap();
+    let ns = TestNamespace::with_crds(prefix).await.unwrap();
+    let client = ns.client().clone();
     let mut settings = controller::settings(CONTROLLER_NAME, ns.name());
     // The node-local library test mounts a USB disk an administrator allows.
     settings.allowed_host_paths = AllowedHostPaths::parse("/mnt/usb-music").unwrap();
@@ -61,18 +59,7 @@ async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
 
 /// Applies a MediaServer as a user (or a GitOps tool) would.
 async fn apply(ns: &TestNamespace, name: &str, spec: Value) -> MediaServer {
-    let body = json!({
-        "apiVersion": "homelab.home.arpa/v1alpha1",
-        "kind": "MediaServer",
-        "metadata": {"name": name},
-        "spec": spec,
-    });
-    ns.api::<MediaServer>()
-        .patch(
-            name,
-            &PatchParams::apply(TEST_MANAGER),
-            &Patch::Apply(&body),
-        )
+    homelab_test_support::apply(&ns.api(), name, spec)
         .await
         .unwrap()
 }
@@ -84,21 +71,10 @@ async fn wait_condition(
     name: &str,
     type_: &'static str,
     status: &'static str,
-    timeout: Duration,
 ) -> MediaServer {
-    wait_for(
-        &ns.api::<MediaServer>(),
-        name,
-        timeout,
-        move |ms: &MediaServer| {
-            ms.status.as_ref().is_some_and(|s| {
-                s.observed_generation == ms.metadata.generation
-                    && s.condition(type_).is_some_and(|c| c.status == status)
-            })
-        },
-    )
-    .await
-    .unwrap()
+    homelab_test_support::wait_condition(&ns.api(), name, type_, status, READY)
+        .await
+        .unwrap()
 }
 
 /// Waits until condition `type_` has `reason` for the current generation and a
@@ -111,38 +87,10 @@ async fn wait_reason(
     type_: &'static str,
     reason: &'static str,
     conclusive: &str,
-    timeout: Duration,
 ) -> MediaServer {
-    let conclusive = conclusive.to_owned();
-    let found = wait_for(
-        &ns.api::<MediaServer>(),
-        name,
-        timeout,
-        move |ms: &MediaServer| {
-            ms.status.as_ref().is_some_and(|s| {
-                s.observed_generation == ms.metadata.generation
-                    && s.condition(type_).is_some_and(|c| {
-                        c.reason == reason && c.message.contains(conclusive.as_str())
-                    })
-            })
-        },
-    )
-    .await;
-    match found {
-        Ok(ms) => ms,
-        Err(err) => {
-            let now = ns.api::<MediaServer>().get(name).await.unwrap();
-            panic!(
-                "{name} never had {type_} {reason}, conclusively: {err}; its status: {:?}",
-                now.status
-            )
-        }
-    }
-}
-
-fn condition(ms: &MediaServer, type_: &str) -> (String, String) {
-    let c = ms.status.as_ref().unwrap().condition(type_).unwrap();
-    (c.reason.clone(), c.message.clone())
+    homelab_test_support::wait_reason(&ns.api(), name, type_, reason, conclusive, READY)
+        .await
+        .unwrap()
 }
 
 fn pod_template(d: &Deployment) -> Value {
@@ -231,43 +179,11 @@ async fn nothing_created(ns: &TestNamespace, server: &str) {
     );
 }
 
-/// Who holds or wants the cluster's one iGPU, outside this namespace.
-async fn gpu_users(client: &Client, own: &str) -> Vec<String> {
-    let pods = Api::<Pod>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    pods.items
-        .iter()
-        .filter(|p| p.namespace().as_deref() != Some(own))
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.phase.as_deref())
-                .is_none_or(|ph| ph == "Pending" || ph == "Running")
-        })
-        .filter(|p| {
-            p.spec.iter().flat_map(|s| &s.containers).any(|c| {
-                c.resources
-                    .as_ref()
-                    .and_then(|r| r.limits.as_ref())
-                    .is_some_and(|l| l.contains_key("gpu.intel.com/i915"))
-            })
-        })
-        .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
-        .collect()
-}
-
 #[tokio::test]
 async fn jellyfin_with_quick_sync_lands_on_the_igpu_node() {
-    let (client, ns, _controller) = setup("ms-qsv").await;
-    // Only one i915 exists: let another test's GPU pod go first rather than
-    // take the device from under it.
-    let deadline = tokio::time::Instant::now() + GPU_READY;
-    while !gpu_users(&client, ns.name()).await.is_empty() && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // Only one i915 exists: held until this test's GPU pod is gone.
+    let _igpu = IGPU.take().await;
+    let (_client, ns, _controller) = setup("ms-qsv").await;
     apply(
         &ns,
         "jellyfin",
@@ -281,7 +197,7 @@ async fn jellyfin_with_quick_sync_lands_on_the_igpu_node() {
     )
     .await;
 
-    let deployment = wait_for(&ns.api::<Deployment>(), "jellyfin", READY, |_| true)
+    let deployment = wait_exists(&ns.api::<Deployment>(), "jellyfin", READY)
         .await
         .unwrap();
     let pod = pod_template(&deployment);
@@ -309,7 +225,7 @@ async fn jellyfin_with_quick_sync_lands_on_the_igpu_node() {
         Some("Recreate")
     );
 
-    let ms = wait_condition(&ns, "jellyfin", types::READY, "True", GPU_READY).await;
+    let ms = wait_condition(&ns, "jellyfin", types::READY, "True").await;
     let status = ms.status.clone().unwrap();
     assert_eq!(status.node.as_deref(), Some("n100-1"));
     assert_eq!(
@@ -318,10 +234,10 @@ async fn jellyfin_with_quick_sync_lands_on_the_igpu_node() {
     );
     let pod = running_pod(&ns, "jellyfin", READY).await;
     assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some("n100-1"));
-    let (failover, message) = condition(&ms, types::FAILOVER_READY);
+    let (failover, message) = said(&ms, types::FAILOVER_READY);
     assert_eq!(failover, reasons::SINGLE_ELIGIBLE_NODE, "{message}");
     assert_eq!(status.failover_possible, Some(false));
-    let (reason, nfs) = condition(&ms, types::CONFIG_ON_NFS);
+    let (reason, nfs) = said(&ms, types::CONFIG_ON_NFS);
     assert!(nfs.contains("SQLite"), "{reason}: {nfs}");
     assert!(!warnings(&ns, "jellyfin", "SQLiteOnNFS").await.is_empty());
     eprintln!(
@@ -334,18 +250,9 @@ async fn jellyfin_with_quick_sync_lands_on_the_igpu_node() {
         .delete("jellyfin", &DeleteParams::foreground())
         .await
         .unwrap();
-    let uid = ms.uid().unwrap();
-    tokio::time::timeout(
-        READY,
-        await_condition(
-            ns.api::<MediaServer>(),
-            "jellyfin",
-            conditions::is_deleted(&uid),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    wait_deleted(&ns.api::<MediaServer>(), "jellyfin", READY)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -379,19 +286,19 @@ async fn amd64_only_image_never_lands_on_a_pi_and_a_multi_arch_one_may() {
         ("amd64-only", json!(["amd64"])),
         ("navidrome", json!(["amd64", "arm64", "arm"])),
     ] {
-        let d = wait_for(&ns.api::<Deployment>(), name, READY, |_| true)
+        let d = wait_exists(&ns.api::<Deployment>(), name, READY)
             .await
             .unwrap();
         assert_eq!(required_archs(&pod_template(&d)), archs, "{name}");
     }
-    let amd64 = wait_condition(&ns, "amd64-only", types::READY, "True", READY).await;
+    let amd64 = wait_condition(&ns, "amd64-only", types::READY, "True").await;
     let node = amd64.status.unwrap().node.unwrap();
     assert_eq!(
         node_arch(&client, &node).await,
         "amd64",
         "amd64-only image on {node}"
     );
-    let multi = wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
+    let multi = wait_condition(&ns, "navidrome", types::READY, "True").await;
     let node = multi.status.unwrap().node.unwrap();
     assert_eq!(node, "pi4-1", "a multi-arch image may use the preferred Pi");
     eprintln!("arch: amd64-only on an amd64 node, navidrome on {node}");
@@ -412,7 +319,7 @@ async fn navidrome_with_node_local_music_stays_on_that_node() {
         }),
     )
     .await;
-    let ms = wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
+    let ms = wait_condition(&ns, "navidrome", types::READY, "True").await;
     assert_eq!(ms.status.as_ref().unwrap().node.as_deref(), Some("pi4-2"));
     assert_eq!(
         running_pod(&ns, "navidrome", READY)
@@ -423,14 +330,9 @@ async fn navidrome_with_node_local_music_stays_on_that_node() {
             .as_deref(),
         Some("pi4-2")
     );
-    let (reason, message) = condition(&ms, types::FAILOVER_READY);
+    let (reason, message) = said(&ms, types::FAILOVER_READY);
     assert_eq!(
-        ms.status
-            .as_ref()
-            .unwrap()
-            .condition(types::FAILOVER_READY)
-            .unwrap()
-            .status,
+        condition(&ms, types::FAILOVER_READY).unwrap().status,
         "False"
     );
     assert_eq!(reason, reasons::NODE_LOCAL_STORAGE);
@@ -465,9 +367,9 @@ async fn nfs_media_and_attached_config_can_fail_over() {
         }),
     )
     .await;
-    let ms = wait_condition(&ns, "jellyfin", types::READY, "True", READY).await;
+    let ms = wait_condition(&ns, "jellyfin", types::READY, "True").await;
     let status = ms.status.clone().unwrap();
-    let (reason, message) = condition(&ms, types::FAILOVER_READY);
+    let (reason, message) = said(&ms, types::FAILOVER_READY);
     assert!(
         status.is_condition_true(types::FAILOVER_READY),
         "{reason}: {message}"
@@ -525,10 +427,9 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
         types::FAILOVER_READY,
         reasons::SHARED_STORAGE_NEEDS_FENCING,
         "nas.home.arpa:/volume1/shared-config",
-        READY,
     )
     .await;
-    let (reason, message) = condition(&shared, types::FAILOVER_READY);
+    let (reason, message) = said(&shared, types::FAILOVER_READY);
     assert_eq!(reason, reasons::SHARED_STORAGE_NEEDS_FENCING, "{message}");
     assert!(
         message.contains("shared-config")
@@ -549,10 +450,9 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
         types::FAILOVER_READY,
         reasons::NODE_LOCAL_STORAGE,
         &class,
-        READY,
     )
     .await;
-    let (reason, message) = condition(&local, types::FAILOVER_READY);
+    let (reason, message) = said(&local, types::FAILOVER_READY);
     assert_eq!(reason, reasons::NODE_LOCAL_STORAGE, "{message}");
     assert!(
         message.contains(&class)
@@ -575,7 +475,7 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
         "resources": {"limits": {"memory": "256Mi"}},
     });
     apply(&ns, "navidrome", spec.clone()).await;
-    let ready = wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
+    let ready = wait_condition(&ns, "navidrome", types::READY, "True").await;
     let deployments = ns.api::<Deployment>();
     let before = deployments.get("navidrome").await.unwrap();
     let service_before = ns.api::<Service>().get("navidrome").await.unwrap();
@@ -595,17 +495,7 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
     // nudge that makes the controller reconcile without a spec change, then
     // one reconcile called directly so at least one full pass surely ran.
     apply(&ns, "navidrome", spec.clone()).await;
-    ns.api::<MediaServer>()
-        .patch(
-            "navidrome",
-            &PatchParams::apply("nudge"),
-            &Patch::Apply(json!({
-                "apiVersion": "homelab.home.arpa/v1alpha1", "kind": "MediaServer",
-                "metadata": {"name": "navidrome", "annotations": {"example.org/nudge": "1"}},
-            })),
-        )
-        .await
-        .unwrap();
+    nudge(&ns.api::<MediaServer>(), "navidrome").await.unwrap();
     let nudged = wait_for(
         &ns.api::<MediaServer>(),
         "navidrome",
@@ -658,7 +548,7 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
     spec["resources"]["limits"]["memory"] = json!("512Mi");
     let deployment_writes = controller.metrics.writes_of("Deployment");
     apply(&ns, "navidrome", spec).await;
-    let edited = wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
+    let edited = wait_condition(&ns, "navidrome", types::READY, "True").await;
     assert_eq!(edited.status.as_ref().unwrap().observed_generation, Some(2));
     let rolled = deployments.get("navidrome").await.unwrap();
     let generations = (
@@ -703,20 +593,6 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
     );
 }
 
-/// Waits until the object with `uid` is gone.
-async fn collected<K>(api: Api<K>, name: &str, uid: &str)
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-{
-    tokio::time::timeout(
-        READY,
-        await_condition(api, name, conditions::is_deleted(uid)),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{name} was not collected"))
-    .unwrap();
-}
-
 /// The controller's own entries in managedFields (operation and time).
 fn managed_by_controller(obj: &Deployment) -> Vec<(Option<String>, Option<String>)> {
     obj.metadata
@@ -736,7 +612,7 @@ fn managed_by_controller(obj: &Deployment) -> Vec<(Option<String>, Option<String
 #[tokio::test]
 async fn deleting_collects_what_it_created_and_keeps_marked_claims() {
     let (_client, ns, _controller) = setup("ms-gc").await;
-    let ms = apply(
+    apply(
         &ns,
         "jellyfin",
         json!({
@@ -749,35 +625,26 @@ async fn deleting_collects_what_it_created_and_keeps_marked_claims() {
     )
     .await;
     let claims = ns.api::<PersistentVolumeClaim>();
-    wait_for(&ns.api::<Deployment>(), "jellyfin", READY, |_| true)
-        .await
-        .unwrap();
-    wait_for(&claims, "jellyfin-cache", READY, |_| true)
-        .await
-        .unwrap();
-    let kept = wait_for(&claims, "jellyfin-config", READY, |_| true)
+    let (deployments, services) = (ns.api::<Deployment>(), ns.api::<Service>());
+    wait_exists(&deployments, "jellyfin", READY).await.unwrap();
+    wait_exists(&services, "jellyfin", READY).await.unwrap();
+    wait_exists(&claims, "jellyfin-cache", READY).await.unwrap();
+    let kept = wait_exists(&claims, "jellyfin-config", READY)
         .await
         .unwrap();
     assert!(kept.owner_references().is_empty());
 
-    let deployment = ns.api::<Deployment>().get("jellyfin").await.unwrap();
-    let service = wait_for(&ns.api::<Service>(), "jellyfin", READY, |_| true)
-        .await
-        .unwrap();
-    let cache = claims.get("jellyfin-cache").await.unwrap();
-    ns.api::<MediaServer>()
+    let servers = ns.api::<MediaServer>();
+    servers
         .delete("jellyfin", &DeleteParams::background())
         .await
         .unwrap();
-    collected(
-        ns.api::<Deployment>(),
-        "jellyfin",
-        &deployment.uid().unwrap(),
-    )
-    .await;
-    collected(ns.api::<Service>(), "jellyfin", &service.uid().unwrap()).await;
-    collected(claims.clone(), "jellyfin-cache", &cache.uid().unwrap()).await;
-    collected(ns.api::<MediaServer>(), "jellyfin", &ms.uid().unwrap()).await;
+    wait_deleted(&deployments, "jellyfin", READY).await.unwrap();
+    wait_deleted(&services, "jellyfin", READY).await.unwrap();
+    wait_deleted(&claims, "jellyfin-cache", READY)
+        .await
+        .unwrap();
+    wait_deleted(&servers, "jellyfin", READY).await.unwrap();
     let kept = claims.get("jellyfin-config").await.unwrap();
     assert!(kept.metadata.deletion_timestamp.is_none());
     assert_eq!(kept.annotations()[KEEP_ANNOTATION], "true");
@@ -789,20 +656,13 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     let (_client, ns, _controller) = setup("ms-bad").await;
 
     // An unknown preset: the API server refuses it, with the allowed values.
-    let body = json!({
-        "apiVersion": "homelab.home.arpa/v1alpha1", "kind": "MediaServer",
-        "metadata": {"name": "emby"},
-        "spec": {"preset": "Emby", "config": {"volumeClaim": {"size": "1Gi"}}},
-    });
-    let err = ns
-        .api::<MediaServer>()
-        .patch(
-            "emby",
-            &PatchParams::apply(TEST_MANAGER),
-            &Patch::Apply(&body),
-        )
-        .await
-        .unwrap_err();
+    let err = homelab_test_support::apply(
+        &ns.api::<MediaServer>(),
+        "emby",
+        json!({"preset": "Emby", "config": {"volumeClaim": {"size": "1Gi"}}}),
+    )
+    .await
+    .unwrap_err();
     let message = err.to_string();
     assert!(
         message.contains("Unsupported value") && message.contains("Jellyfin"),
@@ -841,11 +701,11 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
             "PersistentVolumeClaim music",
         ),
     ] {
-        let ms = wait_condition(&ns, name, types::STALLED, "True", READY).await;
-        let (got, message) = condition(&ms, types::STALLED);
+        let ms = wait_condition(&ns, name, types::STALLED, "True").await;
+        let (got, message) = said(&ms, types::STALLED);
         assert_eq!(got, reason, "{name}: {message}");
         assert!(message.contains(words), "{name}: {message}");
-        assert_eq!(condition(&ms, types::READY).0, reason);
+        assert_eq!(said(&ms, types::READY).0, reason);
         let events = warnings(&ns, name, reason).await;
         eprintln!(
             "{name}: Stalled {reason}: {message} ({} Warning Event)",
@@ -857,7 +717,7 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     // The claim appears: the server goes ahead without anyone touching it.
     let config = nfs_volume(&ns, "navidrome-config").await.unwrap();
     let music = nfs_claim(&ns, "music").await.unwrap();
-    wait_condition(&ns, "navidrome", types::READY, "True", READY).await;
+    wait_condition(&ns, "navidrome", types::READY, "True").await;
     assert!(
         ns.api::<PersistentVolumeClaim>()
             .get_opt("navidrome-config")
@@ -883,14 +743,9 @@ async fn two_allowed_nodes_make_a_deployment_the_api_server_accepts() {
     .await;
     // A metadata.name requirement may hold one value only: with both nodes in
     // one term the API server refused the Deployment (422) and none appeared.
-    let deployment = wait_for(
-        &ns.api::<Deployment>(),
-        "navidrome",
-        READY,
-        |_: &Deployment| true,
-    )
-    .await
-    .unwrap();
+    let deployment = wait_exists(&ns.api::<Deployment>(), "navidrome", READY)
+        .await
+        .unwrap();
     let terms = pod_template(&deployment)["affinity"]["nodeAffinity"]
         ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
         .clone();

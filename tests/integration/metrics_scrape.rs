@@ -11,19 +11,19 @@
 //! A new binary is one line in [`BINARIES`].
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use homelab_api::{EtcdBackup, SensorGateway, UsbDevicePin};
 use homelab_kit::Settings;
+use homelab_test_support::http::{get, wait_ok};
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::publish;
-use homelab_test_support::{TestNamespace, client, install_crds, workspace_root};
+use homelab_test_support::tools::{documents, helm_template};
+use homelab_test_support::{TestNamespace, apply_object, poll_until, wait_deleted};
 use kube::Client;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -130,42 +130,14 @@ fn free_addr() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// A plain HTTP/1.1 GET; (status line, body).
-async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(addr)?;
-        stream.write_all(request.as_bytes())?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        Ok((
-            head.lines().next().unwrap_or_default().to_owned(),
-            body.to_owned(),
-        ))
-    })
-    .await
-    .unwrap()
-}
-
 /// Waits for `/readyz`, then returns `/metrics`.
 async fn scrape_when_ready(name: &str, addr: SocketAddr) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok((status, _)) = get(addr, "/readyz").await
-            && status.contains(" 200 ")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never became ready on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (status, body) = get(addr, "/metrics").await.unwrap();
-    assert!(status.contains(" 200 "), "{name} /metrics: {status}");
-    body
+    wait_ok(addr, "/readyz", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{name} never became ready: {e}"));
+    wait_ok(addr, "/metrics", Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{name} /metrics: {e}"))
 }
 
 /// The sample names a scrape can produce: each `# TYPE` family with its
@@ -333,33 +305,14 @@ fn grafana_variable_query(query: &str) -> String {
 
 /// The chart rendered with the dashboard and the alerts on.
 fn rendered_chart() -> Vec<Value> {
-    let listing = homelab_test_support::Cluster::default()
-        .run(&["tools"])
-        .unwrap();
-    let helm = listing
-        .lines()
-        .find_map(|line| line.strip_prefix("helm "))
-        .map(|dir| PathBuf::from(dir.trim()).join("helm"))
-        .unwrap_or_else(|| panic!("`e2e/cluster tools` lists no helm: {listing}"));
-    let chart = workspace_root().join("charts").join("homelab-operators");
-    let output = std::process::Command::new(helm)
-        .args(["template", "homelab-operators", chart.to_str().unwrap()])
-        .args(["--namespace", "homelab", "--kube-version", "1.36.0"])
-        .args(["--set", "metrics.prometheusRule.enabled=true"])
-        .args(["--set", "grafana.dashboard.enabled=true"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let docs: Vec<Option<Value>> =
-        serde_saphyr::from_multiple(&String::from_utf8_lossy(&output.stdout)).unwrap();
-    docs.into_iter()
-        .flatten()
-        .filter(|d| !d.is_null())
-        .collect()
+    let rendered = helm_template(&[
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "grafana.dashboard.enabled=true",
+    ])
+    .unwrap();
+    documents(&rendered).unwrap()
 }
 
 /// (where, expression) of every alert and every dashboard query in the chart.
@@ -403,9 +356,8 @@ fn chart_expressions() -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "metrics").await.unwrap();
+    let ns = TestNamespace::with_crds("metrics").await.unwrap();
+    let client = ns.client().clone();
 
     // One object, so the per-object series exist too.
     let pin = serde_json::json!({
@@ -414,12 +366,7 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
         "metadata": {"name": "zigbee"},
         "spec": {"vendorId": "10c4", "productId": "ea60", "containerPath": "/dev/zigbee"},
     });
-    ns.api::<UsbDevicePin>()
-        .patch(
-            "zigbee",
-            &PatchParams::apply("homelab-tests"),
-            &Patch::Apply(&pin),
-        )
+    apply_object(&ns.api::<UsbDevicePin>(), "zigbee", pin)
         .await
         .unwrap();
 
@@ -451,20 +398,11 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
             },
         }),
     ];
-    ns.api::<SensorGateway>()
-        .patch(
-            "garden-hub",
-            &PatchParams::apply("homelab-tests"),
-            &Patch::Apply(&objects[0]),
-        )
+    let [gateway, backup] = objects;
+    apply_object(&ns.api::<SensorGateway>(), "garden-hub", gateway)
         .await
         .unwrap();
-    ns.api::<EtcdBackup>()
-        .patch(
-            "hourly",
-            &PatchParams::apply("homelab-tests"),
-            &Patch::Apply(&objects[1]),
-        )
+    apply_object(&ns.api::<EtcdBackup>(), "hourly", backup)
         .await
         .unwrap();
 
@@ -490,35 +428,40 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
     // The binaries fill their series as they work (the agent's first sysfs pass,
     // the pin's first status): check until every name is found, or the deadline.
     let expressions = chart_expressions();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exported = loop {
-        // Until the gateway has subscribed, a message may go unheard: say it again.
-        publish(&broker, ("", ""), SENSOR_TOPIC, "41", false).await;
-        let mut exported = BTreeSet::new();
-        for (name, addr, ..) in &running {
-            let (_, text) = get(*addr, "/metrics")
-                .await
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            exported.extend(exported_names(&text));
-        }
-        let mut unknown = Vec::new();
-        for (place, expr) in &expressions {
-            for metric in metric_names(expr) {
-                if !exported.contains(&metric) && !PROMETHEUS_OWN.contains(&metric.as_str()) {
-                    unknown.push(format!("{place}: {metric} in `{expr}`"));
+    let exported = poll_until(
+        "every metric the chart names to be exported",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            // Until the gateway has subscribed, a message may go unheard: say it again.
+            publish(&broker, ("", ""), SENSOR_TOPIC, "41", false).await;
+            let mut exported = BTreeSet::new();
+            for (name, addr, ..) in &running {
+                let (_, text) = get(*addr, "/metrics")
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                exported.extend(exported_names(&text));
+            }
+            let mut unknown = Vec::new();
+            for (place, expr) in &expressions {
+                for metric in metric_names(expr) {
+                    if !exported.contains(&metric) && !PROMETHEUS_OWN.contains(&metric.as_str()) {
+                        unknown.push(format!("{place}: {metric} in `{expr}`"));
+                    }
                 }
             }
-        }
-        if unknown.is_empty() {
-            break exported;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "metrics no binary exports:\n{}\n\nexported: {exported:?}",
-            unknown.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+            if unknown.is_empty() {
+                Ok(exported)
+            } else {
+                Err(format!(
+                    "metrics no binary exports:\n{}\n\nexported: {exported:?}",
+                    unknown.join("\n")
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
     eprintln!(
         "{} expressions checked against {} names exported by {} binaries",
         expressions.len(),
@@ -531,11 +474,9 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
     pins.delete("zigbee", &DeleteParams::default())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while pins.get_opt("zigbee").await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the pin was not released");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_deleted(&pins, "zigbee", Duration::from_secs(60))
+        .await
+        .unwrap();
     for (_, _, stop, task) in running {
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;

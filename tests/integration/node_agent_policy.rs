@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use homelab_api::UsbDevicePin;
 use homelab_test_support::{
-    TestNamespace, client, client_as, client_as_pod, install_crds, wait_for,
+    TestNamespace, client, client_as, client_as_pod, install_crds, poll_until, wait_for,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -78,17 +78,19 @@ async fn a_node_agent_may_write_only_its_own_nodes_entry() {
     // wait for that with a write that is harmless either way (an unbound token
     // writing pi4-1's entry, which the agent on pi4-1 may write too).
     let unbound = client_as(&admin, namespace.name(), &account).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match report(&unbound, ns, "pi4-1", &presence("pi4-1")).await {
-            Err(e) if e.contains("pod's token") => break,
-            other => assert!(
-                std::time::Instant::now() < deadline,
-                "the policy never took effect: {other:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    poll_until(
+        "the admission policy to take effect",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async {
+            match report(&unbound, ns, "pi4-1", &presence("pi4-1")).await {
+                Err(e) if e.contains("pod's token") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap();
 
     // Its own entry: allowed.
     report(&agent, ns, "pi4-1", &presence("pi4-1"))

@@ -12,133 +12,67 @@ use homelab_kit::conditions::{CHILD_REFUSED, HOST_PATH_NOT_ALLOWED};
 use homelab_kit::settings::AllowedHostPaths;
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::publish;
+use homelab_test_support::status::condition;
 use homelab_test_support::{
-    TestNamespace, client, controller, events_about, install_crds, wait_for, wait_for_event_reasons,
+    TestNamespace, controller, events_about, nudge, wait_for_event_reasons, wait_settled_async,
+    wait_status,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
-use kube::{Client, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::core::NamespaceResourceScope;
 use serde_json::{Value, json};
 
 /// Long enough for the scheduler and kwok to run a pod.
 const WAIT: Duration = Duration::from_secs(120);
-const TEST_MANAGER: &str = "homelab-tests";
+
+/// What the helpers below need of a kind: one of the project's, in a namespace.
+trait Kind: homelab_test_support::status::Kind<Scope = NamespaceResourceScope> {}
+
+impl Kind for MediaServer {}
+impl Kind for SensorGateway {}
 
 /// Applies `spec` as a user would; returns the stored object.
-async fn apply<K>(ns: &TestNamespace, name: &str, spec: Value) -> K
-where
-    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let body = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": {"name": name},
-        "spec": spec,
-    });
-    ns.api::<K>()
-        .patch(
-            name,
-            &PatchParams::apply(TEST_MANAGER),
-            &Patch::Apply(&body),
-        )
+async fn apply<K: Kind>(ns: &TestNamespace, name: &str, spec: Value) -> K {
+    homelab_test_support::apply(&ns.api::<K>(), name, spec)
         .await
         .unwrap()
-}
-
-/// The conditions of an object, with its generation and observed generation.
-trait Conditioned {
-    fn conditions(&self) -> (Option<i64>, Option<i64>, Vec<Condition>);
-}
-
-impl Conditioned for MediaServer {
-    fn conditions(&self) -> (Option<i64>, Option<i64>, Vec<Condition>) {
-        let status = self.status.clone().unwrap_or_default();
-        (
-            self.metadata.generation,
-            status.observed_generation,
-            status.conditions,
-        )
-    }
-}
-
-impl Conditioned for SensorGateway {
-    fn conditions(&self) -> (Option<i64>, Option<i64>, Vec<Condition>) {
-        let status = self.status.clone().unwrap_or_default();
-        (
-            self.metadata.generation,
-            status.observed_generation,
-            status.conditions,
-        )
-    }
 }
 
 /// Waits until the controller has seen the latest generation and says it is
 /// stalled with `reason`; returns the Stalled condition. Also checks that
 /// Ready says the same.
-async fn wait_stalled<K>(ns: &TestNamespace, name: &str, reason: &'static str) -> Condition
-where
-    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Conditioned
-        + Clone
-        + std::fmt::Debug
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + 'static,
-{
-    let obj = wait_for(&ns.api::<K>(), name, WAIT, move |obj: &K| {
-        let (generation, observed, conditions) = obj.conditions();
-        observed == generation
-            && conditions.iter().any(|c| {
-                c.type_ == types::STALLED
-                    && c.status == "True"
-                    && c.reason == reason
-                    && c.observed_generation == generation
-            })
+async fn wait_stalled<K: Kind>(ns: &TestNamespace, name: &str, reason: &'static str) -> Condition {
+    let obj = wait_status(&ns.api::<K>(), name, WAIT, move |s| {
+        s.condition(types::STALLED).is_some_and(|c| {
+            c.status == "True"
+                && c.reason == reason
+                && c.observed_generation == s.observed_generation()
+        })
     })
     .await
     .unwrap();
-    let (_, _, conditions) = obj.conditions();
-    let find = |t: &str| conditions.iter().find(|c| c.type_ == t).cloned().unwrap();
-    let ready = find(types::READY);
+    let ready = condition(&obj, types::READY).unwrap();
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", reason)
     );
+    let conditions = obj.status().unwrap().conditions();
     assert!(
         conditions.iter().all(|c| c.type_ != types::RECONCILING),
         "{conditions:?}"
     );
-    find(types::STALLED)
+    condition(&obj, types::STALLED).cloned().unwrap()
 }
 
 /// Waits until `name` is no longer stalled at its latest generation and
 /// `ready` holds for its Ready condition.
-async fn wait_recovered<K>(ns: &TestNamespace, name: &str, ready: fn(&Condition) -> bool) -> K
-where
-    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Conditioned
-        + Clone
-        + std::fmt::Debug
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + 'static,
-{
-    wait_for(&ns.api::<K>(), name, WAIT, move |obj: &K| {
-        let (generation, observed, conditions) = obj.conditions();
-        observed == generation
-            && conditions.iter().all(|c| c.type_ != types::STALLED)
-            && conditions
-                .iter()
-                .any(|c| c.type_ == types::READY && ready(c))
+async fn wait_recovered<K: Kind>(
+    ns: &TestNamespace,
+    name: &str,
+    ready: fn(&Condition) -> bool,
+) -> K {
+    wait_status(&ns.api::<K>(), name, WAIT, move |s| {
+        s.condition(types::STALLED).is_none() && s.condition(types::READY).is_some_and(ready)
     })
     .await
     .unwrap()
@@ -176,33 +110,21 @@ async fn events_settled(ns: &TestNamespace, name: &str) -> Vec<(String, Option<i
         seen.sort();
         seen
     };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut last = read().await;
-    let mut since = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = read().await;
-        if now != last {
-            last = now;
-            since = tokio::time::Instant::now();
-        } else if since.elapsed() >= QUIET {
-            return last;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the Events about {name} keep changing: {last:?}"
-        );
-    }
+    wait_settled_async(
+        &format!("the Events about {name}"),
+        QUIET,
+        WAIT,
+        Duration::from_millis(500),
+        read,
+    )
+    .await
+    .unwrap()
 }
 
-async fn media_controller(
-    client: &Client,
-    ns: &TestNamespace,
-    allowed: &str,
-) -> controller::Running {
+async fn media_controller(ns: &TestNamespace, allowed: &str) -> controller::Running {
     let mut settings = controller::settings(homelab_mediaserver::CONTROLLER_NAME, ns.name());
     settings.allowed_host_paths = AllowedHostPaths::parse(allowed).unwrap();
-    let running = homelab_mediaserver::Controller::new(client.clone(), settings);
+    let running = homelab_mediaserver::Controller::new(ns.client().clone(), settings);
     controller::spawn(|shutdown| running.run_until(shutdown))
 }
 
@@ -216,10 +138,8 @@ fn jellyfin(env: Value) -> Value {
 
 #[tokio::test]
 async fn a_media_server_whose_deployment_is_refused_is_stalled_until_fixed() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "refused-ms").await.unwrap();
-    let _controller = media_controller(&client, &ns, "").await;
+    let ns = TestNamespace::with_crds("refused-ms").await.unwrap();
+    let _controller = media_controller(&ns, "").await;
 
     // The CRD takes any env name; the Deployment's validation does not.
     apply::<MediaServer>(&ns, "jellyfin", jellyfin(json!([{"name": ""}]))).await;
@@ -245,17 +165,7 @@ async fn a_media_server_whose_deployment_is_refused_is_stalled_until_fixed() {
 
     // No retry loop: a reconcile woken without a new spec (an annotation)
     // sends nothing again, so no failure Event follows the one refusal.
-    ns.api::<MediaServer>()
-        .patch(
-            "jellyfin",
-            &PatchParams::apply("nudge"),
-            &Patch::Apply(json!({
-                "apiVersion": "homelab.home.arpa/v1alpha1", "kind": "MediaServer",
-                "metadata": {"name": "jellyfin", "annotations": {"example.org/nudge": "1"}},
-            })),
-        )
-        .await
-        .unwrap();
+    nudge(&ns.api::<MediaServer>(), "jellyfin").await.unwrap();
     let events = events_settled(&ns, "jellyfin").await;
     assert_eq!(
         events,
@@ -281,10 +191,8 @@ async fn a_media_server_whose_deployment_is_refused_is_stalled_until_fixed() {
 
 #[tokio::test]
 async fn a_resource_that_is_no_quantity_is_named_in_the_spec() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "refused-qty").await.unwrap();
-    let _controller = media_controller(&client, &ns, "").await;
+    let ns = TestNamespace::with_crds("refused-qty").await.unwrap();
+    let _controller = media_controller(&ns, "").await;
 
     // The API server refuses such a Deployment without naming the field (a
     // 500 from server-side apply); the controller names it before applying.
@@ -337,11 +245,9 @@ async fn a_resource_that_is_no_quantity_is_named_in_the_spec() {
 #[tokio::test]
 async fn a_sensor_gateway_whose_deployment_is_refused_is_stalled_until_fixed() {
     let broker = Mosquitto::start(None).unwrap();
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "refused-sgw").await.unwrap();
+    let ns = TestNamespace::with_crds("refused-sgw").await.unwrap();
     let running = homelab_sensorgateway::Controller::new(
-        client.clone(),
+        ns.client().clone(),
         controller::settings(homelab_sensorgateway::CONTROLLER_NAME, ns.name()),
     );
     let _controller = controller::spawn(|shutdown| running.run_until(shutdown));
@@ -384,9 +290,7 @@ async fn a_sensor_gateway_whose_deployment_is_refused_is_stalled_until_fixed() {
 
 #[tokio::test]
 async fn a_host_path_the_administrator_does_not_allow_is_refused_and_the_server_left_alone() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "refused-host").await.unwrap();
+    let ns = TestNamespace::with_crds("refused-host").await.unwrap();
     let navidrome = json!({
         "preset": "Navidrome",
         "config": {"nfs": {"server": "nas.home.arpa", "path": "/volume1/navidrome"}},
@@ -395,14 +299,14 @@ async fn a_host_path_the_administrator_does_not_allow_is_refused_and_the_server_
     });
 
     // Allowed: it runs.
-    let allowing = media_controller(&client, &ns, "/mnt/usb-music").await;
+    let allowing = media_controller(&ns, "/mnt/usb-music").await;
     apply::<MediaServer>(&ns, "navidrome", navidrome).await;
     wait_recovered::<MediaServer>(&ns, "navidrome", |c| c.status == "True").await;
     let before = ns.api::<Deployment>().get("navidrome").await.unwrap();
     drop(allowing);
 
     // A similar prefix is not a parent directory.
-    let _similar = media_controller(&client, &ns, "/mnt/usb").await;
+    let _similar = media_controller(&ns, "/mnt/usb").await;
     let stalled = wait_stalled::<MediaServer>(&ns, "navidrome", HOST_PATH_NOT_ALLOWED).await;
     for words in [
         "/mnt/usb-music/library",

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use homelab_test_support::{TestNamespace, client, wait_for, wait_for_list};
+use homelab_test_support::lock::IGPU;
+use homelab_test_support::{TestNamespace, client, wait_deleted, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 const SCHEDULED: Duration = Duration::from_secs(60);
@@ -75,10 +76,12 @@ async fn deployment_requiring_amd64_runs_only_on_amd64_nodes() {
     );
 }
 
-/// One test for both pods: the cluster has exactly one i915 device, so two tests
-/// asking for it would race each other.
+/// One test for both pods: the cluster has exactly one i915 device, held by
+/// this test (a lock shared with the other tests that ask for it) until its
+/// pods are gone.
 #[tokio::test]
 async fn gpu_pod_lands_on_the_igpu_node_and_a_second_one_waits() {
+    let _igpu = IGPU.take().await;
     let client = client().await.unwrap();
     let ns = TestNamespace::new(&client, "igpu").await.unwrap();
     let pods = ns.api::<Pod>();
@@ -128,4 +131,10 @@ async fn gpu_pod_lands_on_the_igpu_node_and_a_second_one_waits() {
         .unwrap();
     let message = scheduled.message.clone().unwrap_or_default();
     assert!(message.contains("gpu.intel.com/i915"), "{message}");
+
+    // Give the iGPU back before the next test takes it.
+    for name in ["first", "second"] {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+        wait_deleted(&pods, name, SCHEDULED).await.unwrap();
+    }
 }

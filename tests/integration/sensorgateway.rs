@@ -15,20 +15,20 @@ use homelab_sensorgateway::build::names::GATEWAY_LABEL;
 use homelab_sensorgateway::references::{SECRET_KEY_NOT_FOUND, SECRET_NOT_FOUND};
 use homelab_sensorgateway::{CONTROLLER_NAME, Controller, Hub, Metrics};
 use homelab_test_support::mosquitto::Mosquitto;
-use homelab_test_support::mqtt::{FakeGateway, publish};
+use homelab_test_support::mqtt::{FakeGateway, mqtt_spec, publish};
+use homelab_test_support::status::said as condition;
 use homelab_test_support::tools::kubectl;
 use homelab_test_support::{
-    TestNamespace, client, controller, events_about, install_crds, wait_for,
-    wait_for_event_reasons, wait_for_list,
+    TestNamespace, controller, create, events_about, wait_exists, wait_for, wait_for_event_reasons,
+    wait_for_list,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
-const TEST_MANAGER: &str = "homelab-tests";
 const USER: &str = "homelab";
 /// Looked for in every log line, Event and status: it must never appear.
 const PASSWORD: &str = "s3cret-Zigbee-Pa55word";
@@ -70,9 +70,8 @@ struct Running {
 
 async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
     capture_logs();
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, prefix).await.unwrap();
+    let ns = TestNamespace::with_crds(prefix).await.unwrap();
+    let client = ns.client().clone();
     let running = Controller::new(
         client.clone(),
         controller::settings(CONTROLLER_NAME, ns.name()),
@@ -87,31 +86,13 @@ async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
 }
 
 async fn credentials_secret(ns: &TestNamespace) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "mqtt"},
-        "stringData": {"username": USER, "password": PASSWORD},
-    }))
-    .unwrap();
-    ns.api::<Secret>()
-        .create(&PostParams::default(), &secret)
+    homelab_test_support::mqtt::credentials_secret(ns, (USER, PASSWORD))
         .await
         .unwrap();
 }
 
 async fn apply(ns: &TestNamespace, name: &str, spec: Value) -> Result<SensorGateway, kube::Error> {
-    let body = json!({
-        "apiVersion": "homelab.home.arpa/v1alpha1",
-        "kind": "SensorGateway",
-        "metadata": {"name": name},
-        "spec": spec,
-    });
-    ns.api::<SensorGateway>()
-        .patch(
-            name,
-            &PatchParams::apply(TEST_MANAGER),
-            &Patch::Apply(&body),
-        )
-        .await
+    homelab_test_support::apply(&ns.api(), name, spec).await
 }
 
 async fn wait_condition(
@@ -120,24 +101,9 @@ async fn wait_condition(
     type_: &'static str,
     status: &'static str,
 ) -> SensorGateway {
-    wait_for(
-        &ns.api::<SensorGateway>(),
-        name,
-        WAIT,
-        move |sg: &SensorGateway| {
-            sg.status.as_ref().is_some_and(|s| {
-                s.observed_generation == sg.metadata.generation
-                    && s.condition(type_).is_some_and(|c| c.status == status)
-            })
-        },
-    )
-    .await
-    .unwrap()
-}
-
-fn condition(sg: &SensorGateway, type_: &str) -> (String, String) {
-    let c = sg.status.as_ref().unwrap().condition(type_).unwrap();
-    (c.reason.clone(), c.message.clone())
+    homelab_test_support::wait_condition(&ns.api(), name, type_, status, WAIT)
+        .await
+        .unwrap()
 }
 
 /// Inline NFS for the gateway's data: the kwok cluster has no provisioner.
@@ -169,12 +135,7 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
         "attic",
         json!({
             "preset": "Zigbee2MQTT",
-            "mqtt": {
-                "url": broker.url(),
-                "usernameSecretRef": {"name": "mqtt", "key": "username"},
-                "passwordSecretRef": {"name": "mqtt", "key": "password"},
-                "allowPlaintextCredentials": true,
-            },
+            "mqtt": mqtt_spec(&broker.url()),
             "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"},
             "data": nfs_data(),
             "availability": {"restartAfter": "10s"},
@@ -303,12 +264,7 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
             "preset": "ESPHome",
             "external": true,
             "topicPrefix": "garden-hub",
-            "mqtt": {
-                "url": broker.url(),
-                "usernameSecretRef": {"name": "mqtt", "key": "username"},
-                "passwordSecretRef": {"name": "mqtt", "key": "password"},
-                "allowPlaintextCredentials": true,
-            },
+            "mqtt": mqtt_spec(&broker.url()),
             "sensors": [
                 {"name": "tomato-bed", "topic": "garden-hub/sensor/+/moisture", "staleAfter": "6s"},
             ],
@@ -411,12 +367,7 @@ async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
         json!({
             "preset": "Zigbee2MQTT",
             "topicPrefix": "shed",
-            "mqtt": {
-                "url": broker.url(),
-                "usernameSecretRef": {"name": "mqtt", "key": "username"},
-                "passwordSecretRef": {"name": "mqtt", "key": "password"},
-                "allowPlaintextCredentials": true,
-            },
+            "mqtt": mqtt_spec(&broker.url()),
             "data": nfs_data(),
             "availability": {"restartAfter": "5s"},
         }),
@@ -483,12 +434,7 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
     credentials_secret(&ns).await;
     publish(&broker, (USER, PASSWORD), "porch/status", "online", true).await;
     publish(&broker, (USER, PASSWORD), "hall/status", "online", true).await;
-    let mqtt = json!({
-        "url": broker.url(),
-        "usernameSecretRef": {"name": "mqtt", "key": "username"},
-        "passwordSecretRef": {"name": "mqtt", "key": "password"},
-        "allowPlaintextCredentials": true,
-    });
+    let mqtt = mqtt_spec(&broker.url());
     for name in ["porch", "hall"] {
         apply(
             &ns,
@@ -506,18 +452,18 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
         "gateways on one broker share one connection"
     );
 
-    // A Secret that does not exist.
-    apply(
-        &ns,
-        "no-secret",
-        json!({"preset": "ESPHome", "external": true, "topicPrefix": "x", "mqtt": {
+    // A user name from a Secret that does not exist, and from a key the
+    // Secret lacks.
+    let user_from = |topic_prefix: &str, name: &str, key: &str| {
+        json!({"preset": "ESPHome", "external": true, "topicPrefix": topic_prefix, "mqtt": {
             "url": broker.url(),
-            "usernameSecretRef": {"name": "mqtt-typo", "key": "username"},
+            "usernameSecretRef": {"name": name, "key": key},
             "allowPlaintextCredentials": true,
-        }}),
-    )
-    .await
-    .unwrap();
+        }})
+    };
+    apply(&ns, "no-secret", user_from("x", "mqtt-typo", "username"))
+        .await
+        .unwrap();
     let sg = wait_condition(&ns, "no-secret", types::STALLED, "True").await;
     let (reason, message) = condition(&sg, types::STALLED);
     assert_eq!(reason, SECRET_NOT_FOUND);
@@ -526,18 +472,9 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
         "{message}"
     );
 
-    // A key the Secret lacks.
-    apply(
-        &ns,
-        "no-key",
-        json!({"preset": "ESPHome", "external": true, "topicPrefix": "y", "mqtt": {
-            "url": broker.url(),
-            "usernameSecretRef": {"name": "mqtt", "key": "user"},
-            "allowPlaintextCredentials": true,
-        }}),
-    )
-    .await
-    .unwrap();
+    apply(&ns, "no-key", user_from("y", "mqtt", "user"))
+        .await
+        .unwrap();
     let sg = wait_condition(&ns, "no-key", types::STALLED, "True").await;
     assert_eq!(condition(&sg, types::STALLED).0, SECRET_KEY_NOT_FOUND);
     wait_for_event_reasons(&ns, "no-key", &[SECRET_KEY_NOT_FOUND], WAIT)
@@ -626,12 +563,7 @@ async fn a_gateway_that_keeps_failing_on_one_node_is_moved_off_it() {
         json!({
             "preset": "Zigbee2MQTT",
             "topicPrefix": "cellar",
-            "mqtt": {
-                "url": broker.url(),
-                "usernameSecretRef": {"name": "mqtt", "key": "username"},
-                "passwordSecretRef": {"name": "mqtt", "key": "password"},
-                "allowPlaintextCredentials": true,
-            },
+            "mqtt": mqtt_spec(&broker.url()),
             "radio": {"networkAddress": "tcp://192.168.1.41:6638", "adapter": "zstack"},
             "data": nfs_data(),
             "availability": {"restartAfter": "5s"},
@@ -708,15 +640,12 @@ async fn a_tls_broker_is_trusted_through_the_ca_in_a_secret_only() {
     let (tls_url, ca) = broker.tls().unwrap();
     let (_client, ns, _running) = setup("sgw-tls").await;
     credentials_secret(&ns).await;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "broker-ca"},
-        "stringData": {"ca.crt": ca},
-    }))
+    create(
+        &ns.api::<Secret>(),
+        json!({"metadata": {"name": "broker-ca"}, "stringData": {"ca.crt": ca}}),
+    )
+    .await
     .unwrap();
-    ns.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
     publish(
         &broker,
         (USER, PASSWORD),
@@ -807,14 +736,9 @@ async fn zwave_js_ui_is_configured_from_the_spec_and_watched_under_its_client_na
     )
     .await
     .unwrap();
-    let deployment = wait_for(
-        &ns.api::<Deployment>(),
-        "zwave-attic",
-        WAIT,
-        |_: &Deployment| true,
-    )
-    .await
-    .unwrap();
+    let deployment = wait_exists(&ns.api::<Deployment>(), "zwave-attic", WAIT)
+        .await
+        .unwrap();
     let pod = deployment
         .spec
         .as_ref()
@@ -865,11 +789,9 @@ async fn zwave_js_ui_is_configured_from_the_spec_and_watched_under_its_client_na
     let rendered = serde_json::to_string(&deployment).unwrap();
     assert!(!rendered.contains(PASSWORD));
 
-    let service = wait_for(&ns.api::<Service>(), "zwave-attic", WAIT, |_: &Service| {
-        true
-    })
-    .await
-    .unwrap();
+    let service = wait_exists(&ns.api::<Service>(), "zwave-attic", WAIT)
+        .await
+        .unwrap();
     let ports: Vec<(String, i32)> = service
         .spec
         .unwrap()

@@ -8,7 +8,7 @@
 
 use homelab_api::{FailoverRecord, MediaServer, MediaServerStatus};
 use homelab_kit::{FieldManager, StatusPatch, StatusWrite};
-use homelab_test_support::{TestNamespace, client, install_crds};
+use homelab_test_support::TestNamespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::PostParams;
 use serde_json::json;
@@ -25,9 +25,7 @@ fn record(from: &str) -> FailoverRecord {
 
 #[tokio::test]
 async fn a_status_from_a_stale_read_never_overwrites_a_newer_one() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "status-writes").await.unwrap();
+    let ns = TestNamespace::with_crds("status-writes").await.unwrap();
     let api = ns.api::<MediaServer>();
     let server: MediaServer = serde_json::from_value(json!({
         "apiVersion": "homelab.home.arpa/v1alpha1",

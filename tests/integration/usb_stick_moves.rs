@@ -7,16 +7,13 @@
 //! the Node's capacity and allocatable, as a kubelet would. The real scheduler then
 //! places the consumer. A sampler checks that at no moment two consumer pods run.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use homelab_api::UsbDevicePin;
 use homelab_api::usbdevicepin::resource_name;
 use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
-use homelab_test_support::{
-    TestNamespace, client, install_crds, wait_for, wait_for_event_reasons, wait_for_list,
-};
+use homelab_test_support::sample::PodSampler;
+use homelab_test_support::{TestNamespace, wait_for, wait_for_event_reasons, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
@@ -31,9 +28,8 @@ use crate::usbdevicepin::delete_pin_and_wait_for_labels;
 
 #[tokio::test]
 async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "usb-moves").await.unwrap();
+    let ns = TestNamespace::with_crds("usb-moves").await.unwrap();
+    let client = ns.client().clone();
     let name = pin_name(&ns, "zigbee");
     let _cleanup = ClusterCleanup {
         namespace: ns.name().to_owned(),
@@ -87,22 +83,12 @@ async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
     .unwrap();
 
     // Sample the consumers every 100 ms from here on.
-    let stop = Arc::new(AtomicBool::new(false));
-    let most_running = Arc::new(AtomicUsize::new(0));
-    let samples = Arc::new(AtomicUsize::new(0));
-    let sampler = tokio::spawn({
-        let (pods, selector) = (pods.clone(), selector.clone());
-        let (stop, most_running, samples) = (stop.clone(), most_running.clone(), samples.clone());
-        async move {
-            while !stop.load(Ordering::SeqCst) {
-                let list = pods.list(&selector).await.unwrap().items;
-                let running = list.iter().filter(|p| running_on(p).is_some()).count();
-                most_running.fetch_max(running, Ordering::SeqCst);
-                samples.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
+    let sampler = PodSampler::start(
+        pods.clone(),
+        selector.clone(),
+        Duration::from_millis(100),
+        |pods| pods.iter().filter(|p| running_on(p).is_some()).count(),
+    );
 
     // The stick's files move from pi4-1's tree to pi4-2's (another port, another tty).
     let moved = Instant::now();
@@ -116,19 +102,18 @@ async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
     .await
     .unwrap();
     let elapsed = moved.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    sampler.await.unwrap();
+    let sampled = sampler.stop().await;
     println!(
         "stick moved pi4-1 -> pi4-2: consumer Running and Ready on pi4-2 after {:.2} s ({} samples, at most {} consumer pod(s) Running at once)",
         elapsed.as_secs_f64(),
-        samples.load(Ordering::SeqCst),
-        most_running.load(Ordering::SeqCst),
+        sampled.samples,
+        sampled.most,
     );
     if homelab_test_support::bench::enabled() {
         homelab_test_support::bench::record("device_move_s", elapsed.as_secs_f64()).unwrap();
     }
     assert!(
-        most_running.load(Ordering::SeqCst) <= 1,
+        sampled.most <= 1,
         "two consumer pods were Running with the pin at once"
     );
     let second = second

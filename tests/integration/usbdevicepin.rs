@@ -14,9 +14,7 @@ use homelab_api::usbdevicepin::resource_name;
 use homelab_kit::conditions::Outcome;
 use homelab_kit::device_pin;
 use homelab_node_agent::fixtures::{AEOTEC_ZSTICK_7, SONOFF_ZIGBEE};
-use homelab_test_support::{
-    TestNamespace, client, install_crds, wait_for, wait_for_event_reasons, wait_for_list,
-};
+use homelab_test_support::{TestNamespace, wait_for, wait_for_event_reasons, wait_for_list};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
@@ -63,9 +61,8 @@ pub async fn delete_pin_and_wait_for_labels(client: &Client, ns: &TestNamespace,
 
 #[tokio::test]
 async fn agents_report_presence_each_with_its_own_field_manager() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "usb-presence").await.unwrap();
+    let ns = TestNamespace::with_crds("usb-presence").await.unwrap();
+    let client = ns.client().clone();
     let name = pin_name(&ns, "zigbee");
     create_pin(&ns, &name, &SONOFF_ZIGBEE, json!({})).await;
     let mut pi1 = FakeNode::start(&client, ns.name(), "pi4-1").await;
@@ -127,9 +124,8 @@ async fn agents_report_presence_each_with_its_own_field_manager() {
 
 #[tokio::test]
 async fn controller_reports_labels_and_flags_conflicts() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "usb-controller").await.unwrap();
+    let ns = TestNamespace::with_crds("usb-controller").await.unwrap();
+    let client = ns.client().clone();
     let name = pin_name(&ns, "zwave");
     let _cleanup = ClusterCleanup {
         namespace: ns.name().to_owned(),
@@ -253,9 +249,8 @@ async fn controller_reports_labels_and_flags_conflicts() {
 
 #[tokio::test]
 async fn a_consumer_naming_a_missing_pin_is_stalled_naming_it() {
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "usb-missing").await.unwrap();
+    let ns = TestNamespace::with_crds("usb-missing").await.unwrap();
+    let client = ns.client().clone();
     let reference = UsbDevicePinRef {
         name: "zwave-nowhere".into(),
     };
