@@ -27,14 +27,7 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 /// The arguments that render `deploy/base/homelab-operators.yaml` (as in `charts/sync`).
-const BASE_ARGS: &[&str] = &[
-    "template",
-    "homelab-operators",
-    "--namespace",
-    "homelab",
-    "--kube-version",
-    "1.36.0",
-];
+const BASE_ARGS: &[&str] = homelab_test_support::tools::TEMPLATE_ARGS;
 /// The header `charts/sync` writes above the rendering.
 const BASE_HEADER_LINES: usize = 3;
 const MEDIASERVER: &str = "mediaserver-controller";
@@ -44,9 +37,7 @@ const NODE_AGENT: &str = "node-agent";
 const ETCDBACKUP: &str = "etcdbackup-controller";
 const CRD_MARKER: &str = "CHART-UPGRADE-TEST";
 
-pub(crate) fn chart_dir() -> PathBuf {
-    workspace_root().join("charts").join("homelab-operators")
-}
+pub(crate) use homelab_test_support::tools::chart_dir;
 
 /// The path of a pinned tool's binary (`helm`, `kubernetes`), built on first use.
 fn tool(name: &str, binary: &str) -> PathBuf {
@@ -79,19 +70,11 @@ fn ok(program: &Path, args: &[&str]) -> String {
 }
 
 fn helm_template(extra: &[&str]) -> String {
-    let chart = chart_dir();
-    let mut args = BASE_ARGS.to_vec();
-    args.push(chart.to_str().unwrap());
-    args.extend_from_slice(extra);
-    ok(&tool("helm", "helm"), &args)
+    homelab_test_support::tools::helm_template(extra).unwrap()
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
-    let docs: Vec<Option<Value>> = serde_saphyr::from_multiple(yaml).unwrap();
-    docs.into_iter()
-        .flatten()
-        .filter(|d| !d.is_null())
-        .collect()
+    homelab_test_support::tools::documents(yaml).unwrap()
 }
 
 /// Numbers as f64: crds/ says `maximum: 65535.0` where Helm's YAML round trip
