@@ -65,20 +65,26 @@ async fn apply(servers: &kube::Api<MediaServer>, name: &str) {
         .patch(
             name,
             &PatchParams::apply(MANAGER),
-            &Patch::Apply(crate::load::mediaserver(name)),
+            &Patch::Apply(homelab_test_support::objects::navidrome_on_nas(name)),
         )
         .await
         .unwrap_or_else(|e| panic!("applying {name}: {e}"));
 }
 
+/// When `name` was reconciled; other servers' reconciles before it are passed over.
 async fn wait_called(called: &mut UnboundedReceiver<(String, Instant)>, name: &str) -> Instant {
-    loop {
-        let (server, at) = tokio::time::timeout(Duration::from_secs(30), called.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no reconcile of {name} within 30 s"))
-            .expect("the runner stopped");
-        if server == name {
-            return at;
+    let mut others = Vec::new();
+    let of_name = async {
+        loop {
+            let (server, at) = called.recv().await.expect("the runner stopped");
+            if server == name {
+                return at;
+            }
+            others.push(server);
         }
+    };
+    match tokio::time::timeout(Duration::from_secs(30), of_name).await {
+        Ok(at) => at,
+        Err(_) => panic!("no reconcile of {name} within 30 s; reconciled instead: {others:?}"),
     }
 }

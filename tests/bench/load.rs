@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use homelab_api::{ConditionedStatus, MediaServer, UsbDevicePin};
 use homelab_mediaserver::build::names::SERVER_LABEL;
-use homelab_test_support::{Cluster, TestNamespace};
+use homelab_test_support::objects::navidrome_on_nas;
+use homelab_test_support::{Cluster, TestNamespace, wait_deleted};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -61,7 +62,7 @@ impl Load {
                     n,
                     |_: &Deployment| true,
                 ));
-                apply_all(ns.api::<MediaServer>(), n, mediaserver).await;
+                apply_all(ns.api::<MediaServer>(), n, navidrome_on_nas).await;
                 let ready = wait_all(ns.api::<MediaServer>(), n, |ms: &MediaServer| {
                     ms.status.as_ref().is_some_and(|s| {
                         s.observed_generation == ms.metadata.generation
@@ -214,21 +215,6 @@ pub async fn kubectl_apply_limit(client: &Client, docs: &[Value]) -> (Duration, 
     (exist, ready)
 }
 
-/// A Navidrome server with its config and music on the NAS.
-pub fn mediaserver(name: &str) -> Value {
-    json!({
-        "apiVersion": "homelab.home.arpa/v1alpha1",
-        "kind": "MediaServer",
-        "metadata": {"name": name},
-        "spec": {
-            "preset": "Navidrome",
-            "config": {"nfs": {"server": "nas.home.arpa", "path": format!("/volume1/config/{name}")}},
-            "media": [{"name": "music", "mountPath": "/music",
-                       "nfs": {"server": "nas.home.arpa", "path": "/volume1/music"}}],
-        }
-    })
-}
-
 /// A Zigbee stick's pin, each with its own serial.
 fn pin(name: &str) -> Value {
     json!({
@@ -339,7 +325,7 @@ pub async fn apply_to_deployment(client: &Client, ns: &TestNamespace, n: usize) 
             .patch(
                 &name,
                 &PatchParams::apply(MANAGER),
-                &Patch::Apply(mediaserver(&name)),
+                &Patch::Apply(navidrome_on_nas(&name)),
             )
             .await
             .unwrap();
@@ -402,14 +388,9 @@ impl BenchNodes {
 /// measurement does not share the API server with its garbage collection.
 pub async fn wait_gone(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while Instant::now() < deadline {
-        if matches!(api.get_opt(name).await, Ok(None)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Err(e) = wait_deleted(&api, name, Duration::from_secs(600)).await {
+        eprintln!("namespace {name} still terminating: {e}");
     }
-    eprintln!("namespace {name} still terminating after 10 minutes");
 }
 
 /// Resources the controllers write; writes to others (pods' status by kwok,

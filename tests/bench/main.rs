@@ -317,41 +317,27 @@ async fn latency(
     load::wait_gone(client, &name).await;
 }
 
+/// A metric summed over the running binaries.
+async fn summed(running: &[&Process], metric: &str) -> f64 {
+    futures::future::join_all(running.iter().map(|p| p.metric(metric)))
+        .await
+        .iter()
+        .sum()
+}
+
 /// Writes to what the controllers write (their kinds, Deployments, Services,
 /// claims, Events, node labels), by anyone, over a quiet window: the controllers'
 /// writes are at most this. Their own write counters are printed beside it.
 async fn steady_writes(client: &Client, running: &[&Process]) {
     let before = load::apiserver_writes(client).await;
-    let own_before: f64 = futures::future::join_all(
-        running
-            .iter()
-            .map(|p| p.metric("homelab_mediaserver_writes_total")),
-    )
-    .await
-    .iter()
-    .sum();
-    let reconciles_before: f64 =
-        futures::future::join_all(running.iter().map(|p| p.metric("homelab_reconciles_total")))
-            .await
-            .iter()
-            .sum();
+    let own_before = summed(running, "homelab_mediaserver_writes_total").await;
+    let reconciles_before = summed(running, "homelab_reconciles_total").await;
     let started = Instant::now();
     tokio::time::sleep(STEADY_WINDOW).await;
     let after = load::apiserver_writes(client).await;
     let minutes = started.elapsed().as_secs_f64() / 60.0;
-    let own_after: f64 = futures::future::join_all(
-        running
-            .iter()
-            .map(|p| p.metric("homelab_mediaserver_writes_total")),
-    )
-    .await
-    .iter()
-    .sum();
-    let reconciles_after: f64 =
-        futures::future::join_all(running.iter().map(|p| p.metric("homelab_reconciles_total")))
-            .await
-            .iter()
-            .sum();
+    let own_after = summed(running, "homelab_mediaserver_writes_total").await;
+    let reconciles_after = summed(running, "homelab_reconciles_total").await;
     let mut total = 0.0;
     for (key, count) in &after {
         let delta = count - before.get(key).copied().unwrap_or_default();

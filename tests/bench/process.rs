@@ -1,11 +1,13 @@
 //! One release binary running as a process against the local cluster, watching one
 //! namespace, with its HTTP port on the loopback: ready, memory, metrics, stop.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use homelab_test_support::http::get;
+use homelab_test_support::poll_until;
 
 /// A running binary.
 pub struct Process {
@@ -67,24 +69,26 @@ impl Process {
 
     /// Waits until `/readyz` answers 200 (every watch has listed).
     pub async fn ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(status) = self.child.try_wait() {
-                assert!(status.is_none(), "{} exited: {status:?}", self.name);
-            }
-            if get(self.addr, "/readyz")
-                .await
-                .is_ok_and(|(status, _)| status.contains(" 200 "))
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never became ready",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (name, addr, child) = (&self.name, self.addr, &mut self.child);
+        poll_until(
+            &format!("{name} to be ready"),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                if let Ok(status) = child.try_wait() {
+                    assert!(status.is_none(), "{name} exited: {status:?}");
+                }
+                async move {
+                    match get(addr, "/readyz").await {
+                        Ok((status, _)) if status.contains(" 200 ") => Ok(()),
+                        Ok((status, _)) => Err(status),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap();
     }
 
     /// Resident memory now, in MiB (VmRSS).
@@ -143,22 +147,4 @@ pub fn sum_samples(body: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// A plain HTTP/1.1 GET; (status line, body).
-async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(addr)?;
-        stream.write_all(request.as_bytes())?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        Ok((
-            head.lines().next().unwrap_or_default().to_owned(),
-            body.to_owned(),
-        ))
-    })
-    .await
-    .expect("the blocking GET")
 }

@@ -13,17 +13,20 @@ use std::time::{Duration, Instant};
 
 use homelab_api::conditions::{reasons, types};
 use homelab_api::{ConditionedStatus, MediaServer};
-use homelab_kit::Settings;
 use homelab_kit::failover::fence::SILENT_TAINT;
 use homelab_kit::failover::observe::FENCED_BY_ANNOTATION;
 use homelab_mediaserver::build::names::SERVER_LABEL;
 use homelab_mediaserver::{CONTROLLER_NAME, Controller};
+use homelab_test_support::pods::{ready_on as ready_on_node, taint_keys};
 use homelab_test_support::storage::{block_claim, nfs_claim};
-use homelab_test_support::{Cluster, TestNamespace, client, install_crds, wait_for, wait_for_list};
+use homelab_test_support::{
+    Cluster, TestNamespace, apply, controller, create, holds_for, poll_until, wait_for,
+    wait_for_list,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -55,17 +58,6 @@ impl Drop for RecoverOnDrop {
     }
 }
 
-/// Stops the in-process controller when dropped.
-struct Stop(Option<tokio::sync::oneshot::Sender<()>>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        if let Some(stop) = self.0.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 /// Deletes the test's PersistentVolumes (cluster-scoped) when dropped.
 struct Volumes(Client, Vec<String>);
 
@@ -83,76 +75,49 @@ impl Drop for Volumes {
     }
 }
 
-fn start_controller(client: &Client, ns: &TestNamespace) -> Stop {
-    let mut settings = Settings::new(CONTROLLER_NAME);
-    settings.namespace = Some(ns.name().to_owned());
-    settings.http_addr = "127.0.0.1:0".parse().unwrap();
-    settings.leader_election = false;
+fn start_controller(ns: &TestNamespace) -> controller::Running {
+    let mut settings = controller::settings(CONTROLLER_NAME, ns.name());
     // The node-local library below: an administrator allows that directory.
     settings.allowed_host_paths =
         homelab_kit::settings::AllowedHostPaths::parse("/mnt/usb-music").unwrap();
-    let controller = Controller::new(client.clone(), settings);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let ran = controller
-            .run_until(async move {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = ran {
-            eprintln!("the MediaServer controller stopped: {e:?}");
-        }
-    });
-    Stop(Some(stop))
+    let running = Controller::new(ns.client().clone(), settings);
+    controller::spawn(|shutdown| running.run_until(shutdown))
 }
 
 async fn apply_server(ns: &TestNamespace, name: &str, spec: Value) {
-    let body = json!({
-        "apiVersion": "homelab.home.arpa/v1alpha1",
-        "kind": "MediaServer",
-        "metadata": {"name": name},
-        "spec": spec,
-    });
-    ns.api::<MediaServer>()
-        .patch(
-            name,
-            &PatchParams::apply("homelab-tests"),
-            &Patch::Apply(&body),
-        )
-        .await
-        .unwrap();
+    apply(&ns.api::<MediaServer>(), name, spec).await.unwrap();
 }
 
 /// A plain Deployment, as a user without the operator would write it: Recreate,
 /// Kubernetes' default tolerations, preferring the node that will fail.
 async fn plain_deployment(ns: &TestNamespace) {
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "plain"},
-        "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": {"app": "plain"}},
-            "template": {
-                "metadata": {"labels": {"app": "plain"}},
-                "spec": {
-                    "affinity": {"nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [LOST, OTHER]}]}
-                        ]},
-                        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference":
-                            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [LOST]}]}
-                        }]
-                    }},
-                    "containers": [{"name": "server", "image": "ghcr.io/navidrome/navidrome:0.53.3"}]
+    create(
+        &ns.api::<Deployment>(),
+        json!({
+            "metadata": {"name": "plain"},
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": {"app": "plain"}},
+                "template": {
+                    "metadata": {"labels": {"app": "plain"}},
+                    "spec": {
+                        "affinity": {"nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [LOST, OTHER]}]}
+                            ]},
+                            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference":
+                                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [LOST]}]}
+                            }]
+                        }},
+                        "containers": [{"name": "server", "image": "ghcr.io/navidrome/navidrome:0.53.3"}]
+                    }
                 }
             }
-        }
-    }))
+        }),
+    )
+    .await
     .unwrap();
-    ns.api::<Deployment>()
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap();
 }
 
 fn ready_on(ms: &MediaServer) -> Option<&str> {
@@ -160,17 +125,6 @@ fn ready_on(ms: &MediaServer) -> Option<&str> {
     let fresh = status.observed_generation == ms.metadata.generation;
     (fresh && status.is_condition_true(types::READY))
         .then_some(status.node.as_deref())
-        .flatten()
-}
-
-fn pod_ready_on(pod: &Pod) -> Option<&str> {
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    (ready && pod.metadata.deletion_timestamp.is_none())
-        .then_some(pod.spec.as_ref()?.node_name.as_deref())
         .flatten()
 }
 
@@ -187,21 +141,6 @@ fn lease_age(lease: &Lease) -> Duration {
     })
 }
 
-/// Asserts `check` keeps holding until `until` (an absence can only be shown by
-/// watching it not happen for a while).
-async fn holds_until<F, Fut>(until: Instant, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    while Instant::now() < until {
-        if let Err(why) = check().await {
-            panic!("{why}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 async fn server_pod_uid(ns: &TestNamespace, server: &str) -> Option<String> {
     let pods = ns
         .api::<Pod>()
@@ -209,7 +148,7 @@ async fn server_pod_uid(ns: &TestNamespace, server: &str) -> Option<String> {
         .await
         .unwrap();
     pods.items.iter().find_map(|p| {
-        pod_ready_on(p)
+        ready_on_node(p)
             .is_some()
             .then(|| p.uid().unwrap_or_default())
     })
@@ -225,7 +164,7 @@ async fn replacement_start(ns: &TestNamespace, server: &str) -> Duration {
         .unwrap();
     pods.items
         .iter()
-        .filter(|p| pod_ready_on(p).is_some_and(|n| n != LOST))
+        .filter(|p| ready_on_node(p).is_some_and(|n| n != LOST))
         .find_map(|p| {
             let created = p.metadata.creation_timestamp.as_ref()?.0;
             let ready = p
@@ -248,10 +187,9 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     let _exclusive = crate::exclusive().await;
     // RUST_LOG=homelab=debug shows the controller's decisions.
     let _ = homelab_kit::telemetry::init();
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "failover").await.unwrap();
-    let _controller = start_controller(&client, &ns);
+    let ns = TestNamespace::with_crds("failover").await.unwrap();
+    let client = ns.client().clone();
+    let _controller = start_controller(&ns);
     let volumes = vec![
         block_claim(&ns, "music-config").await.unwrap(),
         nfs_claim(&ns, "local-config").await.unwrap(),
@@ -309,12 +247,12 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     }
     let plain_selector = ListParams::default().labels("app=plain");
     let plain = wait_for_list(&ns.api::<Pod>(), &plain_selector, SETTLE, |pods| {
-        pods.iter().any(|p| pod_ready_on(p).is_some())
+        pods.iter().any(|p| ready_on_node(p).is_some())
     })
     .await
     .unwrap();
     assert_eq!(
-        plain.iter().find_map(pod_ready_on),
+        plain.iter().find_map(ready_on_node),
         Some(LOST),
         "the plain Deployment should start on {LOST}"
     );
@@ -328,21 +266,27 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     let blip = Instant::now();
     cluster.node_fail(LOST).unwrap();
     // Silent long enough for the operator to notice (one and a half renewals).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lease_age(&leases.get(LOST).await.unwrap()) < Duration::from_secs(17) {
-        assert!(
-            Instant::now() < deadline,
-            "the lease of {LOST} kept renewing"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    poll_until(
+        &format!("the lease of {LOST} to go 17 s unrenewed"),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            match lease_age(&leases.get(LOST).await.unwrap()) {
+                age if age >= Duration::from_secs(17) => Ok(()),
+                age => Err(format!("renewed {age:?} ago")),
+            }
+        },
+    )
+    .await
+    .unwrap();
     cluster.node_recover(LOST).unwrap();
     eprintln!(
         "flap: {LOST} silent for {:.1}s, then back",
         blip.elapsed().as_secs_f64()
     );
     // Past the 30 s grace counted from the blip, and a little more: no move.
-    holds_until(blip + Duration::from_secs(45), || async {
+    let past_the_grace = (blip + Duration::from_secs(45)).saturating_duration_since(Instant::now());
+    holds_for("the server to stay put", past_the_grace, Duration::from_millis(500), || async {
         let now = server_pod_uid(&ns, "music").await;
         let ms = servers.get("music").await.unwrap();
         let recorded = ms.status.as_ref().and_then(|s| s.last_failover.as_ref());
@@ -353,7 +297,8 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
         }
         Ok(())
     })
-    .await;
+    .await
+    .unwrap();
 
     // The limit of the failover below: two missed lease renewals of the node
     // (kwok renews every quarter of its lease duration, as the kubelet does),
@@ -411,10 +356,9 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
     );
 
     // The lost node is kept free of new pods while silent.
-    let node = Api::<Node>::all(client.clone()).get(LOST).await.unwrap();
-    let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+    let taints = taint_keys(&Api::<Node>::all(client.clone()).get(LOST).await.unwrap());
     assert!(
-        taints.iter().any(|t| t.key == SILENT_TAINT),
+        taints.iter().any(|t| t == SILENT_TAINT),
         "{LOST} should carry {SILENT_TAINT}: {taints:?}"
     );
 
@@ -471,19 +415,25 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
         .unwrap();
     assert!(c.message.contains("out-of-service"), "{}", c.message);
     let shared_before = server_pod_uid(&ns, "shared").await;
-    holds_until(Instant::now() + Duration::from_secs(10), || async {
-        let ms = servers.get("shared").await.unwrap();
-        if ms
-            .status
-            .as_ref()
-            .and_then(|s| s.last_failover.as_ref())
-            .is_some()
-        {
-            return Err("the NFS-backed server moved before its node was fenced".to_owned());
-        }
-        Ok(())
-    })
-    .await;
+    holds_for(
+        "the NFS-backed server to stay put",
+        Duration::from_secs(10),
+        Duration::from_millis(500),
+        || async {
+            let ms = servers.get("shared").await.unwrap();
+            if ms
+                .status
+                .as_ref()
+                .and_then(|s| s.last_failover.as_ref())
+                .is_some()
+            {
+                return Err("the NFS-backed server moved before its node was fenced".to_owned());
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
     eprintln!(
         "shared storage, not fenced: {}={} {}: {}",
         c.type_, c.status, c.reason, c.message
@@ -495,7 +445,7 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
             &ns.api::<Pod>(),
             &plain_selector,
             Duration::from_secs(900),
-            |pods| pods.iter().filter_map(pod_ready_on).any(|n| n != LOST),
+            |pods| pods.iter().filter_map(ready_on_node).any(|n| n != LOST),
         )
         .await
         .unwrap();
@@ -522,7 +472,7 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
         let elsewhere = pods
             .items
             .iter()
-            .filter_map(pod_ready_on)
+            .filter_map(ready_on_node)
             .any(|n| n != LOST);
         eprintln!(
             "failover: plain Deployment (Kubernetes defaults) Ready elsewhere after {:.1}s: {elsewhere} (HOMELAB_BENCH=1 waits for it)",
@@ -577,12 +527,7 @@ async fn a_lost_node_moves_what_can_move_quickly_and_keeps_what_cannot() {
         &Api::<Node>::all(client.clone()),
         LOST,
         Duration::from_secs(90),
-        |n: &Node| {
-            !n.spec
-                .as_ref()
-                .and_then(|s| s.taints.as_ref())
-                .is_some_and(|t| t.iter().any(|t| t.key == SILENT_TAINT))
-        },
+        |n: &Node| !taint_keys(n).iter().any(|t| t == SILENT_TAINT),
     )
     .await
     .unwrap();

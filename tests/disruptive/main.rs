@@ -13,10 +13,14 @@ mod sensorgateway_failover;
 mod usb;
 mod usb_failover;
 
-use tokio::sync::{Mutex, MutexGuard};
+use homelab_test_support::lock::Exclusive;
+use tokio::sync::MutexGuard;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+static ONE_AT_A_TIME: Exclusive = Exclusive::new(
+    "the cluster (another disruptive test)",
+    std::time::Duration::from_secs(3600),
+);
 
 async fn exclusive() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().await
+    ONE_AT_A_TIME.take().await
 }

@@ -4,43 +4,20 @@
 
 use std::time::Duration;
 
-use homelab_test_support::{Cluster, TestNamespace, client, wait_for, wait_for_list};
+use homelab_test_support::pods::{ready_on as running_on, taint_keys};
+use homelab_test_support::{Cluster, TestNamespace, client, create, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
+
+use crate::failover::RecoverOnDrop;
 use serde_json::json;
 
-/// Brings the node back when the test ends, pass or fail.
-struct RecoverOnDrop(&'static str);
-
-impl Drop for RecoverOnDrop {
-    fn drop(&mut self) {
-        if let Err(e) = Cluster::default().node_recover(self.0) {
-            eprintln!("could not recover node {}: {e}", self.0);
-        }
-    }
-}
-
-fn running_on(pod: &Pod) -> Option<&str> {
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    let alive = pod.metadata.deletion_timestamp.is_none();
-    if ready && alive {
-        pod.spec.as_ref()?.node_name.as_deref()
-    } else {
-        None
-    }
-}
-
 fn node_unreachable(node: &Node) -> bool {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .is_some_and(|t| t.iter().any(|t| t.key == "node.kubernetes.io/unreachable"))
+    taint_keys(node)
+        .iter()
+        .any(|t| t == "node.kubernetes.io/unreachable")
 }
 
 #[tokio::test]
@@ -49,7 +26,7 @@ async fn pod_tolerating_unreachable_briefly_is_evicted_and_replaced_elsewhere() 
     let client = client().await.unwrap();
     let ns = TestNamespace::new(&client, "node-loss").await.unwrap();
     // Two Raspberry Pis are eligible; the pod starts on one and must move to the other.
-    let deployment: Deployment = serde_json::from_value(json!({
+    let deployment = json!({
         "metadata": {"name": "mqtt-bridge"},
         "spec": {
             "replicas": 1,
@@ -70,12 +47,8 @@ async fn pod_tolerating_unreachable_briefly_is_evicted_and_replaced_elsewhere() 
                 }
             }
         }
-    }))
-    .unwrap();
-    ns.api::<Deployment>()
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
+    });
+    create(&ns.api::<Deployment>(), deployment).await.unwrap();
     let pods = ns.api::<Pod>();
     let selector = ListParams::default().labels("app=mqtt-bridge");
     let first = wait_for_list(&pods, &selector, Duration::from_secs(60), |pods| {

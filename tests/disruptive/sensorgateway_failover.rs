@@ -12,10 +12,11 @@ use homelab_kit::failover::fence::SILENT_TAINT;
 use homelab_sensorgateway::build::names::GATEWAY_LABEL;
 use homelab_sensorgateway::{CONTROLLER_NAME, Controller};
 use homelab_test_support::mosquitto::Mosquitto;
-use homelab_test_support::mqtt::FakeGateway;
-use homelab_test_support::{Cluster, TestNamespace, client, controller, install_crds, wait_for};
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use homelab_test_support::mqtt::{FakeGateway, credentials_secret, mqtt_spec};
+use homelab_test_support::pods::taint_keys;
+use homelab_test_support::{Cluster, TestNamespace, apply, controller, wait_for};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -39,61 +40,32 @@ fn ready_on(sg: &SensorGateway) -> Option<&str> {
         .flatten()
 }
 
-fn taints(node: &Node) -> Vec<String> {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .map(|t| t.iter().map(|t| t.key.clone()).collect())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_gateway_fails_over_even_when_its_controller_is_killed_mid_way() {
     let _exclusive = crate::exclusive().await;
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "sgw-failover").await.unwrap();
+    let ns = TestNamespace::with_crds("sgw-failover").await.unwrap();
+    let client = ns.client().clone();
     let broker = Mosquitto::start(Some(CREDENTIALS)).unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "mqtt"},
-        "stringData": {"username": CREDENTIALS.0, "password": CREDENTIALS.1},
-    }))
-    .unwrap();
-    ns.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    credentials_secret(&ns, CREDENTIALS).await.unwrap();
     let _gateway = FakeGateway::start(&broker, CREDENTIALS, "z2m-garage", "garage/bridge/state");
     let first = start_controller(&client, &ns);
-    let body = json!({
-        "apiVersion": "homelab.home.arpa/v1alpha1",
-        "kind": "SensorGateway",
-        "metadata": {"name": "garage"},
-        "spec": {
+    let gateways = ns.api::<SensorGateway>();
+    apply(
+        &gateways,
+        "garage",
+        json!({
             "preset": "Zigbee2MQTT",
             "topicPrefix": "garage",
-            "mqtt": {
-                "url": broker.url(),
-                "usernameSecretRef": {"name": "mqtt", "key": "username"},
-                "passwordSecretRef": {"name": "mqtt", "key": "password"},
-                "allowPlaintextCredentials": true,
-            },
+            "mqtt": mqtt_spec(&broker.url()),
             "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"},
             "data": {"nfs": {"server": "nas.home.arpa", "path": "/export/garage"}},
             // Data on NFS: two copies could both write it, so the lost node is
             // fenced (out-of-service) before the pod is removed from it.
             "failover": {"preferredNodes": [LOST], "fenceNode": true},
-        },
-    });
-    let gateways = ns.api::<SensorGateway>();
-    gateways
-        .patch(
-            "garage",
-            &PatchParams::apply("homelab-tests"),
-            &Patch::Apply(&body),
-        )
-        .await
-        .unwrap();
+        }),
+    )
+    .await
+    .unwrap();
     let sg = wait_for(&gateways, "garage", Duration::from_secs(120), |sg| {
         ready_on(sg).is_some()
     })
@@ -114,7 +86,7 @@ async fn a_gateway_fails_over_even_when_its_controller_is_killed_mid_way() {
     // SIGKILL would: no cleanup, no status written after.
     let nodes: Api<Node> = Api::all(client.clone());
     wait_for(&nodes, LOST, Duration::from_secs(180), |n: &Node| {
-        taints(n).iter().any(|t| t == SILENT_TAINT)
+        taint_keys(n).iter().any(|t| t == SILENT_TAINT)
     })
     .await
     .unwrap();
@@ -128,7 +100,7 @@ async fn a_gateway_fails_over_even_when_its_controller_is_killed_mid_way() {
     .await
     .unwrap();
     let elapsed = failed_at.elapsed();
-    let node = taints(&nodes.get(LOST).await.unwrap());
+    let node = taint_keys(&nodes.get(LOST).await.unwrap());
     assert!(
         node.iter().any(|t| t == OUT_OF_SERVICE_TAINT),
         "{LOST} should be fenced: {node:?}"
@@ -170,7 +142,7 @@ async fn a_gateway_fails_over_even_when_its_controller_is_killed_mid_way() {
     // The node comes back: the second controller takes off the first one's marks.
     cluster.node_recover(LOST).unwrap();
     wait_for(&nodes, LOST, Duration::from_secs(120), |n: &Node| {
-        !taints(n)
+        !taint_keys(n)
             .iter()
             .any(|t| t == SILENT_TAINT || t == OUT_OF_SERVICE_TAINT)
     })

@@ -9,8 +9,7 @@
 //! controller must see through both. A second test kills the controller (as
 //! SIGKILL would) when it acts, and a fresh one finishes the job.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use homelab_api::UsbDevicePin;
@@ -18,7 +17,9 @@ use homelab_api::conditions::reasons;
 use homelab_api::usbdevicepin::resource_name;
 use homelab_kit::failover::fence::SILENT_TAINT;
 use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
-use homelab_test_support::{Cluster, TestNamespace, client, install_crds, wait_for, wait_for_list};
+use homelab_test_support::pods::taint_keys;
+use homelab_test_support::sample::PodSampler;
+use homelab_test_support::{Cluster, TestNamespace, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, PostParams};
@@ -35,14 +36,6 @@ use crate::usb::{
 const LOST: &str = "pi4-2";
 /// Where the backup stick is.
 const BACKUP: &str = "pi4-3";
-
-fn taints(node: &Node) -> Vec<String> {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .map(|t| t.iter().map(|t| t.key.clone()).collect())
-        .unwrap_or_default()
-}
 
 /// A consumer pod that holds the device: Running, and not being deleted.
 fn holding(pod: &Pod) -> bool {
@@ -66,9 +59,8 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
         .with_test_writer()
         .try_init();
-    let client = client().await.unwrap();
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, prefix).await.unwrap();
+    let ns = TestNamespace::with_crds(prefix).await.unwrap();
+    let client = ns.client().clone();
     let name = pin_name(&ns, "zigbee");
     let _cleanup = ClusterCleanup {
         namespace: ns.name().to_owned(),
@@ -144,34 +136,23 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
     .await
     .unwrap();
 
-    // Sample the consumers every 100 ms from here on.
-    let stop = Arc::new(AtomicBool::new(false));
-    let most_holding = Arc::new(AtomicUsize::new(0));
-    let samples = Arc::new(AtomicUsize::new(0));
-    // When the first pod was seen gone, or being deleted: the controller acted.
-    let acted: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
-    let sampler = tokio::spawn({
-        let (pods, selector) = (pods.clone(), selector.clone());
-        let (stop, most_holding, samples) = (stop.clone(), most_holding.clone(), samples.clone());
-        let (acted, first) = (acted.clone(), first.clone());
-        async move {
-            // One last sample after the stop, so the end state is seen too.
-            loop {
-                let stopping = stop.load(Ordering::SeqCst);
-                let list = pods.list(&selector).await.unwrap().items;
-                if !list.iter().any(|p| p.name_any() == first && holding(p)) {
+    // Sample the consumers every 100 ms from here on, noting when the first pod
+    // was seen gone, or being deleted: the controller acted.
+    let acted: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let sampler = PodSampler::start(
+        pods.clone(),
+        selector.clone(),
+        Duration::from_millis(100),
+        {
+            let (acted, first) = (acted.clone(), first.clone());
+            move |pods| {
+                if !pods.iter().any(|p| p.name_any() == first && holding(p)) {
                     acted.lock().unwrap().get_or_insert_with(Instant::now);
                 }
-                let holding = list.iter().filter(|p| holding(p)).count();
-                most_holding.fetch_max(holding, Ordering::SeqCst);
-                samples.fetch_add(1, Ordering::SeqCst);
-                if stopping {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                pods.iter().filter(|p| holding(p)).count()
             }
-        }
-    });
+        },
+    );
 
     // pi4-2 loses power: its kubelet falls silent, its agent dies with it.
     let cluster = Cluster::default();
@@ -186,7 +167,7 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
         // The controller marks the node first, then removes the pod: kill it right
         // when the mark shows, so the removal is lost with it (or only just made).
         wait_for(&nodes, LOST, Duration::from_secs(180), |n: &Node| {
-            taints(n).iter().any(|t| t == SILENT_TAINT)
+            taint_keys(n).iter().any(|t| t == SILENT_TAINT)
         })
         .await
         .unwrap();
@@ -202,8 +183,7 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
     .await
     .unwrap();
     let elapsed = failed_at.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    sampler.await.unwrap();
+    let sampled = sampler.stop().await;
     let second = moved
         .iter()
         .find(|p| running_on(p).as_deref() == Some(BACKUP))
@@ -211,11 +191,11 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
         .unwrap();
     assert_ne!(second, first);
     assert!(
-        most_holding.load(Ordering::SeqCst) <= 1,
+        sampled.most <= 1,
         "two consumer pods were Running with the pin at once"
     );
     assert!(
-        taints(&nodes.get(LOST).await.unwrap())
+        taint_keys(&nodes.get(LOST).await.unwrap())
             .iter()
             .any(|t| t == SILENT_TAINT),
         "{LOST} should be marked so the replacement is not placed back there"
@@ -276,8 +256,8 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
             "; first controller killed at {:.1}s",
             k.as_secs_f64()
         )),
-        samples.load(Ordering::SeqCst),
-        most_holding.load(Ordering::SeqCst),
+        sampled.samples,
+        sampled.most,
         record
             .as_ref()
             .map(|r| (&r.from_node, &r.to_node, &r.reason, r.duration_millis)),
@@ -286,7 +266,7 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
     // pi4-2 comes back: its mark comes off, and the consumer stays on pi4-3.
     cluster.node_recover(LOST).unwrap();
     wait_for(&nodes, LOST, Duration::from_secs(120), |n: &Node| {
-        !taints(n).iter().any(|t| t == SILENT_TAINT)
+        !taint_keys(n).iter().any(|t| t == SILENT_TAINT)
     })
     .await
     .unwrap();

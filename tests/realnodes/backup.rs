@@ -10,17 +10,15 @@ use std::time::Duration;
 use homelab_api::EtcdBackup;
 use homelab_etcdbackup::build::cronjob_name;
 use homelab_test_support::tools::kubectl;
-use homelab_test_support::{TestNamespace, wait_for};
+use homelab_test_support::{TestNamespace, create, wait_for};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::home::{RealHome, WAIT};
 use crate::peers::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, TempDir, cluster_etcd, tools};
-
-const MANAGER: &str = "homelab-tests";
 
 fn ready(eb: &EtcdBackup) -> bool {
     eb.status.as_ref().is_some_and(|s| {
@@ -32,12 +30,7 @@ fn ready(eb: &EtcdBackup) -> bool {
 }
 
 pub(crate) async fn apply(ns: &TestNamespace, name: &str, spec: serde_json::Value) {
-    let eb = json!({
-        "apiVersion": homelab_api::API_VERSION, "kind": "EtcdBackup",
-        "metadata": {"name": name}, "spec": spec,
-    });
-    ns.api::<EtcdBackup>()
-        .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&eb))
+    homelab_test_support::apply(&ns.api::<EtcdBackup>(), name, spec)
         .await
         .unwrap();
 }
@@ -106,15 +99,15 @@ async fn the_runner_pod_backs_up_the_clusters_etcd_from_the_control_plane_node()
     let tools = tools();
     let dir = TempDir::new("rn-s3");
     let s3 = S3Server::start(&tools, dir.path(), &["backups"]);
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "s3"},
-        "stringData": {"id": S3_ACCESS_KEY, "secret": S3_SECRET_KEY},
-    }))
+    create(
+        &runs.api::<Secret>(),
+        json!({
+            "metadata": {"name": "s3"},
+            "stringData": {"id": S3_ACCESS_KEY, "secret": S3_SECRET_KEY},
+        }),
+    )
+    .await
     .unwrap();
-    runs.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
     let marker = format!("/homelab-tests/{}/marker", runs.name());
     let etcd = cluster_etcd();
     etcd.etcdctl(&tools, &["put", &marker, "before the backup"]);

@@ -8,15 +8,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use homelab_api::MediaServer;
+use homelab_api::conditions::types;
+use homelab_api::{ConditionedStatus, MediaServer};
+use homelab_test_support::objects::navidrome_on_nas;
+use homelab_test_support::status::current;
 use homelab_test_support::tools::{run_ok, tool};
-use homelab_test_support::{wait_for, wait_for_list};
+use homelab_test_support::{TEST_MANAGER, poll_until, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::Resource;
-use serde_json::json;
 
 use crate::home::{RealHome, node_dir};
 
@@ -26,29 +28,6 @@ const SERVERS: usize = 200;
 /// of its work, with most servers still to do.
 const KILL_AFTER: usize = 40;
 const CONVERGE: Duration = Duration::from_secs(420);
-
-fn navidrome(name: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": homelab_api::API_VERSION, "kind": "MediaServer",
-        "metadata": {"name": name},
-        "spec": {
-            "preset": "Navidrome",
-            "config": {"nfs": {"server": "nas.home.arpa", "path": format!("/volume1/config/{name}")}},
-            "media": [{"name": "music", "mountPath": "/music",
-                       "nfs": {"server": "nas.home.arpa", "path": "/volume1/music"}}],
-        }
-    })
-}
-
-fn ready(server: &MediaServer) -> bool {
-    let generation = server.metadata.generation;
-    server.status.as_ref().is_some_and(|s| {
-        s.observed_generation == generation
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
-}
 
 /// Children per owner uid.
 fn owners<K: Resource>(items: &[K]) -> BTreeMap<String, usize> {
@@ -92,7 +71,7 @@ async fn a_controller_killed_mid_burst_leaves_every_server_converged_once() {
     println!("leader {leader} on {node}, container {container}");
 
     let api = home.ns.api::<MediaServer>();
-    let apply = PatchParams::apply("homelab-tests");
+    let apply = PatchParams::apply(TEST_MANAGER);
     let started = Instant::now();
     let creator = {
         let api = api.clone();
@@ -103,7 +82,7 @@ async fn a_controller_killed_mid_burst_leaves_every_server_converged_once() {
                     let apply = apply.clone();
                     async move {
                         let name = format!("navidrome-{i:03}");
-                        api.patch(&name, &apply, &Patch::Apply(navidrome(&name)))
+                        api.patch(&name, &apply, &Patch::Apply(navidrome_on_nas(&name)))
                             .await
                             .map(drop)
                     }
@@ -162,20 +141,26 @@ async fn a_controller_killed_mid_burst_leaves_every_server_converged_once() {
         (started.elapsed() - killed_at).as_secs_f64()
     );
 
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let servers = api.list(&ListParams::default()).await.unwrap().items;
-        let done = servers.iter().filter(|s| ready(s)).count();
-        if done == SERVERS {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{done}/{SERVERS} Ready after {CONVERGE:?}\n{}",
-            home.describe()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    poll_until(
+        "every MediaServer Ready",
+        CONVERGE,
+        Duration::from_millis(500),
+        || async {
+            let servers = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            let ready =
+                |s: &&MediaServer| current(*s).is_some_and(|s| s.is_condition_true(types::READY));
+            match servers.iter().filter(ready).count() {
+                SERVERS => Ok(()),
+                done => Err(format!("{done}/{SERVERS} Ready")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
     println!(
         "all {SERVERS} MediaServers Ready {:.1} s after the burst began",
         started.elapsed().as_secs_f64()

@@ -8,10 +8,10 @@ use std::path::Path;
 
 use homelab_api::EtcdBackup;
 use homelab_test_support::Cluster;
-use homelab_test_support::TestNamespace;
 use homelab_test_support::tools::kubectl;
+use homelab_test_support::{TestNamespace, create};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::{Value, json};
 
 use crate::backup::{apply, last_backup, run_now, walk};
@@ -111,15 +111,12 @@ pub async fn back_up_on_each(runs: &TestNamespace) {
 async fn talos_client_certificate(runs: &TestNamespace) {
     let etcd = cluster_etcd();
     let read = |p: &Path| std::fs::read_to_string(p).unwrap();
-    let secret: Secret = serde_json::from_value(json!({
+    create(&runs.api::<Secret>(), json!({
         "metadata": {"name": TALOS_SECRET},
         "stringData": {"ca.crt": read(&etcd.ca), "tls.crt": read(&etcd.cert), "tls.key": read(&etcd.key)},
     }))
+    .await
     .unwrap();
-    runs.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
 }
 
 /// The node the run's pod was scheduled to.

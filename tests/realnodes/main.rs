@@ -26,14 +26,18 @@ mod usb;
 
 use std::time::Duration;
 
+use homelab_test_support::lock::Exclusive;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::MutexGuard;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+static ONE_AT_A_TIME: Exclusive = Exclusive::new(
+    "the real nodes (another realnodes test)",
+    std::time::Duration::from_secs(3600),
+);
 
 async fn exclusive() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().await
+    ONE_AT_A_TIME.take().await
 }
 
 /// The Lease's holder, once there is one.

@@ -157,22 +157,7 @@ async fn a_stick_reaches_an_unprivileged_container_through_a_real_kubelet() {
     .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
     advertised(&home, node, &name).await;
 
-    let deployment = unprivileged_consumer(consumer(&pin).await);
-    home.ns
-        .api::<Deployment>()
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
-    let pods = home.ns.api::<Pod>();
-    let running = wait_for_list(
-        &pods,
-        &ListParams::default().labels(&format!("app={APP}")),
-        WAIT,
-        |pods| pods.len() == 1 && pods.iter().all(|p| running_on(p).as_deref() == Some(node)),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
-    let pod = running[0].metadata.name.clone().unwrap();
+    let pod = consumer_on(&home, &pin, node).await;
 
     // Inside the container: the character device at the pin's path...
     let listing = exec(&home, &pod, &["ls", "-l", "/dev/zigbee"]);
@@ -224,6 +209,28 @@ fn exec(home: &RealHome, pod: &str, command: &[&str]) -> Said {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+/// The pin's consumer pods.
+pub fn by_app() -> ListParams {
+    ListParams::default().labels(&format!("app={APP}"))
+}
+
+/// Creates the pin's consumer, unprivileged, and waits until its one pod runs
+/// on `node`; its name.
+pub async fn consumer_on(home: &RealHome, pin: &UsbDevicePin, node: &str) -> String {
+    let deployment = unprivileged_consumer(consumer(pin).await);
+    home.ns
+        .api::<Deployment>()
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let running = wait_for_list(&home.ns.api::<Pod>(), &by_app(), WAIT, |pods| {
+        pods.len() == 1 && running_on(&pods[0]).as_deref() == Some(node)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
+    running[0].metadata.name.clone().unwrap()
 }
 
 /// Waits until the node's kubelet has the pin's device from its plugin.

@@ -8,17 +8,15 @@ use std::time::{Duration, Instant};
 
 use homelab_api::UsbDevicePin;
 use homelab_node_agent::fixtures::CONBEE_II;
-use homelab_test_support::{Cluster, wait_for, wait_for_list};
-use k8s_openapi::api::apps::v1::Deployment;
+use homelab_test_support::{Cluster, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
 use crate::home::{RealHome, WAIT, WORKERS};
-use crate::stick::{PluggedStick, advertised, unprivileged_consumer};
-use crate::usb::{APP, consumer, create_pin, pin_name, running_on};
+use crate::stick::{PluggedStick, advertised, by_app, consumer_on};
+use crate::usb::{create_pin, pin_name, running_on};
 
 const CONTROLLER: &str = "usbdevicepin-controller";
 /// The pin's `unreachableAfter` (30 s, counted from the node's last heartbeat),
@@ -83,19 +81,8 @@ async fn the_active_controllers_node_dies_and_the_standby_moves_the_consumer() {
         json!({"exclusive": false, "containerPath": "/dev/zigbee"}),
     )
     .await;
-    let deployment = unprivileged_consumer(consumer(&pin).await);
-    home.ns
-        .api::<Deployment>()
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
-    let pods = home.ns.api::<Pod>();
-    let by_app = ListParams::default().labels(&format!("app={APP}"));
-    wait_for_list(&pods, &by_app, WAIT, |pods| {
-        pods.len() == 1 && running_on(&pods[0]).as_deref() == Some(doomed)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", home.describe()));
+    consumer_on(&home, &pin, doomed).await;
+    let (pods, by_app) = (home.ns.api::<Pod>(), by_app());
     let _spare = PluggedStick::plug(&survivor, &CONBEE_II, "ttyACM0", 0);
     let pins = home.ns.api::<UsbDevicePin>();
     wait_for(&pins, &name, WAIT, |p: &UsbDevicePin| {

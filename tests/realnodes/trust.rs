@@ -5,7 +5,7 @@
 //! policies are cluster-wide and these tests run one at a time.
 
 use homelab_api::usbdevicepin::resource_name;
-use homelab_test_support::{TestNamespace, client_as};
+use homelab_test_support::{TestNamespace, apply, client_as};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -104,25 +104,12 @@ async fn no_kind_is_a_way_around_the_clusters_security() {
     // admission, naming the setting, so no CronJob and no runner pod exist.
     let other = TestNamespace::new(&admin, "rn-trust-other").await.unwrap();
     let backup = json!({
-        "apiVersion": "homelab.home.arpa/v1alpha1",
-        "kind": "EtcdBackup",
-        "metadata": {"name": "sneaky"},
-        "spec": {
-            "schedule": "@hourly",
-            "source": {"distribution": "Kubeadm"},
-            "destination": {"pvc": {"claimName": "loot"}},
-        },
+        "schedule": "@hourly",
+        "source": {"distribution": "Kubeadm"},
+        "destination": {"pvc": {"claimName": "loot"}},
     });
-    let (code, message) = refusal(
-        other
-            .api::<homelab_api::EtcdBackup>()
-            .patch(
-                "sneaky",
-                &PatchParams::apply("homelab-tests"),
-                &Patch::Apply(&backup),
-            )
-            .await,
-    );
+    let (code, message) =
+        refusal(apply(&other.api::<homelab_api::EtcdBackup>(), "sneaky", backup).await);
     assert_eq!(code, 403, "{message}");
     assert!(message.contains("etcdBackup.namespaces"), "{message}");
     assert!(message.contains(other.name()), "{message}");
