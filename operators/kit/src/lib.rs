@@ -88,6 +88,7 @@ pub mod reconcile;
 pub mod runner;
 pub mod server;
 pub mod settings;
+pub mod single_replica;
 pub mod telemetry;
 
 pub use apply::{FieldManager, StatusPatch, StatusWrite};

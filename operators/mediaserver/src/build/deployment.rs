@@ -8,17 +8,16 @@ use std::collections::BTreeMap;
 use homelab_api::MediaServer;
 use homelab_api::mediaserver::{MediaVolume, TranscodingHardware};
 use homelab_kit::FieldManager;
-use homelab_kit::apply::owned_metadata;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use homelab_kit::single_replica;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
     HostPathVolumeSource, NFSVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, PreferredSchedulingTerm, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    PreferredSchedulingTerm, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
@@ -41,49 +40,30 @@ pub fn deployment(
     manager: &FieldManager,
 ) -> Result<Deployment, homelab_kit::Error> {
     let name = ms.name_any();
-    let labels = names::labels(&name, plan.preset.app, manager.name());
-    let mut metadata = owned_metadata(ms, &name, manager)?;
-    metadata.labels = Some(labels.clone());
     let (volumes, mounts) = volumes(ms, plan);
-    Ok(Deployment {
-        metadata,
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            revision_history_limit: Some(3),
-            strategy: Some(DeploymentStrategy {
-                type_: Some("Recreate".to_owned()),
-                rolling_update: None,
-            }),
-            selector: LabelSelector {
-                match_labels: Some(names::selector_labels(&name)),
-                match_expressions: None,
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    affinity: Some(affinity(ms, plan)),
-                    tolerations: homelab_kit::failover::pod_tolerations(
-                        &ms.spec.failover,
-                        &ms.spec.tolerations,
-                    ),
-                    security_context: Some(pod_security(plan)),
-                    // Service links put one variable per Service in the
-                    // namespace into the environment, which Jellyfin and
-                    // Plex read as their own settings.
-                    enable_service_links: Some(false),
-                    automount_service_account_token: Some(false),
-                    containers: vec![container(ms, plan, mounts)],
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        status: None,
-    })
+    let pod = PodSpec {
+        affinity: Some(affinity(ms, plan)),
+        tolerations: homelab_kit::failover::pod_tolerations(
+            &ms.spec.failover,
+            &ms.spec.tolerations,
+        ),
+        security_context: Some(pod_security(plan)),
+        // Service links put one variable per Service in the
+        // namespace into the environment, which Jellyfin and
+        // Plex read as their own settings.
+        enable_service_links: Some(false),
+        automount_service_account_token: Some(false),
+        containers: vec![container(ms, plan, mounts)],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+    single_replica::deployment(
+        ms,
+        manager,
+        names::labels(&name, plan.preset.app, manager.name()),
+        names::selector_labels(&name),
+        pod,
+    )
 }
 
 /// Required: the image's architectures, and the pinned or allowed nodes.

@@ -9,18 +9,17 @@ use homelab_api::SensorGateway;
 use homelab_api::sensorgateway::GatewayPreset;
 use homelab_api::storage::StateVolume;
 use homelab_kit::FieldManager;
-use homelab_kit::apply::owned_metadata;
 use homelab_kit::device_pin::PodAdditions;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use homelab_kit::single_replica;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HostPathVolumeSource,
     KeyToPath, NFSVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, PreferredSchedulingTerm, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    PreferredSchedulingTerm, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
@@ -47,9 +46,6 @@ pub fn deployment(
     manager: &FieldManager,
 ) -> Result<Deployment, homelab_kit::Error> {
     let name = sg.name_any();
-    let labels = names::labels(&name, plan.preset.app, manager.name());
-    let mut metadata = owned_metadata(sg, &name, manager)?;
-    metadata.labels = Some(labels.clone());
     let pin = inputs.pin.map(PodAdditions::for_pin);
     let radio = match (&pin, sg.spec.radio.as_ref()) {
         (Some(p), _) => Some(p.device_path.clone()),
@@ -90,30 +86,13 @@ pub fn deployment(
     if let Some(p) = &pin {
         p.apply(&mut pod, CONTAINER);
     }
-    Ok(Deployment {
-        metadata,
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            revision_history_limit: Some(3),
-            strategy: Some(DeploymentStrategy {
-                type_: Some("Recreate".to_owned()),
-                rolling_update: None,
-            }),
-            selector: LabelSelector {
-                match_labels: Some(names::selector_labels(&name)),
-                match_expressions: None,
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            ..DeploymentSpec::default()
-        }),
-        status: None,
-    })
+    single_replica::deployment(
+        sg,
+        manager,
+        names::labels(&name, plan.preset.app, manager.name()),
+        names::selector_labels(&name),
+        pod,
+    )
 }
 
 /// zwave-js-ui's settings merge, which needs the same store and TLS files as
