@@ -6,14 +6,17 @@
 //!
 //! Modules, one job each: [`agent`] (the loop), [`sysfs`] (discovery), [`seen`]
 //! (since when), [`matching`] (device → pin), [`metrics`], [`report`] (presence writes),
-//! [`deviceplugin`] (the kubelet API), [`settings`], [`error`]; [`fixtures`] builds
-//! real-shaped trees and [`fake_kubelet`] plays the kubelet, for tests and kwok.
+//! [`deviceplugin`] (the kubelet API), [`settings`], [`error`]. With the `fixtures`
+//! feature, for tests and the demo only: `fixtures` builds real-shaped trees and
+//! `fake_kubelet` plays the kubelet.
 
 pub mod agent;
 pub mod device_class;
 pub mod deviceplugin;
 pub mod error;
+#[cfg(feature = "fixtures")]
 pub mod fake_kubelet;
+#[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod matching;
 pub mod metrics;
