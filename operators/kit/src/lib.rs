@@ -80,6 +80,7 @@ pub mod error;
 pub mod events;
 pub mod failover;
 pub mod health;
+pub mod image;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
