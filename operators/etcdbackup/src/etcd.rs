@@ -1,5 +1,5 @@
 //! The etcd client: a TLS gRPC channel to one member, the snapshot stream, and the
-//! members' health. Generated from `proto/etcd.proto` (a trimmed copy of etcd's
+//! members' health. Generated from `third_party/proto/etcd.proto` (a trimmed copy of etcd's
 //! rpc.proto) rather than taken from the etcd-client crate: three RPCs need no
 //! watch/lease/lock/election machinery, and our tonic version stays the one the
 //! workspace already builds.

@@ -11,7 +11,7 @@ pub mod registration;
 pub mod service;
 pub mod socket;
 
-/// Code generated from `proto/deviceplugin.proto`.
+/// Code generated from `third_party/proto/deviceplugin.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod api {
     tonic::include_proto!("v1beta1");
