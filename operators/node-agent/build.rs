@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .build_transport(false)
-        .compile_protos(&["third_party/proto/deviceplugin.proto"], &["third_party/proto"])?;
+        .compile_protos(
+            &["third_party/proto/deviceplugin.proto"],
+            &["third_party/proto"],
+        )?;
     Ok(())
 }
