@@ -250,9 +250,7 @@ mod tests {
             (Status::Unknown, reasons::PROGRESSING),
             None,
         )));
-        let mut registry = Registry::with_prefix("homelab");
-        registry.register_collector(Box::new(RunGauges::new(store)));
-        let text = render(&registry);
+        let text = scrape(store);
         for line in [
             r#"homelab_etcdbackup_last_success_timestamp_seconds{namespace="kube-system",name="hourly"} 1796378400"#,
             r#"homelab_etcdbackup_last_success_size_bytes{namespace="kube-system",name="hourly"} 123456"#,
@@ -268,10 +266,11 @@ mod tests {
         );
     }
 
-    fn render(registry: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-        text
+    /// What a scrape of the gauges over `store` says.
+    fn scrape(store: Store<EtcdBackup>) -> String {
+        let mut registry = Registry::with_prefix("homelab");
+        registry.register_collector(Box::new(RunGauges::new(store)));
+        homelab_kit::metrics::render(&registry).unwrap()
     }
 
     #[test]
@@ -297,9 +296,7 @@ mod tests {
         ] {
             writer.apply_watcher_event(&watcher::Event::Apply(b));
         }
-        let mut registry = Registry::with_prefix("homelab");
-        registry.register_collector(Box::new(RunGauges::new(store)));
-        let text = render(&registry);
+        let text = scrape(store);
         for line in [
             r#"homelab_etcdbackup_last_run_failed{namespace="kube-system",name="hourly"} 1"#,
             r#"homelab_etcdbackup_last_run_failed{namespace="kube-system",name="nightly"} 0"#,
@@ -320,9 +317,7 @@ mod tests {
     #[test]
     fn families_are_declared_without_backups() {
         let (store, _writer) = reflector::store::<EtcdBackup>();
-        let mut registry = Registry::with_prefix("homelab");
-        registry.register_collector(Box::new(RunGauges::new(store)));
-        let text = render(&registry);
+        let text = scrape(store);
         for (family, ..) in READINGS {
             assert!(
                 text.contains(&format!("# TYPE homelab_{family} gauge")),

@@ -6,14 +6,15 @@
 //! `&'static str` its type gives ([`crate::ReconcileError::metric_label`]),
 //! never under an object name or an error message.
 
+use std::hash::Hash;
 use std::time::Instant;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -66,10 +67,39 @@ impl Metrics {
     /// # Errors
     /// Only if a metric's own encoder fails.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        encode(&mut out, &self.registry)?;
-        Ok(out)
+        render(&self.registry)
     }
+}
+
+/// A registry as OpenMetrics text.
+///
+/// # Errors
+/// Only if a metric's own encoder fails.
+pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    encode(&mut out, registry)?;
+    Ok(out)
+}
+
+/// Registers `family` under `name` and `help`, with the series of `labels`
+/// already at 0: an empty family is not exported at all, so a dashboard or an
+/// alert on it would see nothing before the first event, and a counter first
+/// seen at 1 is no `increase()`.
+pub fn register_family<S, M, C>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    family: &Family<S, M, C>,
+    labels: impl IntoIterator<Item = S>,
+) where
+    S: Clone + Hash + Eq,
+    C: MetricConstructor<M> + Clone,
+    Family<S, M, C>: Metric,
+{
+    for label in labels {
+        let _ = family.get_or_create(&label);
+    }
+    registry.register(name, help, family.clone());
 }
 
 /// The reconcile metrics of one controller. Cheap to clone; clones count
@@ -103,10 +133,14 @@ impl ControllerMetrics {
             watches: WatchMetrics::default(),
         };
         registry.register("reconciles", "Reconciles run", metrics.reconciles.clone());
-        registry.register(
+        register_family(
+            registry,
             "reconcile_errors",
             "Reconciles that failed, by kind of error",
-            metrics.errors.clone(),
+            &metrics.errors,
+            crate::error::KUBE_ERROR_LABELS
+                .iter()
+                .map(|&l| [("error", l)]),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -124,11 +158,6 @@ impl ControllerMetrics {
             metrics.running.clone(),
         );
         metrics.watches.register(registry);
-        // Series that exist before the first failure (an empty family is not
-        // exported at all, and an alert on it could never be checked).
-        for label in crate::error::KUBE_ERROR_LABELS {
-            let _ = metrics.errors.get_or_create(&[("error", label)]);
-        }
         metrics
     }
 

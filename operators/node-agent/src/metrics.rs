@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use homelab_kit::metrics::register_family;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -47,25 +48,28 @@ impl AgentMetrics {
             "1 while the pin's device is plugged into this node, else 0",
             metrics.present.clone(),
         );
-        registry.register(
+        let labels = || [metrics.node_labels()];
+        register_family(
+            registry,
             "node_agent_usb_devices",
             "USB devices this node's sysfs lists",
-            metrics.devices.clone(),
+            &metrics.devices,
+            labels(),
         );
-        registry.register(
+        register_family(
+            registry,
             "node_agent_scans",
             "Passes over sysfs",
-            metrics.scans.clone(),
+            &metrics.scans,
+            labels(),
         );
-        registry.register(
+        register_family(
+            registry,
             "node_agent_report_failures",
             "Presence reports that could not be written (retried next pass)",
-            metrics.report_failures.clone(),
+            &metrics.report_failures,
+            labels(),
         );
-        let labels = metrics.node_labels();
-        let _ = metrics.devices.get_or_create(&labels);
-        let _ = metrics.scans.get_or_create(&labels);
-        let _ = metrics.report_failures.get_or_create(&labels);
         metrics
     }
 

@@ -190,9 +190,7 @@ mod tests {
     }
 
     fn render(registry: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-        text
+        homelab_kit::metrics::render(registry).unwrap()
     }
 
     #[test]

@@ -6,6 +6,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::metrics::register_family;
+
 type Labels = [(&'static str, &'static str); 1];
 
 /// Buckets for the seconds from node loss to Ready elsewhere.
@@ -33,31 +35,29 @@ impl Default for FailoverMetrics {
 }
 
 impl FailoverMetrics {
-    /// Registers the metrics, with the usual reasons at 0 (an empty family is not
-    /// exported, so dashboards and alerts would not see it before the first failover).
+    /// Registers the metrics, with the usual reasons at 0.
     pub fn register(&self, registry: &mut Registry) {
         use homelab_api::conditions::reasons;
-        let _ = self
-            .started
-            .get_or_create(&[("reason", reasons::NODE_UNREACHABLE)]);
-        for reason in [
-            reasons::FAILOVER_NOT_AUTOMATIC,
-            reasons::NODE_LOCAL_STORAGE,
-            reasons::FENCING_REQUIRED,
-            reasons::NO_ELIGIBLE_NODE,
-            reasons::CLUSTER_DISRUPTED,
-        ] {
-            let _ = self.blocked.get_or_create(&[("reason", reason)]);
-        }
-        registry.register(
+        register_family(
+            registry,
             "failovers",
             "Failovers started (a pod force-removed from a lost node), by reason",
-            self.started.clone(),
+            &self.started,
+            [[("reason", reasons::NODE_UNREACHABLE)]],
         );
-        registry.register(
+        register_family(
+            registry,
             "failovers_blocked",
             "Lost nodes whose workload could not be moved, by reason",
-            self.blocked.clone(),
+            &self.blocked,
+            [
+                reasons::FAILOVER_NOT_AUTOMATIC,
+                reasons::NODE_LOCAL_STORAGE,
+                reasons::FENCING_REQUIRED,
+                reasons::NO_ELIGIBLE_NODE,
+                reasons::CLUSTER_DISRUPTED,
+            ]
+            .map(|reason| [("reason", reason)]),
         );
         registry.register(
             "failover_duration_seconds",

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use homelab_kit::metrics::register_family;
 use k8s_openapi::jiff::Timestamp;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -162,10 +163,12 @@ impl Budget {
 
     /// Registers the budget's metrics in the controller's sub-registry.
     pub(super) fn register(&self, registry: &mut Registry) {
-        registry.register(
+        register_family(
+            registry,
             "sensorgateway_mqtt_ignored_messages",
             "MQTT messages not kept because the controller's MQTT budget (HOMELAB_MQTT_MAX_TOPICS, HOMELAB_MQTT_MAX_BYTES) was used up, by which bound",
-            self.ignored.clone(),
+            &self.ignored,
+            [Ignored::Topics, Ignored::Bytes].map(|bound| [("bound", bound.label())]),
         );
         registry.register(
             "sensorgateway_mqtt_kept_topics",
@@ -177,9 +180,6 @@ impl Budget {
             "Bytes the controller keeps of MQTT messages, counted against HOMELAB_MQTT_MAX_BYTES",
             self.kept_bytes.clone(),
         );
-        for reason in [Ignored::Topics, Ignored::Bytes] {
-            let _ = self.ignored.get_or_create(&[("bound", reason.label())]);
-        }
     }
 
     /// Takes `bytes` more (and a topic more if `new_topic`), or says which
