@@ -34,15 +34,26 @@ kubernetes_ldflags() {
 build_into() { # dir, label, command...
   local dir=$1 label=$2; shift 2
   [ -f "$dir/.complete" ] && return 0
+  # Two e2e/cluster commands at once (`up` beside a test's `kubectl`) would
+  # build into the same .partial directory: the second waits for the first.
+  local lock
+  exec {lock}>"$dir.lock"
+  flock "$lock"
+  if [ -f "$dir/.complete" ]; then
+    exec {lock}>&-
+    return 0
+  fi
   local started=$SECONDS
   echo "building $label into $dir (once per pin; a cold build takes a while on 2 cores)" >&2
   rm -rf "$dir.partial" && mkdir -p "$dir.partial"
   if ! ( "$@" "$dir.partial" ) >"$dir.partial.log" 2>&1; then
     tail -n 30 "$dir.partial.log" >&2
     echo "build of $label failed; full log: $dir.partial.log" >&2
+    exec {lock}>&-
     return 1
   fi
   rm -rf "$dir" && mv "$dir.partial" "$dir" && touch "$dir/.complete"
+  exec {lock}>&-
   echo "built $label in $((SECONDS - started))s" >&2
 }
 
