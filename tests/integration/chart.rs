@@ -721,34 +721,43 @@ async fn chart_service_accounts_have_least_privilege() {
         ]
     };
 
-    let mediaserver_needs = [
+    // What both workload controllers need: their Deployments and claims, the
+    // nodes they mark, what storage is behind a claim and who holds its volume
+    // (all watched into their caches, not fetched per reconcile), the
+    // kubelets' heartbeats, Events, and their own Lease.
+    let runs_workloads = |controller| {
+        vec![
+            ask("patch", "apps", "deployments").ns(home),
+            ask("create", "", "persistentvolumeclaims").ns(home),
+            ask("watch", "", "nodes"),
+            ask("patch", "", "nodes"),
+            ask("get", "", "persistentvolumes"),
+            ask("watch", "", "persistentvolumes"),
+            ask("list", "storage.k8s.io", "storageclasses"),
+            ask("watch", "storage.k8s.io", "storageclasses"),
+            ask("list", "storage.k8s.io", "csidrivers"),
+            ask("watch", "storage.k8s.io", "csidrivers"),
+            ask("list", "storage.k8s.io", "volumeattachments"),
+            ask("watch", coordination, "leases").ns("kube-node-lease"),
+            ask("create", "events.k8s.io", "events").ns(home),
+            ask("update", coordination, "leases")
+                .ns(ns)
+                .named(controller),
+        ]
+    };
+
+    let mut mediaserver_needs = runs_workloads(MEDIASERVER);
+    mediaserver_needs.extend([
         ask("list", g, "mediaservers"),
         ask("watch", g, "mediaservers"),
         ask("patch", g, "mediaservers/status").ns(home),
         ask("create", "apps", "deployments").ns(home),
-        ask("patch", "apps", "deployments").ns(home),
         ask("watch", "apps", "deployments"),
         ask("patch", "", "services").ns(home),
-        ask("create", "", "persistentvolumeclaims").ns(home),
         ask("list", "", "pods"),
-        ask("watch", "", "nodes"),
-        ask("patch", "", "nodes"),
-        ask("get", "", "persistentvolumes"),
-        // Read from the controller's caches: watched, not fetched per reconcile.
-        ask("watch", "", "persistentvolumes"),
-        ask("list", "storage.k8s.io", "storageclasses"),
-        ask("watch", "storage.k8s.io", "storageclasses"),
-        ask("list", "storage.k8s.io", "csidrivers"),
-        ask("watch", "storage.k8s.io", "csidrivers"),
-        ask("list", "storage.k8s.io", "volumeattachments"),
-        ask("create", "events.k8s.io", "events").ns(home),
         ask("create", coordination, "leases").ns(ns),
         ask("get", coordination, "leases").ns(ns).named(MEDIASERVER),
-        ask("update", coordination, "leases")
-            .ns(ns)
-            .named(MEDIASERVER),
-        ask("watch", coordination, "leases").ns("kube-node-lease"),
-    ];
+    ]);
     let mut mediaserver_not = nobody();
     mediaserver_not.extend([
         ask("patch", g, "mediaservers").ns(home),
@@ -815,32 +824,15 @@ async fn chart_service_accounts_have_least_privilege() {
     .await;
 
     // SensorGateway: the one controller that reads Secrets, and only by name.
-    let sensorgateway_needs = [
+    let mut sensorgateway_needs = runs_workloads(SENSORGATEWAY);
+    sensorgateway_needs.extend([
         ask("watch", g, "sensorgateways"),
         ask("patch", g, "sensorgateways/status").ns(home),
         ask("get", g, "usbdevicepins").ns(home),
         // Watched: a gateway whose stick is in no node is not Ready.
         ask("watch", g, "usbdevicepins"),
-        ask("patch", "apps", "deployments").ns(home),
-        ask("create", "", "persistentvolumeclaims").ns(home),
-        ask("patch", "", "nodes"),
-        // What storage is behind its data claim, and who holds its volume.
-        ask("get", "", "persistentvolumes"),
-        // What it reads is watched into its caches.
-        ask("watch", "", "nodes"),
-        ask("watch", "", "persistentvolumes"),
-        ask("list", "storage.k8s.io", "storageclasses"),
-        ask("watch", "storage.k8s.io", "storageclasses"),
-        ask("list", "storage.k8s.io", "csidrivers"),
-        ask("watch", "storage.k8s.io", "csidrivers"),
-        ask("list", "storage.k8s.io", "volumeattachments"),
         ask("watch", "storage.k8s.io", "volumeattachments"),
-        ask("watch", coordination, "leases").ns("kube-node-lease"),
-        ask("create", "events.k8s.io", "events").ns(home),
-        ask("update", coordination, "leases")
-            .ns(ns)
-            .named(SENSORGATEWAY),
-    ];
+    ]);
     let mut sensorgateway_not = nobody();
     sensorgateway_not.extend([
         ask("delete", "", "pods").ns(home),
