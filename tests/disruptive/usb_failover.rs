@@ -17,7 +17,7 @@ use homelab_api::conditions::reasons;
 use homelab_api::usbdevicepin::resource_name;
 use homelab_kit::failover::fence::SILENT_TAINT;
 use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
-use homelab_test_support::pods::taint_keys;
+use homelab_test_support::pods::{taint_keys, wait_only_pod_on};
 use homelab_test_support::sample::PodSampler;
 use homelab_test_support::{Cluster, TestNamespace, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -97,14 +97,9 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
         .await
         .unwrap();
     let selector = ListParams::default().labels(&format!("app={APP}"));
-    let first = wait_for_list(&pods, &selector, WAIT, |pods| {
-        pods.len() == 1
-            && pods
-                .iter()
-                .all(|p| running_on(p).as_deref() == Some(LOST) && ready(p))
-    })
-    .await
-    .unwrap()[0]
+    let first = wait_only_pod_on(&pods, &selector, LOST, WAIT)
+        .await
+        .unwrap()
         .name_any();
 
     // The backup stick (an identical one, restored from the coordinator's backup) is

@@ -93,6 +93,12 @@ async fn wait_reason(
         .unwrap()
 }
 
+/// A film library on the NAS.
+fn movies_on_the_nas() -> Value {
+    json!([{"name": "movies", "mountPath": "/media/movies",
+            "nfs": {"server": "nas.home.arpa", "path": "/volume1/movies"}}])
+}
+
 fn pod_template(d: &Deployment) -> Value {
     serde_json::to_value(d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()).unwrap()
 }
@@ -152,14 +158,8 @@ async fn running_pod(ns: &TestNamespace, server: &str, timeout: Duration) -> Pod
 
 /// Nothing named after `server` exists: no Deployment, Service or claim.
 async fn nothing_created(ns: &TestNamespace, server: &str) {
-    assert!(
-        ns.api::<Deployment>()
-            .get_opt(server)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(ns.api::<Service>().get_opt(server).await.unwrap().is_none());
+    assert!(!ns.has::<Deployment>(server).await.unwrap());
+    assert!(!ns.has::<Service>(server).await.unwrap());
     let claims = ns
         .api::<PersistentVolumeClaim>()
         .list(&ListParams::default())
@@ -190,8 +190,7 @@ async fn jellyfin_with_quick_sync_lands_on_the_igpu_node() {
         json!({
             "preset": "Jellyfin",
             "config": {"nfs": {"server": "nas.home.arpa", "path": "/volume1/jellyfin-config"}},
-            "media": [{"name": "movies", "mountPath": "/media/movies",
-                       "nfs": {"server": "nas.home.arpa", "path": "/volume1/movies"}}],
+            "media": movies_on_the_nas(),
             "transcoding": {"hardware": "IntelQuickSync", "renderGroupId": 993},
         }),
     )
@@ -362,8 +361,7 @@ async fn nfs_media_and_attached_config_can_fail_over() {
         json!({
             "preset": "Jellyfin",
             "config": {"volumeClaim": {"size": "10Gi"}},
-            "media": [{"name": "movies", "mountPath": "/media/movies",
-                       "nfs": {"server": "nas.home.arpa", "path": "/volume1/movies"}}],
+            "media": movies_on_the_nas(),
         }),
     )
     .await;
@@ -619,8 +617,7 @@ async fn deleting_collects_what_it_created_and_keeps_marked_claims() {
             "preset": "Jellyfin",
             "config": {"volumeClaim": {"size": "10Gi", "keepOnDelete": true}},
             "cache": {"size": "20Gi"},
-            "media": [{"name": "movies", "mountPath": "/media/movies",
-                       "nfs": {"server": "nas.home.arpa", "path": "/volume1/movies"}}],
+            "media": movies_on_the_nas(),
         }),
     )
     .await;
@@ -719,11 +716,9 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     let music = nfs_claim(&ns, "music").await.unwrap();
     wait_condition(&ns, "navidrome", types::READY, "True").await;
     assert!(
-        ns.api::<PersistentVolumeClaim>()
-            .get_opt("navidrome-config")
+        ns.has::<PersistentVolumeClaim>("navidrome-config")
             .await
             .unwrap()
-            .is_some()
     );
     delete_volumes(&ns, &[config, music]).await;
 }

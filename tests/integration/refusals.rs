@@ -229,11 +229,7 @@ async fn a_resource_that_is_no_quantity_is_named_in_the_spec() {
     .await;
     assert!(note.contains("spec.resources.limits.memory"), "{note}");
     assert!(
-        ns.api::<Deployment>()
-            .get_opt("jellyfin")
-            .await
-            .unwrap()
-            .is_none(),
+        !ns.has::<Deployment>("jellyfin").await.unwrap(),
         "nothing is applied for a refused spec"
     );
 
@@ -349,11 +345,7 @@ async fn a_host_path_the_administrator_does_not_allow_is_refused_and_the_server_
         stalled.message
     );
     assert!(
-        ns.api::<Deployment>()
-            .get_opt("jellyfin")
-            .await
-            .unwrap()
-            .is_none(),
+        !ns.has::<Deployment>("jellyfin").await.unwrap(),
         "nothing is applied for it"
     );
 }

@@ -85,6 +85,20 @@ async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
     (client, ns, running)
 }
 
+/// A broker that wants the test's credentials, the controller, and the Secret
+/// that holds the credentials.
+async fn setup_with_broker(prefix: &str) -> (Mosquitto, Client, TestNamespace, Running) {
+    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
+    let (client, ns, running) = setup(prefix).await;
+    credentials_secret(&ns).await;
+    (broker, client, ns, running)
+}
+
+/// Publishes `payload` on `topic` as the test's user.
+async fn say(broker: &Mosquitto, topic: &str, payload: &str, retain: bool) {
+    publish(broker, (USER, PASSWORD), topic, payload, retain).await;
+}
+
 async fn credentials_secret(ns: &TestNamespace) {
     homelab_test_support::mqtt::credentials_secret(ns, (USER, PASSWORD))
         .await
@@ -121,9 +135,7 @@ async fn gateway_pods(ns: &TestNamespace, name: &str) -> Vec<Pod> {
 
 #[tokio::test]
 async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
-    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
-    let (_client, ns, running) = setup("sgw-lastwill").await;
-    credentials_secret(&ns).await;
+    let (broker, _client, ns, running) = setup_with_broker("sgw-lastwill").await;
     let gateway = FakeGateway::start(
         &broker,
         (USER, PASSWORD),
@@ -246,17 +258,8 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
 
 #[tokio::test]
 async fn a_silent_sensor_goes_stale_and_fresh_again() {
-    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
-    let (_client, ns, _running) = setup("sgw-stale").await;
-    credentials_secret(&ns).await;
-    publish(
-        &broker,
-        (USER, PASSWORD),
-        "garden-hub/status",
-        "online",
-        true,
-    )
-    .await;
+    let (broker, _client, ns, _running) = setup_with_broker("sgw-stale").await;
+    say(&broker, "garden-hub/status", "online", true).await;
     apply(
         &ns,
         "garden-hub",
@@ -273,9 +276,8 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
     .await
     .unwrap();
     wait_condition(&ns, "garden-hub", types::READY, "True").await;
-    publish(
+    say(
         &broker,
-        (USER, PASSWORD),
         "garden-hub/sensor/tomato-bed/moisture",
         "41",
         false,
@@ -340,9 +342,8 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
     );
 
     // It reports again: fresh.
-    publish(
+    say(
         &broker,
-        (USER, PASSWORD),
         "garden-hub/sensor/tomato-bed/moisture",
         "38",
         false,
@@ -357,9 +358,7 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
 
 #[tokio::test]
 async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
-    let mut broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
-    let (_client, ns, running) = setup("sgw-broker").await;
-    credentials_secret(&ns).await;
+    let (mut broker, _client, ns, running) = setup_with_broker("sgw-broker").await;
     let _gateway = FakeGateway::start(&broker, (USER, PASSWORD), "z2m-shed", "shed/bridge/state");
     apply(
         &ns,
@@ -429,11 +428,9 @@ async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
 
 #[tokio::test]
 async fn bad_input_is_refused_and_other_gateways_carry_on() {
-    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
-    let (_client, ns, running) = setup("sgw-bad").await;
-    credentials_secret(&ns).await;
-    publish(&broker, (USER, PASSWORD), "porch/status", "online", true).await;
-    publish(&broker, (USER, PASSWORD), "hall/status", "online", true).await;
+    let (broker, _client, ns, running) = setup_with_broker("sgw-bad").await;
+    say(&broker, "porch/status", "online", true).await;
+    say(&broker, "hall/status", "online", true).await;
     let mqtt = mqtt_spec(&broker.url());
     for name in ["porch", "hall"] {
         apply(
@@ -545,13 +542,10 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
 #[tokio::test]
 async fn a_gateway_that_keeps_failing_on_one_node_is_moved_off_it() {
     const PREFERRED: &str = "pi4-3";
-    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
-    let (_client, ns, running) = setup("sgw-move").await;
-    credentials_secret(&ns).await;
+    let (broker, _client, ns, running) = setup_with_broker("sgw-move").await;
     // Its coordinator is unreachable from that node, say: it never comes online.
-    publish(
+    say(
         &broker,
-        (USER, PASSWORD),
         "cellar/bridge/state",
         r#"{"state":"offline"}"#,
         true,
@@ -646,14 +640,7 @@ async fn a_tls_broker_is_trusted_through_the_ca_in_a_secret_only() {
     )
     .await
     .unwrap();
-    publish(
-        &broker,
-        (USER, PASSWORD),
-        "attic-hub/status",
-        "online",
-        true,
-    )
-    .await;
+    say(&broker, "attic-hub/status", "online", true).await;
     let spec = |ca_ref: Value| {
         json!({
             "preset": "ESPHome",
@@ -715,9 +702,7 @@ async fn a_tls_broker_is_trusted_through_the_ca_in_a_secret_only() {
 /// operator watches the topic under the client name, not the object's name.
 #[tokio::test]
 async fn zwave_js_ui_is_configured_from_the_spec_and_watched_under_its_client_name() {
-    let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
-    let (client, ns, _running) = setup("sgw-zwave").await;
-    credentials_secret(&ns).await;
+    let (broker, client, ns, _running) = setup_with_broker("sgw-zwave").await;
     apply(
         &ns,
         "zwave-attic",
@@ -806,9 +791,8 @@ async fn zwave_js_ui_is_configured_from_the_spec_and_watched_under_its_client_na
     );
 
     // zwave-js-ui announces itself under its client name, as JSON.
-    publish(
+    say(
         &broker,
-        (USER, PASSWORD),
         "zwave/_CLIENTS/ZWAVE_GATEWAY-zwave-attic-1/status",
         r#"{"value":true,"time":1767225600000}"#,
         true,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use homelab_api::UsbDevicePin;
 use homelab_api::usbdevicepin::resource_name;
 use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
+use homelab_test_support::pods::wait_only_pod_on;
 use homelab_test_support::sample::PodSampler;
 use homelab_test_support::{TestNamespace, wait_for, wait_for_event_reasons, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -66,15 +67,10 @@ async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
         .await
         .unwrap();
     let selector = ListParams::default().labels(&format!("app={APP}"));
-    let first = wait_for_list(&pods, &selector, WAIT, |pods| {
-        pods.len() == 1
-            && pods
-                .iter()
-                .all(|p| running_on(p).as_deref() == Some("pi4-1") && ready(p))
-    })
-    .await
-    .unwrap();
-    let first = kube::ResourceExt::name_any(&first[0]);
+    let first = wait_only_pod_on(&pods, &selector, "pi4-1", WAIT)
+        .await
+        .unwrap();
+    let first = kube::ResourceExt::name_any(&first);
     wait_for(&pins, &name, WAIT, {
         let first = first.clone();
         move |p| p.status.as_ref().and_then(|s| s.holder_pod.as_deref()) == Some(first.as_str())

@@ -6,6 +6,23 @@ use kube::{Api, Client};
 
 use crate::{Cluster, Error, client, install_crds};
 
+/// A kind whose objects live in a namespace, as the helpers below read them.
+pub trait Namespaced:
+    kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType: Default>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType: Default>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+{
+}
+
 /// A namespace created for one test; dropping it deletes it (in the background:
 /// the API server finishes the cascade on its own).
 pub struct TestNamespace {
@@ -53,15 +70,22 @@ impl TestNamespace {
         &self.client
     }
 
+    /// Whether object `name` of kind `K` exists in this namespace.
+    pub async fn has<K: Namespaced>(&self, name: &str) -> Result<bool, Error> {
+        let found = self
+            .api::<K>()
+            .get_opt(name)
+            .await
+            .map_err(Error::api(format!(
+                "reading {} {name} in {}",
+                K::kind(&Default::default()),
+                self.name
+            )))?;
+        Ok(found.is_some())
+    }
+
     /// The names of the objects of kind `K` in this namespace.
-    pub async fn names<K>(&self) -> Result<Vec<String>, Error>
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned,
-        <K as kube::Resource>::DynamicType: Default,
-    {
+    pub async fn names<K: Namespaced>(&self) -> Result<Vec<String>, Error> {
         let listed = self
             .api::<K>()
             .list(&kube::api::ListParams::default())

@@ -1,6 +1,12 @@
 //! What tests read off pods and nodes again and again.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::ListParams;
+
+use crate::{Error, wait_for_list};
 
 /// Whether the pod's Ready condition is True.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -24,4 +30,23 @@ pub fn taint_keys(node: &Node) -> Vec<String> {
         .and_then(|s| s.taints.as_ref())
         .map(|t| t.iter().map(|t| t.key.clone()).collect())
         .unwrap_or_default()
+}
+
+/// Waits until exactly one pod matches `selector` and it is Running and Ready on
+/// `node`; returns it.
+pub async fn wait_only_pod_on(
+    pods: &Api<Pod>,
+    selector: &ListParams,
+    node: &str,
+    timeout: Duration,
+) -> Result<Pod, Error> {
+    let running_on_node = |p: &Pod| {
+        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        running && is_ready(p) && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+    };
+    let found = wait_for_list(pods, selector, timeout, |pods| {
+        pods.len() == 1 && pods.iter().all(running_on_node)
+    })
+    .await?;
+    Ok(found.into_iter().next().unwrap_or_default())
 }
