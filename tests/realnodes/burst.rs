@@ -123,7 +123,10 @@ async fn a_controller_killed_mid_burst_leaves_every_server_converged_once() {
         "killed the leader's container with {KILL_AFTER} Deployments applied ({:.1} s into the burst)",
         killed_at.as_secs_f64()
     );
-    creator.await.unwrap();
+    tokio::time::timeout(CONVERGE, creator)
+        .await
+        .unwrap_or_else(|_| panic!("the {SERVERS} applies took over {CONVERGE:?}"))
+        .unwrap();
 
     // Either the standby takes the Lease, or the kubelet restarts the container
     // under the same pod name and it takes it back: the Lease is renewed again.
