@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, PodSpec, PodStatus, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::reflector::Store;
@@ -111,6 +111,46 @@ pub fn pod_relevance(pod: &Pod) -> Option<u64> {
     let deleted = pod.metadata.deletion_timestamp.as_ref();
     (node.is_some() || unschedulable.is_some() || deleted.is_some())
         .then(|| hash_of(&(node, unschedulable, deleted)))
+}
+
+/// What of an applied object's metadata says someone else changed it: a new
+/// generation (its spec), its labels or annotations (which carry the hash of
+/// what was applied), or that it is going away. For a `relevant` function,
+/// alone ([`applied_relevance`]) or with what the owner reads of its status.
+pub fn edit_marks(meta: &ObjectMeta) -> impl serde::Serialize + '_ {
+    (
+        meta.generation,
+        &meta.labels,
+        &meta.annotations,
+        &meta.deletion_timestamp,
+    )
+}
+
+/// [`edit_marks`] alone: an owned object whose status its owner does not read.
+pub fn applied_relevance<K: Resource>(obj: &K) -> Option<u64> {
+    Some(hash_of(&edit_marks(obj.meta())))
+}
+
+/// A Service has no generation: its spec, labels and annotations, and whether
+/// it is going away.
+pub fn service_relevance(s: &Service) -> Option<u64> {
+    Some(hash_of(&(
+        &s.metadata.labels,
+        &s.metadata.annotations,
+        &s.metadata.deletion_timestamp,
+        &s.spec,
+    )))
+}
+
+/// Whether a claim is bound, to what, and whether it is going away (and its
+/// annotations, where a claim kept on delete says so).
+pub fn claim_relevance(c: &PersistentVolumeClaim) -> Option<u64> {
+    Some(hash_of(&(
+        c.spec.as_ref().and_then(|s| s.volume_name.as_ref()),
+        c.status.as_ref().and_then(|s| s.phase.as_ref()),
+        &c.metadata.deletion_timestamp,
+        &c.metadata.annotations,
+    )))
 }
 
 /// Resolves once every cache registered with it has listed, so that no
@@ -235,6 +275,47 @@ mod tests {
             {"type": "PodScheduled", "status": "False", "message": "0/6 nodes are available"}]}}));
         assert!(pod_relevance(&refused).is_some());
         assert_ne!(pod_relevance(&refused), pod_relevance(&placed));
+    }
+
+    #[test]
+    fn an_applied_object_wakes_its_owner_when_someone_else_edits_it() {
+        use k8s_openapi::api::apps::v1::Deployment;
+        let deployment =
+            |v: serde_json::Value| -> Deployment { serde_json::from_value(v).unwrap() };
+        let applied = deployment(json!({
+            "metadata": {"name": "d", "generation": 2, "annotations": {"hash": "a"}},
+            "status": {"readyReplicas": 1},
+        }));
+        let mut rolled = applied.clone();
+        rolled.status = None;
+        assert_eq!(applied_relevance(&applied), applied_relevance(&rolled));
+        let mut edited = applied.clone();
+        edited.metadata.generation = Some(3);
+        assert_ne!(applied_relevance(&applied), applied_relevance(&edited));
+        let mut relabelled = applied.clone();
+        relabelled.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
+        assert_ne!(applied_relevance(&applied), applied_relevance(&relabelled));
+    }
+
+    #[test]
+    fn a_claim_wakes_its_user_when_bound() {
+        let claim =
+            |v: serde_json::Value| -> PersistentVolumeClaim { serde_json::from_value(v).unwrap() };
+        let pending = claim(json!({"metadata": {"name": "c"}, "status": {"phase": "Pending"}}));
+        let bound = claim(
+            json!({"metadata": {"name": "c"}, "spec": {"volumeName": "pv-1"},
+                                 "status": {"phase": "Bound"}}),
+        );
+        let mut resized = bound.clone();
+        resized.status.as_mut().unwrap().capacity = Some(
+            [(
+                "storage".to_owned(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("2Gi".into()),
+            )]
+            .into(),
+        );
+        assert_ne!(claim_relevance(&pending), claim_relevance(&bound));
+        assert_eq!(claim_relevance(&bound), claim_relevance(&resized));
     }
 
     #[tokio::test]

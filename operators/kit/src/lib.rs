@@ -73,6 +73,7 @@
 pub mod apply;
 pub mod backoff;
 pub mod cache;
+pub mod cached;
 pub mod client;
 pub mod conditions;
 pub mod device_pin;

@@ -27,6 +27,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
@@ -221,6 +222,16 @@ where
         self.cached_trigger(api, config, trim, |_: &O| None, |_: &O| Vec::new())
     }
 
+    /// [`Runner::cache`] of every object of kind `O` in the cluster, trimmed by
+    /// [`crate::cache::trim`].
+    pub fn cache_all<O>(&mut self) -> Store<O>
+    where
+        O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let api = Api::all(self.client.clone());
+        self.cache(api, watcher::Config::default(), crate::cache::trim::<O>)
+    }
+
     /// Reconciles wait until `store` (filled elsewhere, such as the kubelets'
     /// Leases of [`crate::failover::heartbeats::watch`]) has listed.
     pub fn waits_for<O>(&mut self, store: &Store<O>)
@@ -283,6 +294,52 @@ where
         self.cached_trigger(api, config, trim, relevant, move |o: &O| {
             mapper(o).into_iter().collect()
         })
+    }
+
+    /// As [`Runner::watches_cached`] over the watched namespaces, waking the
+    /// objects of `K` in the changed object's namespace that `refers` says name
+    /// it (a server mounting a claim, a gateway on a pin); see
+    /// [`crate::cached::referring`].
+    pub fn watches_referenced<O>(
+        &mut self,
+        trim: fn(&mut O),
+        relevant: fn(&O) -> Option<u64>,
+        refers: impl Fn(&K, &str) -> bool + Send + Sync + 'static,
+    ) -> Store<O>
+    where
+        O: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let referrers = self.store();
+        self.watches_cached(
+            self.scoped_api(),
+            watcher::Config::default(),
+            trim,
+            relevant,
+            move |o: &O| crate::cached::referring(&referrers, o, &refers),
+        )
+    }
+
+    /// Keeps every node in a cache ([`crate::cache::trim_node`]); a change that
+    /// placement or failover reads ([`crate::cache::node_relevance`]) wakes the
+    /// objects `concerned` names among this controller's, given the node's name.
+    pub fn watches_nodes(
+        &mut self,
+        concerned: fn(&Store<K>, &str) -> Vec<ObjectRef<K>>,
+    ) -> Store<Node> {
+        let objects = self.store();
+        self.watches_cached(
+            Api::all(self.client.clone()),
+            watcher::Config::default(),
+            crate::cache::trim_node,
+            crate::cache::node_relevance,
+            move |node: &Node| concerned(&objects, &node.name_any()),
+        )
     }
 
     fn cached_trigger<O>(

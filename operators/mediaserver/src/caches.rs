@@ -6,13 +6,14 @@ use homelab_api::MediaServer;
 use homelab_api::conditions::types;
 use homelab_kit::Runner;
 use homelab_kit::cache::{self, hash_of};
+use homelab_kit::cached;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use crate::build::names;
 use crate::observed::Observed;
@@ -49,53 +50,28 @@ impl std::fmt::Debug for Caches {
 
 impl Caches {
     /// Adds the watches to `runner` (in its watched namespace, or every namespace).
-    pub fn watch(runner: &mut Runner<MediaServer>, client: &Client, leases: Store<Lease>) -> Self {
+    pub fn watch(runner: &mut Runner<MediaServer>, _client: &Client, leases: Store<Lease>) -> Self {
         let deployments = runner.owns_cached(trim_deployment, deployment_relevance);
-        let services = runner.owns_cached(cache::trim::<Service>, service_relevance);
+        let services = runner.owns_cached(cache::trim::<Service>, cache::service_relevance);
         let pods = runner.watches_cached(
             runner.scoped_api::<Pod>(),
             watcher::Config::default().labels(names::SERVER_LABEL),
             cache::trim_pod,
             cache::pod_relevance,
-            |pod: &Pod| {
-                let server = pod.labels().get(names::SERVER_LABEL).cloned();
-                let ns = pod.namespace();
-                server.map(|name| {
-                    ObjectRef::<MediaServer>::new(&name).within(ns.as_deref().unwrap_or_default())
-                })
-            },
+            |pod: &Pod| cached::by_label::<MediaServer>(&pod.metadata, names::SERVER_LABEL),
         );
-        let by_claim = runner.store();
-        let claims = runner.watches_cached(
-            runner.scoped_api::<PersistentVolumeClaim>(),
-            watcher::Config::default(),
+        let claims = runner.watches_referenced(
             cache::trim::<PersistentVolumeClaim>,
-            claim_relevance,
-            move |claim: &PersistentVolumeClaim| {
-                let (name, ns) = (claim.name_any(), claim.namespace());
-                by_claim
-                    .state()
-                    .into_iter()
-                    .filter(|ms| ms.namespace() == ns && names::claims_of(ms).contains(&name))
-                    .map(|ms| ObjectRef::from_obj(&*ms))
-                    .collect::<Vec<_>>()
-            },
+            cache::claim_relevance,
+            |ms: &MediaServer, claim| names::claims_of(ms).iter().any(|c| c == claim),
         );
-        let by_node = runner.store();
-        let nodes = runner.watches_cached(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            cache::trim_node,
-            cache::node_relevance,
-            move |node: &Node| concerned(&by_node, &node.name_any()),
-        );
-        let everything = watcher::Config::default;
+        let nodes = runner.watches_nodes(concerned);
         Self {
             nodes,
             claims,
-            volumes: runner.cache(Api::all(client.clone()), everything(), cache::trim),
-            classes: runner.cache(Api::all(client.clone()), everything(), cache::trim),
-            drivers: runner.cache(Api::all(client.clone()), everything(), cache::trim),
+            volumes: runner.cache_all(),
+            classes: runner.cache_all(),
+            drivers: runner.cache_all(),
             deployments,
             services,
             pods,
@@ -111,7 +87,7 @@ impl Caches {
         let mut claims = std::collections::BTreeMap::new();
         let mut volumes = std::collections::BTreeMap::new();
         for claim in names::claims_of(ms) {
-            let Some(found) = self.claims.get(&ObjectRef::new(&claim).within(&ns)) else {
+            let Some(found) = cached::copy_of(&self.claims, &ns, &claim) else {
                 continue;
             };
             let bound = found.spec.as_ref().and_then(|s| s.volume_name.clone());
@@ -120,42 +96,19 @@ impl Caches {
             {
                 volumes.insert(volume, (*pv).clone());
             }
-            claims.insert(claim, (*found).clone());
+            claims.insert(claim, found);
         }
-        let selector = names::selector_labels(&name);
         Observed {
-            nodes: copies(&self.nodes),
+            nodes: cached::copies(&self.nodes),
             claims,
             volumes,
-            storage_classes: copies(&self.classes),
-            drivers: copies(&self.drivers),
-            deployment: self
-                .deployments
-                .get(&ObjectRef::new(&name).within(&ns))
-                .map(|d| (*d).clone()),
-            service: self
-                .services
-                .get(&ObjectRef::new(&name).within(&ns))
-                .map(|s| (*s).clone()),
-            pods: self
-                .pods
-                .state()
-                .into_iter()
-                .filter(|p| {
-                    p.namespace().as_deref() == Some(ns.as_str())
-                        && selector.iter().all(|(k, v)| p.labels().get(k) == Some(v))
-                })
-                .map(|p| (*p).clone())
-                .collect(),
+            storage_classes: cached::copies(&self.classes),
+            drivers: cached::copies(&self.drivers),
+            deployment: cached::copy_of(&self.deployments, &ns, &name),
+            service: cached::copy_of(&self.services, &ns, &name),
+            pods: cached::labelled(&self.pods, &ns, &names::selector_labels(&name)),
         }
     }
-}
-
-fn copies<O: Clone + kube::Resource + 'static>(store: &Store<O>) -> Vec<O>
-where
-    O::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    store.state().iter().map(|o| (**o).clone()).collect()
 }
 
 /// A Deployment as a server's reconcile reads it: its metadata (the hash of
@@ -167,36 +120,13 @@ fn trim_deployment(d: &mut Deployment) {
     d.spec = None;
 }
 
-/// What of its Deployment a server's status reads (has it rolled out), and
-/// what says someone else changed it (a new generation, its labels or
-/// annotations, which carry the hash of what was applied).
+/// What says someone else changed a server's Deployment
+/// ([`cache::edit_marks`]), and what of it the server's status reads: has it
+/// rolled out.
 fn deployment_relevance(d: &Deployment) -> Option<u64> {
     Some(hash_of(&(
-        d.metadata.generation,
-        &d.metadata.labels,
-        &d.metadata.annotations,
-        &d.metadata.deletion_timestamp,
+        cache::edit_marks(&d.metadata),
         status::rolled_out(Some(d)),
-    )))
-}
-
-/// A Service has no generation: its spec, labels and annotations.
-fn service_relevance(s: &Service) -> Option<u64> {
-    Some(hash_of(&(
-        &s.metadata.labels,
-        &s.metadata.annotations,
-        &s.metadata.deletion_timestamp,
-        &s.spec,
-    )))
-}
-
-/// Whether a claim is bound, to what, and whether it is going away.
-fn claim_relevance(c: &PersistentVolumeClaim) -> Option<u64> {
-    Some(hash_of(&(
-        c.spec.as_ref().and_then(|s| s.volume_name.as_ref()),
-        c.status.as_ref().and_then(|s| s.phase.as_ref()),
-        &c.metadata.deletion_timestamp,
-        &c.metadata.annotations,
     )))
 }
 

@@ -11,13 +11,14 @@ use homelab_api::conditions::types;
 use homelab_api::{ConditionedStatus, SensorGateway, UsbDevicePin};
 use homelab_kit::Runner;
 use homelab_kit::cache::{self, hash_of};
+use homelab_kit::cached;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass, VolumeAttachment};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use crate::build::names;
 use crate::node_loss;
@@ -83,68 +84,37 @@ impl Caches {
     /// Adds the watches to `runner` (in its watched namespace, or every namespace).
     pub fn watch(
         runner: &mut Runner<SensorGateway>,
-        client: &Client,
+        _client: &Client,
         leases: Store<Lease>,
     ) -> Self {
-        let deployments = runner.owns_cached(cache::trim::<Deployment>, deployment_relevance);
-        let services = runner.owns_cached(cache::trim::<Service>, service_relevance);
+        // Its rollout is not read: the gateway's pod says whether it runs.
+        let deployments = runner.owns_cached(cache::trim::<Deployment>, cache::applied_relevance);
+        let services = runner.owns_cached(cache::trim::<Service>, cache::service_relevance);
         let pods = runner.watches_cached(
             runner.scoped_api::<Pod>(),
             watcher::Config::default().labels(names::GATEWAY_LABEL),
             cache::trim_pod,
             pod_relevance,
-            |pod: &Pod| {
-                let gateway = pod.labels().get(names::GATEWAY_LABEL).cloned();
-                let ns = pod.namespace().unwrap_or_default();
-                gateway.map(|name| ObjectRef::<SensorGateway>::new(&name).within(&ns))
-            },
+            |pod: &Pod| cached::by_label::<SensorGateway>(&pod.metadata, names::GATEWAY_LABEL),
         );
         // A claim appearing or being bound tells what the data's storage is.
-        let by_claim = runner.store();
-        let claims = runner.watches_cached(
-            runner.scoped_api::<PersistentVolumeClaim>(),
-            watcher::Config::default(),
+        let claims = runner.watches_referenced(
             cache::trim::<PersistentVolumeClaim>,
-            claim_relevance,
-            move |claim: &PersistentVolumeClaim| {
-                let (name, ns) = (claim.name_any(), claim.namespace());
-                by_claim
-                    .state()
-                    .into_iter()
-                    .filter(|sg| {
-                        sg.namespace() == ns && node_loss::data_claim(sg).is_some_and(|c| c == name)
-                    })
-                    .map(|sg| ObjectRef::from_obj(&*sg))
-                    .collect::<Vec<_>>()
-            },
+            cache::claim_relevance,
+            |sg: &SensorGateway, claim| node_loss::data_claim(sg).is_some_and(|c| c == claim),
         );
         // A radio's stick pulled out or plugged in elsewhere: its gateways'
         // Ready says so.
-        let by_pin = runner.store();
-        let pins = runner.watches_cached(
-            runner.scoped_api::<UsbDevicePin>(),
-            watcher::Config::default(),
-            cache::trim::<UsbDevicePin>,
-            pin_relevance,
-            move |pin: &UsbDevicePin| using_pin(&by_pin, pin),
-        );
-        let by_node = runner.store();
-        let nodes = runner.watches_cached(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            cache::trim_node,
-            cache::node_relevance,
-            move |node: &Node| concerned(&by_node, &node.name_any()),
-        );
-        let everything = watcher::Config::default;
+        let pins = runner.watches_referenced(cache::trim::<UsbDevicePin>, pin_relevance, uses_pin);
+        let nodes = runner.watches_nodes(concerned);
         Self {
             deployments,
             services,
             claims,
-            volumes: runner.cache(Api::all(client.clone()), everything(), cache::trim),
-            classes: runner.cache(Api::all(client.clone()), everything(), cache::trim),
-            drivers: runner.cache(Api::all(client.clone()), everything(), cache::trim),
-            attachments: runner.cache(Api::all(client.clone()), everything(), cache::trim),
+            volumes: runner.cache_all(),
+            classes: runner.cache_all(),
+            drivers: runner.cache_all(),
+            attachments: runner.cache_all(),
             pods,
             nodes,
             pins,
@@ -157,9 +127,7 @@ impl Caches {
     pub fn observe(&self, sg: &SensorGateway) -> Cluster {
         let name = sg.name_any();
         let ns = sg.namespace().unwrap_or_default();
-        let claim = node_loss::data_claim(sg)
-            .and_then(|c| self.claims.get(&ObjectRef::new(&c).within(&ns)))
-            .map(|c| (*c).clone());
+        let claim = node_loss::data_claim(sg).and_then(|c| cached::copy_of(&self.claims, &ns, &c));
         let volume = claim
             .as_ref()
             .and_then(|c| c.spec.as_ref())
@@ -168,61 +136,17 @@ impl Caches {
             .and_then(|v| self.volumes.get(&ObjectRef::new(v)))
             .map(|v| (*v).clone());
         Cluster {
-            deployment: self
-                .deployments
-                .get(&ObjectRef::new(&name).within(&ns))
-                .map(|d| (*d).clone()),
-            service: self
-                .services
-                .get(&ObjectRef::new(&name).within(&ns))
-                .map(|s| (*s).clone()),
+            deployment: cached::copy_of(&self.deployments, &ns, &name),
+            service: cached::copy_of(&self.services, &ns, &name),
             claim,
             volume,
-            classes: copies(&self.classes),
-            drivers: copies(&self.drivers),
-            attachments: copies(&self.attachments),
-            pods: self
-                .pods
-                .state()
-                .into_iter()
-                .filter(|p| {
-                    p.namespace().as_deref() == Some(ns.as_str())
-                        && p.labels().get(names::GATEWAY_LABEL) == Some(&name)
-                })
-                .map(|p| (*p).clone())
-                .collect(),
-            nodes: copies(&self.nodes),
+            classes: cached::copies(&self.classes),
+            drivers: cached::copies(&self.drivers),
+            attachments: cached::copies(&self.attachments),
+            pods: cached::labelled(&self.pods, &ns, &names::selector_labels(&name)),
+            nodes: cached::copies(&self.nodes),
         }
     }
-}
-
-fn copies<O: Clone + kube::Resource + 'static>(store: &Store<O>) -> Vec<O>
-where
-    O::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    store.state().iter().map(|o| (**o).clone()).collect()
-}
-
-/// What says someone else changed a gateway's Deployment (a new generation,
-/// its labels or annotations, the hash of what was applied), or that it goes.
-/// Its rollout is not read: the gateway's pod says whether it runs.
-fn deployment_relevance(d: &Deployment) -> Option<u64> {
-    Some(hash_of(&(
-        d.metadata.generation,
-        &d.metadata.labels,
-        &d.metadata.annotations,
-        &d.metadata.deletion_timestamp,
-    )))
-}
-
-/// A Service has no generation: its spec, labels and annotations.
-fn service_relevance(s: &Service) -> Option<u64> {
-    Some(hash_of(&(
-        &s.metadata.labels,
-        &s.metadata.annotations,
-        &s.metadata.deletion_timestamp,
-        &s.spec,
-    )))
 }
 
 /// What of its pod a gateway reads: that it exists, where it runs, whether it
@@ -244,16 +168,6 @@ fn pod_relevance(pod: &Pod) -> Option<u64> {
     )))
 }
 
-/// Whether a claim is bound, to what, and whether it is going away.
-fn claim_relevance(c: &PersistentVolumeClaim) -> Option<u64> {
-    Some(hash_of(&(
-        c.spec.as_ref().and_then(|s| s.volume_name.as_ref()),
-        c.status.as_ref().and_then(|s| s.phase.as_ref()),
-        &c.metadata.deletion_timestamp,
-        &c.metadata.annotations,
-    )))
-}
-
 /// What of a pin its gateways read: its spec (how the device reaches the
 /// container), the stable path of the device, and whether a node has it.
 fn pin_relevance(pin: &UsbDevicePin) -> Option<u64> {
@@ -269,22 +183,13 @@ fn pin_relevance(pin: &UsbDevicePin) -> Option<u64> {
     )))
 }
 
-/// The gateways in `pin`'s namespace whose radio it is.
-fn using_pin(store: &Store<SensorGateway>, pin: &UsbDevicePin) -> Vec<ObjectRef<SensorGateway>> {
-    let (name, namespace) = (pin.name_any(), pin.namespace());
-    store
-        .state()
-        .into_iter()
-        .filter(|sg| sg.namespace() == namespace)
-        .filter(|sg| {
-            sg.spec
-                .radio
-                .as_ref()
-                .and_then(|r| r.usb_device_pin.as_ref())
-                .is_some_and(|r| r.name == name)
-        })
-        .map(|sg| ObjectRef::from_obj(&*sg))
-        .collect()
+/// Whether `pin` is `sg`'s radio.
+fn uses_pin(sg: &SensorGateway, pin: &str) -> bool {
+    sg.spec
+        .radio
+        .as_ref()
+        .and_then(|r| r.usb_device_pin.as_ref())
+        .is_some_and(|r| r.name == pin)
 }
 
 /// The gateways a change of `node` (its taints, conditions, labels) may

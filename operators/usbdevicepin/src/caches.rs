@@ -6,11 +6,12 @@
 //! marks (whose kit functions read the node fresh before patching its taints, and only
 //! when there is something to change), pod deletions, the status and the Events.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use homelab_api::UsbDevicePin;
 use homelab_kit::Runner;
 use homelab_kit::cache::{self, hash_of};
+use homelab_kit::cached;
 use homelab_kit::failover::fence::SILENT_TAINT;
 use homelab_kit::failover::observe::{FENCED_BY_ANNOTATION, NODE_LEASE_NAMESPACE};
 use homelab_kit::failover::{NodeView, observe_node};
@@ -93,12 +94,7 @@ impl Caches {
     /// The pods of `namespace`, as cached.
     #[must_use]
     pub fn pods_in(&self, namespace: &str) -> Vec<Pod> {
-        self.pods
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace))
-            .map(|p| (*p).clone())
-            .collect()
+        cached::labelled(&self.pods, namespace, &BTreeMap::new())
     }
 
     /// What is known of the nodes that matter to `pin`: those reporting its device,
@@ -338,22 +334,9 @@ mod tests {
 
     use super::*;
     use homelab_api::usbdevicepin::resource_name;
+    use homelab_kit::cached::filled;
     use homelab_kit::failover::Reachability;
-    use kube::runtime::reflector::{self, store::Writer};
     use serde_json::json;
-
-    fn filled<K>(objects: Vec<K>) -> (Store<K>, Writer<K>)
-    where
-        K: kube::Resource<DynamicType = ()> + Clone + 'static,
-    {
-        let (reader, mut writer) = reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for o in objects {
-            writer.apply_watcher_event(&watcher::Event::InitApply(o));
-        }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        (reader, writer)
-    }
 
     fn consumer(name: &str, node: &str) -> Pod {
         serde_json::from_value(json!({
