@@ -27,6 +27,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
@@ -46,6 +47,8 @@ use crate::cache::CachesReady;
 use crate::conditions::{CHILD_REFUSED, Outcome};
 use crate::error::{Refusal, report};
 use crate::events::{EventPublisher, RECONCILE_FAILED};
+use crate::failover::FailoverMetrics;
+use crate::failover::workload::Actor;
 use crate::health::Health;
 use crate::leader::{LeaderElector, Leadership, LeaseSettings};
 use crate::metrics::{ControllerMetrics, Metrics};
@@ -115,6 +118,28 @@ impl<S> Context<S> {
             backoff: ErrorBackoff::new(settings.error_backoff_base, settings.error_backoff_cap),
             refusals: RefusalGate::new(settings.error_backoff_cap),
             caches: CachesReady::default(),
+        }
+    }
+
+    /// Failover acting as this controller (its client, Events, field manager
+    /// and whether it may fence), under the name `controller` (which the taints
+    /// it adds carry), counting into `metrics` and judging nodes by the
+    /// heartbeat `leases`.
+    #[must_use]
+    pub fn failover_actor<'a>(
+        &'a self,
+        controller: &'a str,
+        metrics: &'a FailoverMetrics,
+        leases: &'a Store<Lease>,
+    ) -> Actor<'a> {
+        Actor {
+            client: &self.client,
+            events: &self.events,
+            metrics,
+            controller,
+            manager: &self.manager,
+            fencing_allowed: self.fencing_allowed,
+            leases,
         }
     }
 }

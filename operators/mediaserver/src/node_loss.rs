@@ -13,7 +13,7 @@ use homelab_api::MediaServer;
 use homelab_api::conditions::reasons;
 use homelab_api::failover::{FailoverRecord, FailoverStatus};
 use homelab_kit::Context;
-use homelab_kit::failover::workload::{self, Actor, Workload};
+use homelab_kit::failover::workload::{self, Workload};
 use homelab_kit::failover::{Holds, Storage, claims};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 
@@ -70,15 +70,11 @@ pub async fn handle(
             eligible,
             holds: &holds,
         },
-        Actor {
-            client: &ctx.client,
-            events: &ctx.events,
-            metrics: &ctx.state.failover,
-            controller: CONTROLLER_NAME,
-            manager: &ctx.manager,
-            fencing_allowed: ctx.fencing_allowed,
-            leases: &ctx.state.caches.leases,
-        },
+        ctx.failover_actor(
+            CONTROLLER_NAME,
+            &ctx.state.failover,
+            &ctx.state.caches.leases,
+        ),
     )
     .await
     .map_err(Error::Failover)?;

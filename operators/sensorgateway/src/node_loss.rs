@@ -21,7 +21,7 @@ use homelab_kit::Context;
 use homelab_kit::failover::readiness::{self, Readiness};
 use homelab_kit::failover::storage::{ClaimFacts, classify};
 use homelab_kit::failover::tolerations::NODE_LOST_TAINTS;
-use homelab_kit::failover::workload::{self, Actor, Outcome, Workload};
+use homelab_kit::failover::workload::{self, Outcome, Workload};
 use homelab_kit::failover::{Holds, Storage};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::storage::v1::VolumeAttachment;
@@ -83,15 +83,11 @@ pub async fn handle(
             eligible: &failover.eligible,
             holds: &failover.holds,
         },
-        Actor {
-            client: &ctx.client,
-            events: &ctx.events,
-            metrics: &ctx.state.failover,
-            controller: CONTROLLER_NAME,
-            manager: &ctx.manager,
-            fencing_allowed: ctx.fencing_allowed,
-            leases: &ctx.state.caches.leases,
-        },
+        ctx.failover_actor(
+            CONTROLLER_NAME,
+            &ctx.state.failover,
+            &ctx.state.caches.leases,
+        ),
     )
     .await
     .map_err(Error::Failover)
