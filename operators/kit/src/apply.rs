@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::Error;
+use crate::kinds::Applied;
 
 /// The object versions a controller's own applies stored, by uid: a watch
 /// event carrying one of them is the echo of a write whose result the
@@ -154,10 +155,7 @@ impl FieldManager {
     /// [`Error::MissingName`] without `metadata.name`, [`Error::Serialize`],
     /// [`Error::Refused`] when the API server refuses the object as invalid,
     /// or [`Error::Kube`] when the request fails otherwise.
-    pub async fn apply<C>(&self, api: &Api<C>, desired: &C) -> Result<C, Error>
-    where
-        C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
-    {
+    pub async fn apply<C: Applied>(&self, api: &Api<C>, desired: &C) -> Result<C, Error> {
         let kind = C::kind(&());
         let name = desired
             .meta()
@@ -199,21 +197,13 @@ impl FieldManager {
     ///
     /// # Errors
     /// As [`FieldManager::apply`].
-    pub async fn apply_unless_generation_current<C>(
+    pub async fn apply_unless_generation_current<C: Applied>(
         &self,
         api: &Api<C>,
         current: Option<&C>,
         mut desired: C,
-    ) -> Result<(C, bool), Error>
-    where
-        C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
-    {
-        let hash = fingerprint(&to_value(&desired)?);
-        desired
-            .meta_mut()
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(DESIRED_HASH_ANNOTATION.to_owned(), hash);
+    ) -> Result<(C, bool), Error> {
+        stamp_hash(&mut desired)?;
         if let Some(current) = current
             && self.own.generation_is_own(current.meta())
             && is_applied(&to_value(current.meta())?, &to_value(desired.meta())?)
@@ -239,21 +229,13 @@ impl FieldManager {
     ///
     /// # Errors
     /// As [`FieldManager::apply`].
-    pub async fn apply_unless_current<C>(
+    pub async fn apply_unless_current<C: Applied>(
         &self,
         api: &Api<C>,
         current: Option<&C>,
         mut desired: C,
-    ) -> Result<(C, bool), Error>
-    where
-        C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
-    {
-        let hash = fingerprint(&to_value(&desired)?);
-        desired
-            .meta_mut()
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(DESIRED_HASH_ANNOTATION.to_owned(), hash);
+    ) -> Result<(C, bool), Error> {
+        stamp_hash(&mut desired)?;
         if let Some(current) = current
             && is_applied(&to_value(current)?, &to_value(&desired)?)
         {
@@ -520,6 +502,18 @@ fn with_outcome(
 /// Annotation holding the hash of the desired object last applied by
 /// [`FieldManager::apply_unless_current`].
 pub const DESIRED_HASH_ANNOTATION: &str = "homelab.home.arpa/desired-hash";
+
+/// Puts the hash of `desired` as it stands into its
+/// [`DESIRED_HASH_ANNOTATION`], which the object then carries as stored.
+fn stamp_hash<C: Resource + Serialize>(desired: &mut C) -> Result<(), Error> {
+    let hash = fingerprint(&to_value(desired)?);
+    desired
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(DESIRED_HASH_ANNOTATION.to_owned(), hash);
+    Ok(())
+}
 
 /// FNV-1a of the object's JSON: stable across releases and platforms, unlike
 /// the standard library's hasher.

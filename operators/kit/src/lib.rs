@@ -82,6 +82,7 @@ pub mod events;
 pub mod failover;
 pub mod health;
 pub mod image;
+pub mod kinds;
 pub mod leader;
 pub mod metrics;
 pub mod objects;

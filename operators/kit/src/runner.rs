@@ -36,8 +36,6 @@ use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::Error;
@@ -50,6 +48,7 @@ use crate::events::{EventPublisher, RECONCILE_FAILED};
 use crate::failover::FailoverMetrics;
 use crate::failover::workload::Actor;
 use crate::health::Health;
+use crate::kinds::{Namespaced, Reconciled, Watched};
 use crate::leader::{LeaderElector, Leadership, LeaseSettings};
 use crate::metrics::{ControllerMetrics, Metrics};
 use crate::objects::{ObjectGauges, ReadState};
@@ -175,7 +174,7 @@ type AddWatch<K> = Box<dyn FnOnce(Controller<K>, &Health) -> Controller<K> + Sen
 /// ```
 pub struct Runner<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Watched,
 {
     /// Client for the watches and the controller's requests.
     client: Client,
@@ -206,14 +205,7 @@ type Trigger<K> = Box<dyn FnOnce(&Health) -> BoxStream<'static, ObjectRef<K>> + 
 
 impl<K> Runner<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Reconciled,
 {
     /// A runner for kind `K` with the given settings.
     #[must_use]
@@ -242,7 +234,7 @@ where
     /// asking the API server. Reconciles wait until it has listed.
     pub fn cache<O>(&mut self, api: Api<O>, config: watcher::Config, trim: fn(&mut O)) -> Store<O>
     where
-        O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        O: Watched,
     {
         self.cached_trigger(api, config, trim, |_: &O| None, |_: &O| Vec::new())
     }
@@ -251,7 +243,7 @@ where
     /// [`crate::cache::trim`].
     pub fn cache_all<O>(&mut self) -> Store<O>
     where
-        O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        O: Watched,
     {
         let api = Api::all(self.client.clone());
         self.cache(api, watcher::Config::default(), crate::cache::trim::<O>)
@@ -275,13 +267,7 @@ where
     /// the settle window ([`Settings::settle`]).
     pub fn owns_cached<C>(&mut self, trim: fn(&mut C), relevant: fn(&C) -> Option<u64>) -> Store<C>
     where
-        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        C: Namespaced,
     {
         let api: Api<C> = scoped_api(&self.client, self.settings.namespace.as_deref());
         let own = self.manager.own_writes();
@@ -313,7 +299,7 @@ where
         mapper: impl Fn(&O) -> I + Send + Sync + 'static,
     ) -> Store<O>
     where
-        O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        O: Watched,
         I: IntoIterator<Item = ObjectRef<K>> + 'static,
     {
         self.cached_trigger(api, config, trim, relevant, move |o: &O| {
@@ -332,13 +318,7 @@ where
         refers: impl Fn(&K, &str) -> bool + Send + Sync + 'static,
     ) -> Store<O>
     where
-        O: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        O: Namespaced,
     {
         let referrers = self.store();
         self.watches_cached(
@@ -376,7 +356,7 @@ where
         concerned: impl Fn(&O) -> Vec<ObjectRef<K>> + Send + 'static,
     ) -> Store<O>
     where
-        O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        O: Watched,
     {
         let (reader, writer) = reflector::store();
         self.caches.add(&reader);
@@ -419,13 +399,7 @@ where
     #[must_use]
     pub fn owns<C>(self) -> Self
     where
-        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        C: Namespaced,
     {
         self.owns_with::<C>(watcher::Config::default())
     }
@@ -435,13 +409,7 @@ where
     #[must_use]
     pub fn owns_with<C>(mut self, config: watcher::Config) -> Self
     where
-        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        C: Namespaced,
     {
         // An Api of PartialObjectMeta makes metadata-only requests.
         let api: Api<PartialObjectMeta<C>> =
@@ -467,7 +435,7 @@ where
         mapper: impl Fn(O) -> I + Send + Sync + 'static,
     ) -> Self
     where
-        O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        O: Watched,
         I: IntoIterator<Item = ObjectRef<K>> + 'static,
         I::IntoIter: Send,
     {
@@ -742,14 +710,7 @@ fn wrap_reconcile<K, S, E, F, Fut>(
     reconcile: F,
 ) -> impl FnMut(Arc<K>, Arc<Context<S>>) -> ReconcileFuture<E>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Reconciled,
     S: Send + Sync + 'static,
     E: ReconcileError,
     F: Fn(Arc<K>, Arc<Context<S>>) -> Fut + Send + Sync + 'static,
@@ -817,11 +778,7 @@ where
 /// refusal as an ordinary failure.
 async fn stall<K, S>(obj: &K, ctx: &Context<S>, refusal: &Refusal) -> Option<Action>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
+    K: Reconciled,
 {
     let message = refusal.describe();
     let key = (obj.namespace(), obj.name_any());

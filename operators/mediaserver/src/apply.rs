@@ -1,12 +1,9 @@
 //! Apply: the kit's hash-guarded server-side apply, with the write counted
 //! for `/metrics` and the tests that assert a steady state writes nothing.
 
-use std::fmt::Debug;
-
 use homelab_kit::FieldManager;
+use homelab_kit::kinds::Applied;
 use kube::{Api, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::metrics::Metrics;
 
@@ -15,21 +12,15 @@ use crate::metrics::Metrics;
 ///
 /// # Errors
 /// As [`FieldManager::apply`].
-pub async fn apply<C>(
+pub async fn apply<C: Applied>(
     manager: &FieldManager,
     metrics: &Metrics,
     api: &Api<C>,
     current: Option<&C>,
     desired: C,
-) -> Result<(C, bool), homelab_kit::Error>
-where
-    C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
-{
-    let (stored, wrote) = manager.apply_unless_current(api, current, desired).await?;
-    if wrote {
-        metrics.wrote(C::kind(&()).as_ref());
-    }
-    Ok((stored, wrote))
+) -> Result<(C, bool), homelab_kit::Error> {
+    let applied = manager.apply_unless_current(api, current, desired).await?;
+    Ok(counted(metrics, applied))
 }
 
 /// As [`apply`], for a `current` whose cache keeps no spec (see
@@ -37,21 +28,26 @@ where
 ///
 /// # Errors
 /// As [`FieldManager::apply`].
-pub async fn apply_over_trimmed<C>(
+pub async fn apply_over_trimmed<C: Applied>(
     manager: &FieldManager,
     metrics: &Metrics,
     api: &Api<C>,
     current: Option<&C>,
     desired: C,
-) -> Result<(C, bool), homelab_kit::Error>
-where
-    C: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
-{
-    let (stored, wrote) = manager
+) -> Result<(C, bool), homelab_kit::Error> {
+    let applied = manager
         .apply_unless_generation_current(api, current, desired)
         .await?;
+    Ok(counted(metrics, applied))
+}
+
+/// Counts a write of `C`'s kind when the apply wrote.
+fn counted<C: Resource<DynamicType = ()>>(
+    metrics: &Metrics,
+    (stored, wrote): (C, bool),
+) -> (C, bool) {
     if wrote {
         metrics.wrote(C::kind(&()).as_ref());
     }
-    Ok((stored, wrote))
+    (stored, wrote)
 }
