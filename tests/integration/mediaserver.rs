@@ -18,7 +18,7 @@ use homelab_test_support::storage::{
     block_volume, delete_classes, delete_volumes, local_path_class, nfs_claim, nfs_volume,
 };
 use homelab_test_support::{
-    TestNamespace, controller, nudge, wait_deleted, wait_exists, wait_for, wait_for_list,
+    Objects, TestNamespace, controller, nudge, wait_deleted, wait_exists, wait_for_list,
     wait_settled,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -39,7 +39,7 @@ struct Running {
     _task: controller::Running,
 }
 
-async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
+async fn setup(prefix: &str) -> (Client, TestNamespace, Objects<MediaServer>, Running) {
     let ns = TestNamespace::with_crds(prefix).await.unwrap();
     let client = ns.client().clone();
     let mut settings = controller::settings(CONTROLLER_NAME, ns.name());
@@ -54,43 +54,8 @@ async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
         state,
         _task: controller::spawn(|shutdown| running.run_until(shutdown)),
     };
-    (client, ns, running)
-}
-
-/// Applies a MediaServer as a user (or a GitOps tool) would.
-async fn apply(ns: &TestNamespace, name: &str, spec: Value) -> MediaServer {
-    homelab_test_support::apply(&ns.api(), name, spec)
-        .await
-        .unwrap()
-}
-
-/// Waits until the controller has seen the latest generation and `type_` has
-/// `status`.
-async fn wait_condition(
-    ns: &TestNamespace,
-    name: &str,
-    type_: &'static str,
-    status: &'static str,
-) -> MediaServer {
-    homelab_test_support::wait_condition(&ns.api(), name, type_, status, READY)
-        .await
-        .unwrap()
-}
-
-/// Waits until condition `type_` has `reason` for the current generation and a
-/// message that mentions `conclusive`: what the controller concludes once its
-/// caches hold what the test created. A claim seen before it is bound reads "not
-/// bound yet" for a moment, under the same reason.
-async fn wait_reason(
-    ns: &TestNamespace,
-    name: &str,
-    type_: &'static str,
-    reason: &'static str,
-    conclusive: &str,
-) -> MediaServer {
-    homelab_test_support::wait_reason(&ns.api(), name, type_, reason, conclusive, READY)
-        .await
-        .unwrap()
+    let servers = Objects::new(&ns, READY);
+    (client, ns, servers, running)
 }
 
 /// A film library on the NAS.
@@ -183,18 +148,18 @@ async fn nothing_created(ns: &TestNamespace, server: &str) {
 async fn jellyfin_with_quick_sync_lands_on_the_igpu_node() {
     // Only one i915 exists: held until this test's GPU pod is gone.
     let _igpu = IGPU.take().await;
-    let (_client, ns, _controller) = setup("ms-qsv").await;
-    apply(
-        &ns,
-        "jellyfin",
-        json!({
-            "preset": "Jellyfin",
-            "config": {"nfs": {"server": "nas.home.arpa", "path": "/volume1/jellyfin-config"}},
-            "media": movies_on_the_nas(),
-            "transcoding": {"hardware": "IntelQuickSync", "renderGroupId": 993},
-        }),
-    )
-    .await;
+    let (_client, ns, servers, _controller) = setup("ms-qsv").await;
+    servers
+        .apply(
+            "jellyfin",
+            json!({
+                "preset": "Jellyfin",
+                "config": {"nfs": {"server": "nas.home.arpa", "path": "/volume1/jellyfin-config"}},
+                "media": movies_on_the_nas(),
+                "transcoding": {"hardware": "IntelQuickSync", "renderGroupId": 993},
+            }),
+        )
+        .await;
 
     let deployment = wait_exists(&ns.api::<Deployment>(), "jellyfin", READY)
         .await
@@ -224,7 +189,9 @@ async fn jellyfin_with_quick_sync_lands_on_the_igpu_node() {
         Some("Recreate")
     );
 
-    let ms = wait_condition(&ns, "jellyfin", types::READY, "True").await;
+    let ms = servers
+        .wait_condition("jellyfin", types::READY, "True")
+        .await;
     let status = ms.status.clone().unwrap();
     assert_eq!(status.node.as_deref(), Some("n100-1"));
     assert_eq!(
@@ -245,41 +212,42 @@ async fn jellyfin_with_quick_sync_lands_on_the_igpu_node() {
     );
 
     // Give the iGPU back at once for the next test that needs it.
-    ns.api::<MediaServer>()
+    servers
+        .api()
         .delete("jellyfin", &DeleteParams::foreground())
         .await
         .unwrap();
-    wait_deleted(&ns.api::<MediaServer>(), "jellyfin", READY)
+    wait_deleted(servers.api(), "jellyfin", READY)
         .await
         .unwrap();
 }
 
 #[tokio::test]
 async fn amd64_only_image_never_lands_on_a_pi_and_a_multi_arch_one_may() {
-    let (client, ns, _controller) = setup("ms-arch").await;
+    let (client, ns, servers, _controller) = setup("ms-arch").await;
     let config = json!({"nfs": {"server": "nas.home.arpa", "path": "/volume1/config"}});
     // Both prefer a Pi: only the image that runs there may go there.
-    apply(
-        &ns,
-        "amd64-only",
-        json!({
-            "preset": "Generic", "image": "registry.invalid/media:1", "port": 8080,
-            "architectures": ["amd64"],
-            "config": config,
-            "failover": {"preferredNodes": ["pi4-1"]},
-        }),
-    )
-    .await;
-    apply(
-        &ns,
-        "navidrome",
-        json!({
-            "preset": "Navidrome",
-            "config": config,
-            "failover": {"preferredNodes": ["pi4-1"]},
-        }),
-    )
-    .await;
+    servers
+        .apply(
+            "amd64-only",
+            json!({
+                "preset": "Generic", "image": "registry.invalid/media:1", "port": 8080,
+                "architectures": ["amd64"],
+                "config": config,
+                "failover": {"preferredNodes": ["pi4-1"]},
+            }),
+        )
+        .await;
+    servers
+        .apply(
+            "navidrome",
+            json!({
+                "preset": "Navidrome",
+                "config": config,
+                "failover": {"preferredNodes": ["pi4-1"]},
+            }),
+        )
+        .await;
 
     for (name, archs) in [
         ("amd64-only", json!(["amd64"])),
@@ -290,14 +258,18 @@ async fn amd64_only_image_never_lands_on_a_pi_and_a_multi_arch_one_may() {
             .unwrap();
         assert_eq!(required_archs(&pod_template(&d)), archs, "{name}");
     }
-    let amd64 = wait_condition(&ns, "amd64-only", types::READY, "True").await;
+    let amd64 = servers
+        .wait_condition("amd64-only", types::READY, "True")
+        .await;
     let node = amd64.status.unwrap().node.unwrap();
     assert_eq!(
         node_arch(&client, &node).await,
         "amd64",
         "amd64-only image on {node}"
     );
-    let multi = wait_condition(&ns, "navidrome", types::READY, "True").await;
+    let multi = servers
+        .wait_condition("navidrome", types::READY, "True")
+        .await;
     let node = multi.status.unwrap().node.unwrap();
     assert_eq!(node, "pi4-1", "a multi-arch image may use the preferred Pi");
     eprintln!("arch: amd64-only on an amd64 node, navidrome on {node}");
@@ -305,20 +277,22 @@ async fn amd64_only_image_never_lands_on_a_pi_and_a_multi_arch_one_may() {
 
 #[tokio::test]
 async fn navidrome_with_node_local_music_stays_on_that_node() {
-    let (_client, ns, _controller) = setup("ms-local").await;
+    let (_client, ns, servers, _controller) = setup("ms-local").await;
     let pv = nfs_claim(&ns, "navidrome-data").await.unwrap();
-    apply(
-        &ns,
-        "navidrome",
-        json!({
-            "preset": "Navidrome",
-            "config": {"existingClaim": "navidrome-data"},
-            "media": [{"name": "music", "mountPath": "/music",
-                       "hostPath": {"node": "pi4-2", "path": "/mnt/usb-music/library"}}],
-        }),
-    )
-    .await;
-    let ms = wait_condition(&ns, "navidrome", types::READY, "True").await;
+    servers
+        .apply(
+            "navidrome",
+            json!({
+                "preset": "Navidrome",
+                "config": {"existingClaim": "navidrome-data"},
+                "media": [{"name": "music", "mountPath": "/music",
+                           "hostPath": {"node": "pi4-2", "path": "/mnt/usb-music/library"}}],
+            }),
+        )
+        .await;
+    let ms = servers
+        .wait_condition("navidrome", types::READY, "True")
+        .await;
     assert_eq!(ms.status.as_ref().unwrap().node.as_deref(), Some("pi4-2"));
     assert_eq!(
         running_pod(&ns, "navidrome", READY)
@@ -351,21 +325,23 @@ async fn navidrome_with_node_local_music_stays_on_that_node() {
 
 #[tokio::test]
 async fn nfs_media_and_attached_config_can_fail_over() {
-    let (_client, ns, _controller) = setup("ms-net").await;
+    let (_client, ns, servers, _controller) = setup("ms-net").await;
     // A disk Kubernetes attaches to one node at a time: a second copy cannot
     // write the config while the first node holds it.
     let pv = block_volume(&ns, "jellyfin-config").await.unwrap();
-    apply(
-        &ns,
-        "jellyfin",
-        json!({
-            "preset": "Jellyfin",
-            "config": {"volumeClaim": {"size": "10Gi"}},
-            "media": movies_on_the_nas(),
-        }),
-    )
-    .await;
-    let ms = wait_condition(&ns, "jellyfin", types::READY, "True").await;
+    servers
+        .apply(
+            "jellyfin",
+            json!({
+                "preset": "Jellyfin",
+                "config": {"volumeClaim": {"size": "10Gi"}},
+                "media": movies_on_the_nas(),
+            }),
+        )
+        .await;
+    let ms = servers
+        .wait_condition("jellyfin", types::READY, "True")
+        .await;
     let status = ms.status.clone().unwrap();
     let (reason, message) = said(&ms, types::FAILOVER_READY);
     assert!(
@@ -395,38 +371,38 @@ async fn nfs_media_and_attached_config_can_fail_over() {
 
 #[tokio::test]
 async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over() {
-    let (_client, ns, _controller) = setup("ms-storage").await;
+    let (_client, ns, servers, _controller) = setup("ms-storage").await;
     // A ReadWriteOnce claim the user bound to an NFS share: RWO says nothing
     // across nodes, and two nodes can mount the share at once.
     let pv = nfs_claim(&ns, "shared-config").await.unwrap();
     let class = local_path_class(&ns).await.unwrap();
-    apply(
-        &ns,
-        "shared",
-        json!({
-            "preset": "Jellyfin",
-            "config": {"existingClaim": "shared-config"},
-        }),
-    )
-    .await;
-    apply(
-        &ns,
-        "local",
-        json!({
-            "preset": "Navidrome",
-            "config": {"volumeClaim": {"size": "1Gi", "storageClassName": class}},
-        }),
-    )
-    .await;
+    servers
+        .apply(
+            "shared",
+            json!({
+                "preset": "Jellyfin",
+                "config": {"existingClaim": "shared-config"},
+            }),
+        )
+        .await;
+    servers
+        .apply(
+            "local",
+            json!({
+                "preset": "Navidrome",
+                "config": {"volumeClaim": {"size": "1Gi", "storageClassName": class}},
+            }),
+        )
+        .await;
 
-    let shared = wait_reason(
-        &ns,
-        "shared",
-        types::FAILOVER_READY,
-        reasons::SHARED_STORAGE_NEEDS_FENCING,
-        "nas.home.arpa:/volume1/shared-config",
-    )
-    .await;
+    let shared = servers
+        .wait_reason(
+            "shared",
+            types::FAILOVER_READY,
+            reasons::SHARED_STORAGE_NEEDS_FENCING,
+            "nas.home.arpa:/volume1/shared-config",
+        )
+        .await;
     let (reason, message) = said(&shared, types::FAILOVER_READY);
     assert_eq!(reason, reasons::SHARED_STORAGE_NEEDS_FENCING, "{message}");
     assert!(
@@ -442,14 +418,14 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
     );
     eprintln!("nfs-backed RWO claim: FailoverReady=False {reason}: {message}");
 
-    let local = wait_reason(
-        &ns,
-        "local",
-        types::FAILOVER_READY,
-        reasons::NODE_LOCAL_STORAGE,
-        &class,
-    )
-    .await;
+    let local = servers
+        .wait_reason(
+            "local",
+            types::FAILOVER_READY,
+            reasons::NODE_LOCAL_STORAGE,
+            &class,
+        )
+        .await;
     let (reason, message) = said(&local, types::FAILOVER_READY);
     assert_eq!(reason, reasons::NODE_LOCAL_STORAGE, "{message}");
     assert!(
@@ -465,15 +441,17 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
 
 #[tokio::test]
 async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
-    let (client, ns, controller) = setup("ms-writes").await;
+    let (client, ns, servers, controller) = setup("ms-writes").await;
     let mut spec = json!({
         "preset": "Navidrome",
         "image": "docker.io/deluan/navidrome:0.53.2",
         "config": {"nfs": {"server": "nas.home.arpa", "path": "/volume1/navidrome"}},
         "resources": {"limits": {"memory": "256Mi"}},
     });
-    apply(&ns, "navidrome", spec.clone()).await;
-    let ready = wait_condition(&ns, "navidrome", types::READY, "True").await;
+    servers.apply("navidrome", spec.clone()).await;
+    let ready = servers
+        .wait_condition("navidrome", types::READY, "True")
+        .await;
     let deployments = ns.api::<Deployment>();
     let before = deployments.get("navidrome").await.unwrap();
     let service_before = ns.api::<Service>().get("navidrome").await.unwrap();
@@ -492,16 +470,13 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
     // The same spec again, as `kubectl apply` or Flux would send it, then a
     // nudge that makes the controller reconcile without a spec change, then
     // one reconcile called directly so at least one full pass surely ran.
-    apply(&ns, "navidrome", spec.clone()).await;
-    nudge(&ns.api::<MediaServer>(), "navidrome").await.unwrap();
-    let nudged = wait_for(
-        &ns.api::<MediaServer>(),
-        "navidrome",
-        READY,
-        |ms: &MediaServer| ms.annotations().contains_key("example.org/nudge"),
-    )
-    .await
-    .unwrap();
+    servers.apply("navidrome", spec.clone()).await;
+    nudge(servers.api(), "navidrome").await.unwrap();
+    let nudged = servers
+        .wait_for("navidrome", |ms| {
+            ms.annotations().contains_key("example.org/nudge")
+        })
+        .await;
     let ctx = Context::new(
         client.clone(),
         &controller.settings,
@@ -514,7 +489,7 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
 
     let writes_after = controller.metrics.writes();
     let after = deployments.get("navidrome").await.unwrap();
-    let ms_after = ns.api::<MediaServer>().get("navidrome").await.unwrap();
+    let ms_after = servers.api().get("navidrome").await.unwrap();
     eprintln!(
         "re-apply: controller writes before={writes_before} after={writes_after} (status writes {})",
         controller.metrics.writes_of("MediaServerStatus")
@@ -545,8 +520,10 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
     spec["image"] = json!("docker.io/deluan/navidrome:0.53.3");
     spec["resources"]["limits"]["memory"] = json!("512Mi");
     let deployment_writes = controller.metrics.writes_of("Deployment");
-    apply(&ns, "navidrome", spec).await;
-    let edited = wait_condition(&ns, "navidrome", types::READY, "True").await;
+    servers.apply("navidrome", spec).await;
+    let edited = servers
+        .wait_condition("navidrome", types::READY, "True")
+        .await;
     assert_eq!(edited.status.as_ref().unwrap().observed_generation, Some(2));
     let rolled = deployments.get("navidrome").await.unwrap();
     let generations = (
@@ -609,18 +586,18 @@ fn managed_by_controller(obj: &Deployment) -> Vec<(Option<String>, Option<String
 
 #[tokio::test]
 async fn deleting_collects_what_it_created_and_keeps_marked_claims() {
-    let (_client, ns, _controller) = setup("ms-gc").await;
-    apply(
-        &ns,
-        "jellyfin",
-        json!({
-            "preset": "Jellyfin",
-            "config": {"volumeClaim": {"size": "10Gi", "keepOnDelete": true}},
-            "cache": {"size": "20Gi"},
-            "media": movies_on_the_nas(),
-        }),
-    )
-    .await;
+    let (_client, ns, servers, _controller) = setup("ms-gc").await;
+    servers
+        .apply(
+            "jellyfin",
+            json!({
+                "preset": "Jellyfin",
+                "config": {"volumeClaim": {"size": "10Gi", "keepOnDelete": true}},
+                "cache": {"size": "20Gi"},
+                "media": movies_on_the_nas(),
+            }),
+        )
+        .await;
     let claims = ns.api::<PersistentVolumeClaim>();
     let (deployments, services) = (ns.api::<Deployment>(), ns.api::<Service>());
     wait_exists(&deployments, "jellyfin", READY).await.unwrap();
@@ -631,8 +608,8 @@ async fn deleting_collects_what_it_created_and_keeps_marked_claims() {
         .unwrap();
     assert!(kept.owner_references().is_empty());
 
-    let servers = ns.api::<MediaServer>();
     servers
+        .api()
         .delete("jellyfin", &DeleteParams::background())
         .await
         .unwrap();
@@ -641,7 +618,9 @@ async fn deleting_collects_what_it_created_and_keeps_marked_claims() {
     wait_deleted(&claims, "jellyfin-cache", READY)
         .await
         .unwrap();
-    wait_deleted(&servers, "jellyfin", READY).await.unwrap();
+    wait_deleted(servers.api(), "jellyfin", READY)
+        .await
+        .unwrap();
     let kept = claims.get("jellyfin-config").await.unwrap();
     assert!(kept.metadata.deletion_timestamp.is_none());
     assert_eq!(kept.annotations()[KEEP_ANNOTATION], "true");
@@ -650,16 +629,16 @@ async fn deleting_collects_what_it_created_and_keeps_marked_claims() {
 
 #[tokio::test]
 async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
-    let (_client, ns, _controller) = setup("ms-bad").await;
+    let (_client, ns, servers, _controller) = setup("ms-bad").await;
 
     // An unknown preset: the API server refuses it, with the allowed values.
-    let err = homelab_test_support::apply(
-        &ns.api::<MediaServer>(),
-        "emby",
-        json!({"preset": "Emby", "config": {"volumeClaim": {"size": "1Gi"}}}),
-    )
-    .await
-    .unwrap_err();
+    let err = servers
+        .try_apply(
+            "emby",
+            json!({"preset": "Emby", "config": {"volumeClaim": {"size": "1Gi"}}}),
+        )
+        .await
+        .unwrap_err();
     let message = err.to_string();
     assert!(
         message.contains("Unsupported value") && message.contains("Jellyfin"),
@@ -668,27 +647,27 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     eprintln!("unknown preset: {message}");
 
     // A GPU no node has.
-    apply(
-        &ns,
-        "plex",
-        json!({
-            "preset": "Plex",
-            "config": {"volumeClaim": {"size": "1Gi"}},
-            "transcoding": {"hardware": "Nvidia"},
-        }),
-    )
-    .await;
+    servers
+        .apply(
+            "plex",
+            json!({
+                "preset": "Plex",
+                "config": {"volumeClaim": {"size": "1Gi"}},
+                "transcoding": {"hardware": "Nvidia"},
+            }),
+        )
+        .await;
     // A library claim that does not exist.
-    apply(
-        &ns,
-        "navidrome",
-        json!({
-            "preset": "Navidrome",
-            "config": {"volumeClaim": {"size": "1Gi"}},
-            "media": [{"name": "music", "mountPath": "/music", "existingClaim": "music"}],
-        }),
-    )
-    .await;
+    servers
+        .apply(
+            "navidrome",
+            json!({
+                "preset": "Navidrome",
+                "config": {"volumeClaim": {"size": "1Gi"}},
+                "media": [{"name": "music", "mountPath": "/music", "existingClaim": "music"}],
+            }),
+        )
+        .await;
 
     for (name, reason, words) in [
         ("plex", reasons::NO_GPU_NODE, "nvidia.com/gpu"),
@@ -698,7 +677,7 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
             "PersistentVolumeClaim music",
         ),
     ] {
-        let ms = wait_condition(&ns, name, types::STALLED, "True").await;
+        let ms = servers.wait_condition(name, types::STALLED, "True").await;
         let (got, message) = said(&ms, types::STALLED);
         assert_eq!(got, reason, "{name}: {message}");
         assert!(message.contains(words), "{name}: {message}");
@@ -714,7 +693,9 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     // The claim appears: the server goes ahead without anyone touching it.
     let config = nfs_volume(&ns, "navidrome-config").await.unwrap();
     let music = nfs_claim(&ns, "music").await.unwrap();
-    wait_condition(&ns, "navidrome", types::READY, "True").await;
+    servers
+        .wait_condition("navidrome", types::READY, "True")
+        .await;
     assert!(
         ns.has::<PersistentVolumeClaim>("navidrome-config")
             .await
@@ -725,17 +706,17 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn two_allowed_nodes_make_a_deployment_the_api_server_accepts() {
-    let (_client, ns, _controller) = setup("ms-allowed").await;
-    apply(
-        &ns,
-        "navidrome",
-        json!({
-            "preset": "Navidrome",
-            "config": {"volumeClaim": {"size": "1Gi"}},
-            "failover": {"allowedNodes": ["pi4-3", "rock64-1"]},
-        }),
-    )
-    .await;
+    let (_client, ns, servers, _controller) = setup("ms-allowed").await;
+    servers
+        .apply(
+            "navidrome",
+            json!({
+                "preset": "Navidrome",
+                "config": {"volumeClaim": {"size": "1Gi"}},
+                "failover": {"allowedNodes": ["pi4-3", "rock64-1"]},
+            }),
+        )
+        .await;
     // A metadata.name requirement may hold one value only: with both nodes in
     // one term the API server refused the Deployment (422) and none appeared.
     let deployment = wait_exists(&ns.api::<Deployment>(), "navidrome", READY)

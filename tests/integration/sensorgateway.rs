@@ -19,8 +19,8 @@ use homelab_test_support::mqtt::{FakeGateway, mqtt_spec, publish};
 use homelab_test_support::status::said as condition;
 use homelab_test_support::tools::kubectl;
 use homelab_test_support::{
-    TestNamespace, controller, create, events_about, wait_exists, wait_for, wait_for_event_reasons,
-    wait_for_list,
+    Objects, TestNamespace, controller, create, events_about, wait_exists, wait_for,
+    wait_for_event_reasons, wait_for_list,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -68,7 +68,7 @@ struct Running {
     _task: controller::Running,
 }
 
-async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
+async fn setup(prefix: &str) -> (Client, TestNamespace, Objects<SensorGateway>, Running) {
     capture_logs();
     let ns = TestNamespace::with_crds(prefix).await.unwrap();
     let client = ns.client().clone();
@@ -82,16 +82,25 @@ async fn setup(prefix: &str) -> (Client, TestNamespace, Running) {
         hub,
         _task: controller::spawn(|shutdown| running.run_until(shutdown)),
     };
-    (client, ns, running)
+    let gateways = Objects::new(&ns, WAIT);
+    (client, ns, gateways, running)
 }
 
 /// A broker that wants the test's credentials, the controller, and the Secret
 /// that holds the credentials.
-async fn setup_with_broker(prefix: &str) -> (Mosquitto, Client, TestNamespace, Running) {
+async fn setup_with_broker(
+    prefix: &str,
+) -> (
+    Mosquitto,
+    Client,
+    TestNamespace,
+    Objects<SensorGateway>,
+    Running,
+) {
     let broker = Mosquitto::start(Some((USER, PASSWORD))).unwrap();
-    let (client, ns, running) = setup(prefix).await;
+    let (client, ns, gateways, running) = setup(prefix).await;
     credentials_secret(&ns).await;
-    (broker, client, ns, running)
+    (broker, client, ns, gateways, running)
 }
 
 /// Publishes `payload` on `topic` as the test's user.
@@ -103,21 +112,6 @@ async fn credentials_secret(ns: &TestNamespace) {
     homelab_test_support::mqtt::credentials_secret(ns, (USER, PASSWORD))
         .await
         .unwrap();
-}
-
-async fn apply(ns: &TestNamespace, name: &str, spec: Value) -> Result<SensorGateway, kube::Error> {
-    homelab_test_support::apply(&ns.api(), name, spec).await
-}
-
-async fn wait_condition(
-    ns: &TestNamespace,
-    name: &str,
-    type_: &'static str,
-    status: &'static str,
-) -> SensorGateway {
-    homelab_test_support::wait_condition(&ns.api(), name, type_, status, WAIT)
-        .await
-        .unwrap()
 }
 
 /// Inline NFS for the gateway's data: the kwok cluster has no provisioner.
@@ -135,28 +129,27 @@ async fn gateway_pods(ns: &TestNamespace, name: &str) -> Vec<Pod> {
 
 #[tokio::test]
 async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
-    let (broker, _client, ns, running) = setup_with_broker("sgw-lastwill").await;
+    let (broker, _client, ns, gateways, running) = setup_with_broker("sgw-lastwill").await;
     let gateway = FakeGateway::start(
         &broker,
         (USER, PASSWORD),
         "z2m-attic",
         "zigbee2mqtt/bridge/state",
     );
-    apply(
-        &ns,
-        "attic",
-        json!({
-            "preset": "Zigbee2MQTT",
-            "mqtt": mqtt_spec(&broker.url()),
-            "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"},
-            "data": nfs_data(),
-            "availability": {"restartAfter": "10s"},
-        }),
-    )
-    .await
-    .unwrap();
+    gateways
+        .apply(
+            "attic",
+            json!({
+                "preset": "Zigbee2MQTT",
+                "mqtt": mqtt_spec(&broker.url()),
+                "radio": {"networkAddress": "tcp://192.168.1.40:6638", "adapter": "zstack"},
+                "data": nfs_data(),
+                "availability": {"restartAfter": "10s"},
+            }),
+        )
+        .await;
 
-    let sg = wait_condition(&ns, "attic", types::READY, "True").await;
+    let sg = gateways.wait_condition("attic", types::READY, "True").await;
     let status = sg.status.as_ref().unwrap();
     assert_eq!(status.online, Some(true));
     assert!(status.is_condition_true(types::BROKER_CONNECTED));
@@ -196,20 +189,19 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
     // The gateway crashes: the broker sends its Last Will.
     let crashed = Instant::now();
     gateway.crash();
-    let sg = wait_condition(&ns, "attic", types::GATEWAY_ONLINE, "False").await;
+    let sg = gateways
+        .wait_condition("attic", types::GATEWAY_ONLINE, "False")
+        .await;
     let offline_seen = crashed.elapsed();
     assert_eq!(sg.status.as_ref().unwrap().online, Some(false));
     assert_eq!(condition(&sg, types::READY).0, reasons::OFFLINE);
 
     // Offline for restartAfter with a ready pod: the operator restarts it.
-    let sg = wait_for(
-        &ns.api::<SensorGateway>(),
-        "attic",
-        WAIT,
-        |sg: &SensorGateway| sg.status.as_ref().is_some_and(|s| s.last_restart.is_some()),
-    )
-    .await
-    .unwrap();
+    let sg = gateways
+        .wait_for("attic", |sg| {
+            sg.status.as_ref().is_some_and(|s| s.last_restart.is_some())
+        })
+        .await;
     let restarted = crashed.elapsed();
     let record = sg.status.as_ref().unwrap().last_restart.clone().unwrap();
     assert_eq!(record.count, 1);
@@ -241,8 +233,7 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
     );
 
     // The password appears in no status, Event or log line.
-    let all =
-        serde_json::to_string(&ns.api::<SensorGateway>().get("attic").await.unwrap()).unwrap();
+    let all = serde_json::to_string(&gateways.api().get("attic").await.unwrap()).unwrap();
     assert!(!all.contains(PASSWORD));
     for e in events_about(&ns, "attic").await.unwrap() {
         assert!(!serde_json::to_string(&e).unwrap().contains(PASSWORD));
@@ -258,24 +249,25 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
 
 #[tokio::test]
 async fn a_silent_sensor_goes_stale_and_fresh_again() {
-    let (broker, _client, ns, _running) = setup_with_broker("sgw-stale").await;
+    let (broker, _client, ns, gateways, _running) = setup_with_broker("sgw-stale").await;
     say(&broker, "garden-hub/status", "online", true).await;
-    apply(
-        &ns,
-        "garden-hub",
-        json!({
-            "preset": "ESPHome",
-            "external": true,
-            "topicPrefix": "garden-hub",
-            "mqtt": mqtt_spec(&broker.url()),
-            "sensors": [
-                {"name": "tomato-bed", "topic": "garden-hub/sensor/+/moisture", "staleAfter": "6s"},
-            ],
-        }),
-    )
-    .await
-    .unwrap();
-    wait_condition(&ns, "garden-hub", types::READY, "True").await;
+    gateways
+        .apply(
+            "garden-hub",
+            json!({
+                "preset": "ESPHome",
+                "external": true,
+                "topicPrefix": "garden-hub",
+                "mqtt": mqtt_spec(&broker.url()),
+                "sensors": [
+                    {"name": "tomato-bed", "topic": "garden-hub/sensor/+/moisture", "staleAfter": "6s"},
+                ],
+            }),
+        )
+        .await;
+    gateways
+        .wait_condition("garden-hub", types::READY, "True")
+        .await;
     say(
         &broker,
         "garden-hub/sensor/tomato-bed/moisture",
@@ -284,25 +276,22 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
     )
     .await;
     let last_message = Instant::now();
-    let sg = wait_for(
-        &ns.api::<SensorGateway>(),
-        "garden-hub",
-        WAIT,
-        |sg: &SensorGateway| {
+    let sg = gateways
+        .wait_for("garden-hub", |sg| {
             sg.status.as_ref().is_some_and(|s| {
                 s.is_condition_true(types::SENSORS_FRESH)
                     && s.sensors.first().is_some_and(|x| x.last_seen.is_some())
             })
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await;
     let sensor = &sg.status.as_ref().unwrap().sensors[0];
     assert_eq!(sensor.name, "tomato-bed");
     assert!(sensor.last_seen.is_some());
 
     // No more messages: stale after 6 s, named in the condition.
-    let sg = wait_condition(&ns, "garden-hub", types::SENSORS_FRESH, "False").await;
+    let sg = gateways
+        .wait_condition("garden-hub", types::SENSORS_FRESH, "False")
+        .await;
     let deadline_to_condition = last_message
         .elapsed()
         .saturating_sub(Duration::from_secs(6));
@@ -349,7 +338,9 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
         false,
     )
     .await;
-    let sg = wait_condition(&ns, "garden-hub", types::SENSORS_FRESH, "True").await;
+    let sg = gateways
+        .wait_condition("garden-hub", types::SENSORS_FRESH, "True")
+        .await;
     assert!(!sg.status.as_ref().unwrap().sensors[0].stale);
     wait_for_event_reasons(&ns, "garden-hub", &["SensorStale", "SensorsFresh"], WAIT)
         .await
@@ -358,26 +349,27 @@ async fn a_silent_sensor_goes_stale_and_fresh_again() {
 
 #[tokio::test]
 async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
-    let (mut broker, _client, ns, running) = setup_with_broker("sgw-broker").await;
+    let (mut broker, _client, ns, gateways, running) = setup_with_broker("sgw-broker").await;
     let _gateway = FakeGateway::start(&broker, (USER, PASSWORD), "z2m-shed", "shed/bridge/state");
-    apply(
-        &ns,
-        "shed",
-        json!({
-            "preset": "Zigbee2MQTT",
-            "topicPrefix": "shed",
-            "mqtt": mqtt_spec(&broker.url()),
-            "data": nfs_data(),
-            "availability": {"restartAfter": "5s"},
-        }),
-    )
-    .await
-    .unwrap();
-    let sg = wait_condition(&ns, "shed", types::READY, "True").await;
+    gateways
+        .apply(
+            "shed",
+            json!({
+                "preset": "Zigbee2MQTT",
+                "topicPrefix": "shed",
+                "mqtt": mqtt_spec(&broker.url()),
+                "data": nfs_data(),
+                "availability": {"restartAfter": "5s"},
+            }),
+        )
+        .await;
+    let sg = gateways.wait_condition("shed", types::READY, "True").await;
     let pod = sg.status.as_ref().unwrap().pod.clone().unwrap();
 
     broker.stop();
-    let sg = wait_condition(&ns, "shed", types::BROKER_CONNECTED, "False").await;
+    let sg = gateways
+        .wait_condition("shed", types::BROKER_CONNECTED, "False")
+        .await;
     let (reason, message) = condition(&sg, types::BROKER_CONNECTED);
     assert_eq!(reason, reasons::BROKER_UNREACHABLE);
     assert!(message.contains(&broker.port().to_string()), "{message}");
@@ -405,7 +397,7 @@ async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
     );
     let down = Instant::now();
     broker.resume().unwrap();
-    let sg = wait_condition(&ns, "shed", types::READY, "True").await;
+    let sg = gateways.wait_condition("shed", types::READY, "True").await;
     println!(
         "figure: broker back -> Ready again {:.1}s",
         down.elapsed().as_secs_f64()
@@ -428,21 +420,20 @@ async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
 
 #[tokio::test]
 async fn bad_input_is_refused_and_other_gateways_carry_on() {
-    let (broker, _client, ns, running) = setup_with_broker("sgw-bad").await;
+    let (broker, _client, ns, gateways, running) = setup_with_broker("sgw-bad").await;
     say(&broker, "porch/status", "online", true).await;
     say(&broker, "hall/status", "online", true).await;
     let mqtt = mqtt_spec(&broker.url());
     for name in ["porch", "hall"] {
-        apply(
-            &ns,
-            name,
-            json!({"preset": "ESPHome", "external": true, "topicPrefix": name, "mqtt": mqtt}),
-        )
-        .await
-        .unwrap();
+        gateways
+            .apply(
+                name,
+                json!({"preset": "ESPHome", "external": true, "topicPrefix": name, "mqtt": mqtt}),
+            )
+            .await;
     }
-    wait_condition(&ns, "porch", types::READY, "True").await;
-    wait_condition(&ns, "hall", types::READY, "True").await;
+    gateways.wait_condition("porch", types::READY, "True").await;
+    gateways.wait_condition("hall", types::READY, "True").await;
     assert_eq!(
         running.hub.connections(),
         1,
@@ -458,10 +449,12 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
             "allowPlaintextCredentials": true,
         }})
     };
-    apply(&ns, "no-secret", user_from("x", "mqtt-typo", "username"))
-        .await
-        .unwrap();
-    let sg = wait_condition(&ns, "no-secret", types::STALLED, "True").await;
+    gateways
+        .apply("no-secret", user_from("x", "mqtt-typo", "username"))
+        .await;
+    let sg = gateways
+        .wait_condition("no-secret", types::STALLED, "True")
+        .await;
     let (reason, message) = condition(&sg, types::STALLED);
     assert_eq!(reason, SECRET_NOT_FOUND);
     assert!(
@@ -469,34 +462,36 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
         "{message}"
     );
 
-    apply(&ns, "no-key", user_from("y", "mqtt", "user"))
-        .await
-        .unwrap();
-    let sg = wait_condition(&ns, "no-key", types::STALLED, "True").await;
+    gateways
+        .apply("no-key", user_from("y", "mqtt", "user"))
+        .await;
+    let sg = gateways
+        .wait_condition("no-key", types::STALLED, "True")
+        .await;
     assert_eq!(condition(&sg, types::STALLED).0, SECRET_KEY_NOT_FOUND);
     wait_for_event_reasons(&ns, "no-key", &[SECRET_KEY_NOT_FOUND], WAIT)
         .await
         .unwrap();
 
     // An unknown preset and an invalid topic filter never get past the API server.
-    let err = apply(
-        &ns,
-        "bad-preset",
-        json!({"preset": "Zigbee3MQTT", "mqtt": {"url": broker.url()}}),
-    )
-    .await
-    .unwrap_err();
+    let err = gateways
+        .try_apply(
+            "bad-preset",
+            json!({"preset": "Zigbee3MQTT", "mqtt": {"url": broker.url()}}),
+        )
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("Zigbee2MQTT") && text.contains("supported values"),
         "{text}"
     );
-    let err = apply(
-        &ns,
-        "bad-topic",
-        json!({"preset": "ESPHome", "external": true, "topicPrefix": "z", "mqtt": {"url": broker.url()},
-               "sensors": [{"name": "attic", "topic": "attic/#/temp", "staleAfter": "5m"}]}),
-    )
+    let err = gateways
+        .try_apply(
+            "bad-topic",
+            json!({"preset": "ESPHome", "external": true, "topicPrefix": "z", "mqtt": {"url": broker.url()},
+                   "sensors": [{"name": "attic", "topic": "attic/#/temp", "staleAfter": "5m"}]}),
+        )
     .await
     .unwrap_err();
     assert!(
@@ -506,7 +501,7 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
 
     // The good gateways never noticed.
     for name in ["porch", "hall"] {
-        let sg = ns.api::<SensorGateway>().get(name).await.unwrap();
+        let sg = gateways.api().get(name).await.unwrap();
         let status = sg.status.as_ref().unwrap();
         assert!(status.is_condition_true(types::READY), "{name}: {status:?}");
         assert!(status.condition(types::STALLED).is_none());
@@ -519,20 +514,15 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
         .patch("mqtt", &PatchParams::default(), &Patch::Merge(&secret))
         .await
         .unwrap();
-    let sg = wait_for(
-        &ns.api::<SensorGateway>(),
-        "no-key",
-        WAIT,
-        |sg: &SensorGateway| {
+    let sg = gateways
+        .wait_for("no-key", |sg| {
             sg.status.as_ref().is_some_and(|s| {
                 s.condition(types::STALLED).is_none()
                     && s.condition(types::BROKER_CONNECTED)
                         .is_some_and(|c| c.status == "False" && c.message.contains("refused"))
             })
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await;
     // A user name without the password the broker wants: said plainly.
     let (reason, message) = condition(&sg, types::BROKER_CONNECTED);
     assert_eq!(reason, reasons::BROKER_UNREACHABLE);
@@ -542,7 +532,7 @@ async fn bad_input_is_refused_and_other_gateways_carry_on() {
 #[tokio::test]
 async fn a_gateway_that_keeps_failing_on_one_node_is_moved_off_it() {
     const PREFERRED: &str = "pi4-3";
-    let (broker, _client, ns, running) = setup_with_broker("sgw-move").await;
+    let (broker, _client, ns, gateways, running) = setup_with_broker("sgw-move").await;
     // Its coordinator is unreachable from that node, say: it never comes online.
     say(
         &broker,
@@ -551,21 +541,20 @@ async fn a_gateway_that_keeps_failing_on_one_node_is_moved_off_it() {
         true,
     )
     .await;
-    apply(
-        &ns,
-        "cellar",
-        json!({
-            "preset": "Zigbee2MQTT",
-            "topicPrefix": "cellar",
-            "mqtt": mqtt_spec(&broker.url()),
-            "radio": {"networkAddress": "tcp://192.168.1.41:6638", "adapter": "zstack"},
-            "data": nfs_data(),
-            "availability": {"restartAfter": "5s"},
-            "failover": {"preferredNodes": [PREFERRED]},
-        }),
-    )
-    .await
-    .unwrap();
+    gateways
+        .apply(
+            "cellar",
+            json!({
+                "preset": "Zigbee2MQTT",
+                "topicPrefix": "cellar",
+                "mqtt": mqtt_spec(&broker.url()),
+                "radio": {"networkAddress": "tcp://192.168.1.41:6638", "adapter": "zstack"},
+                "data": nfs_data(),
+                "availability": {"restartAfter": "5s"},
+                "failover": {"preferredNodes": [PREFERRED]},
+            }),
+        )
+        .await;
     let started = Instant::now();
     let sg = wait_for(
         &ns.api::<SensorGateway>(),
@@ -632,7 +621,7 @@ async fn a_gateway_that_keeps_failing_on_one_node_is_moved_off_it() {
 async fn a_tls_broker_is_trusted_through_the_ca_in_a_secret_only() {
     let broker = Mosquitto::start_tls(Some((USER, PASSWORD))).unwrap();
     let (tls_url, ca) = broker.tls().unwrap();
-    let (_client, ns, _running) = setup("sgw-tls").await;
+    let (_client, ns, gateways, _running) = setup("sgw-tls").await;
     credentials_secret(&ns).await;
     create(
         &ns.api::<Secret>(),
@@ -654,14 +643,15 @@ async fn a_tls_broker_is_trusted_through_the_ca_in_a_secret_only() {
             },
         })
     };
-    apply(
-        &ns,
-        "attic-hub",
-        spec(json!({"caSecretRef": {"name": "broker-ca", "key": "ca.crt"}})),
-    )
-    .await
-    .unwrap();
-    let sg = wait_condition(&ns, "attic-hub", types::READY, "True").await;
+    gateways
+        .apply(
+            "attic-hub",
+            spec(json!({"caSecretRef": {"name": "broker-ca", "key": "ca.crt"}})),
+        )
+        .await;
+    let sg = gateways
+        .wait_condition("attic-hub", types::READY, "True")
+        .await;
     assert!(
         condition(&sg, types::BROKER_CONNECTED)
             .1
@@ -669,29 +659,23 @@ async fn a_tls_broker_is_trusted_through_the_ca_in_a_secret_only() {
     );
 
     // Without the CA the system's trust store applies, which does not know it.
-    apply(
-        &ns,
-        "untrusted",
-        json!({
-            "preset": "ESPHome", "external": true, "topicPrefix": "attic-hub",
-            "mqtt": {"url": tls_url, "tls": {}},
-        }),
-    )
-    .await
-    .unwrap();
-    let sg = wait_for(
-        &ns.api::<SensorGateway>(),
-        "untrusted",
-        WAIT,
-        |sg: &SensorGateway| {
+    gateways
+        .apply(
+            "untrusted",
+            json!({
+                "preset": "ESPHome", "external": true, "topicPrefix": "attic-hub",
+                "mqtt": {"url": tls_url, "tls": {}},
+            }),
+        )
+        .await;
+    let sg = gateways
+        .wait_for("untrusted", |sg| {
             sg.status
                 .as_ref()
                 .and_then(|s| s.condition(types::BROKER_CONNECTED))
                 .is_some_and(|c| c.message.contains("TLS"))
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await;
     let (reason, message) = condition(&sg, types::BROKER_CONNECTED);
     assert_eq!(reason, reasons::BROKER_UNREACHABLE);
     println!("untrusted broker: {message}");
@@ -702,25 +686,24 @@ async fn a_tls_broker_is_trusted_through_the_ca_in_a_secret_only() {
 /// operator watches the topic under the client name, not the object's name.
 #[tokio::test]
 async fn zwave_js_ui_is_configured_from_the_spec_and_watched_under_its_client_name() {
-    let (broker, client, ns, _running) = setup_with_broker("sgw-zwave").await;
-    apply(
-        &ns,
-        "zwave-attic",
-        json!({
-            "preset": "ZWaveJSUI",
-            "mqtt": {
-                "url": broker.url(),
-                "clientName": "zwave-attic-1",
-                "usernameSecretRef": {"name": "mqtt", "key": "username"},
-                "passwordSecretRef": {"name": "mqtt", "key": "password"},
-                "allowPlaintextCredentials": true,
-            },
-            "radio": {"networkAddress": "tcp://192.168.1.41:4001"},
-            "data": nfs_data(),
-        }),
-    )
-    .await
-    .unwrap();
+    let (broker, client, ns, gateways, _running) = setup_with_broker("sgw-zwave").await;
+    gateways
+        .apply(
+            "zwave-attic",
+            json!({
+                "preset": "ZWaveJSUI",
+                "mqtt": {
+                    "url": broker.url(),
+                    "clientName": "zwave-attic-1",
+                    "usernameSecretRef": {"name": "mqtt", "key": "username"},
+                    "passwordSecretRef": {"name": "mqtt", "key": "password"},
+                    "allowPlaintextCredentials": true,
+                },
+                "radio": {"networkAddress": "tcp://192.168.1.41:4001"},
+                "data": nfs_data(),
+            }),
+        )
+        .await;
     let deployment = wait_exists(&ns.api::<Deployment>(), "zwave-attic", WAIT)
         .await
         .unwrap();
@@ -798,7 +781,9 @@ async fn zwave_js_ui_is_configured_from_the_spec_and_watched_under_its_client_na
         true,
     )
     .await;
-    let sg = wait_condition(&ns, "zwave-attic", types::GATEWAY_ONLINE, "True").await;
+    let sg = gateways
+        .wait_condition("zwave-attic", types::GATEWAY_ONLINE, "True")
+        .await;
     let (_, message) = condition(&sg, types::GATEWAY_ONLINE);
     assert!(message.contains("ZWAVE_GATEWAY-zwave-attic-1"), "{message}");
 

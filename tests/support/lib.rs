@@ -26,8 +26,8 @@ pub use cluster::{Cluster, client, client_as, client_as_pod};
 pub use crds::{install_crds, read_crds};
 pub use error::Error;
 pub use events::{events_about, wait_for_event_reasons};
-pub use namespace::TestNamespace;
-pub use objects::{TEST_MANAGER, apply, apply_object, create, nudge};
+pub use namespace::{Namespaced, TestNamespace};
+pub use objects::{Objects, TEST_MANAGER, apply, apply_object, create, nudge};
 pub use status::{wait_condition, wait_reason, wait_status};
 pub use wait::{
     holds_for, poll_until, wait_deleted, wait_exists, wait_for, wait_for_list, wait_for_showing,

@@ -3,6 +3,7 @@
 //! GitOps tool would), or an object created from its JSON.
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
@@ -10,7 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::Error;
+use crate::namespace::Namespaced;
+use crate::status::{Kind, wait_condition, wait_reason};
+use crate::{Error, TestNamespace, wait_for};
 
 /// The field manager the tests apply with, as a person or a GitOps tool would.
 pub const TEST_MANAGER: &str = "homelab-tests";
@@ -93,4 +96,70 @@ pub fn navidrome_on_nas(name: &str) -> Value {
                        "nfs": {"server": "nas.home.arpa", "path": "/volume1/music"}}],
         }
     })
+}
+
+/// The objects of one of the project's kinds in a test's namespace, with how
+/// long the test waits for them: a scenario's verbs in one place. Each panics
+/// with what went wrong (a refusal, or what was last seen at the deadline).
+pub struct Objects<K> {
+    api: Api<K>,
+    wait: Duration,
+}
+
+impl<K> Objects<K>
+where
+    K: Kind + Serialize + Namespaced,
+{
+    /// The kind's objects in `ns`, waited for up to `wait`.
+    pub fn new(ns: &TestNamespace, wait: Duration) -> Self {
+        Objects {
+            api: ns.api(),
+            wait,
+        }
+    }
+
+    /// The `Api` beneath, for what these verbs do not cover.
+    pub fn api(&self) -> &Api<K> {
+        &self.api
+    }
+
+    /// Applies `spec` as a user would; the stored object.
+    pub async fn apply(&self, name: &str, spec: Value) -> K {
+        apply(&self.api, name, spec)
+            .await
+            .unwrap_or_else(|e| panic!("applying {} {name}: {e}", K::kind(&())))
+    }
+
+    /// Applies `spec` as a user would; the stored object or the refusal.
+    pub async fn try_apply(&self, name: &str, spec: Value) -> Result<K, kube::Error> {
+        apply(&self.api, name, spec).await
+    }
+
+    /// Waits until `ready` holds for the object, whatever its status's generation.
+    pub async fn wait_for(&self, name: &str, ready: impl Fn(&K) -> bool + Send + 'static) -> K {
+        wait_for(&self.api, name, self.wait, ready)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits until condition `type_` has `status` for the current generation.
+    pub async fn wait_condition(&self, name: &str, type_: &'static str, status: &'static str) -> K {
+        wait_condition(&self.api, name, type_, status, self.wait)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits until condition `type_` has `reason` for the current generation,
+    /// with a message that mentions `conclusive` (see [`wait_reason`]).
+    pub async fn wait_reason(
+        &self,
+        name: &str,
+        type_: &'static str,
+        reason: &'static str,
+        conclusive: &str,
+    ) -> K {
+        wait_reason(&self.api, name, type_, reason, conclusive, self.wait)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
 }
