@@ -522,6 +522,44 @@ pub struct EtcdBackupStatus {
     /// The command that restores the newest verified backup on this distribution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_command: Option<String>,
+
+    /// The newest failed run the controller announced (a BackupFailed Event, one
+    /// count in the failures metric). Only runs that finished after it are news, so a
+    /// restarted controller does not announce it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_run: Option<FailedRun>,
+
+    /// Pods that carry the backup's label but are no run of its CronJob, whose
+    /// reports are ignored; each was announced once (an UntrustedReport Event). A
+    /// pod leaves the list when it is deleted. At most 20 are listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["pod".into()]))]
+    pub ignored_pods: Vec<IgnoredPod>,
+}
+
+/// A failed backup run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedRun {
+    /// The run's pod.
+    pub pod: String,
+
+    /// When it ended.
+    pub finished_at: Time,
+
+    /// What went wrong, as the run reported it.
+    pub message: String,
+}
+
+/// A pod whose report is not believed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IgnoredPod {
+    /// The pod's name.
+    pub pod: String,
+
+    /// Why its report does not count.
+    pub reason: String,
 }
 
 /// One backup.

@@ -19,18 +19,23 @@ pub mod shell;
 pub mod sqlite;
 pub mod store;
 
-// The controller: [`controller`] (admit → read → validate → build → apply →
-// status), [`policy`] (the namespaces and host paths an administrator allows),
-// [`build`] (the CronJob), [`preset`] (distributions), [`provenance`] (which pods'
-// reports count), [`status`], [`metrics`].
+// The controller: [`controller`] (observe → decide → act), [`caches`] and
+// [`observed`] (what a reconcile reads), [`decide`] (pure: the whole decision),
+// [`validate`] (pure), [`policy`] (the namespaces and host paths an administrator
+// allows), [`build`] (the CronJob), [`preset`] (distributions), [`provenance`]
+// (which pods' reports count), [`status`], [`metrics`].
 pub mod build;
+pub mod caches;
 pub mod controller;
+pub mod decide;
 pub mod error;
 pub mod metrics;
+pub mod observed;
 pub mod policy;
 pub mod preset;
 pub mod provenance;
 pub mod status;
+pub mod validate;
 
 use std::future::Future;
 
@@ -38,15 +43,11 @@ use homelab_api::EtcdBackup;
 use homelab_api::conditions::types;
 use homelab_kit::objects::{ConditionGauges, ObjectState};
 use homelab_kit::{Runner, Settings};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::Client;
 
 pub use build::Image;
+use caches::Caches;
 pub use controller::{State, reconcile};
 pub use error::Error;
 pub use metrics::{Metrics, RunGauges};
@@ -116,35 +117,8 @@ impl Controller {
     #[must_use]
     pub fn new(client: Client, settings: Settings, image: Image) -> Self {
         let policy = Policy::only(client.default_namespace());
-        let pods: Api<Pod> = match &settings.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        // Metadata is enough: a Job matters only as the link between a pod and
-        // the CronJob that made it.
-        let jobs: Api<PartialObjectMeta<Job>> = match &settings.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let by_label = |meta: &kube::api::ObjectMeta| {
-            let owner = meta.labels.as_ref()?.get(build::BACKUP_LABEL)?;
-            let ns = meta.namespace.as_deref().unwrap_or_default();
-            Some(ObjectRef::<EtcdBackup>::new(owner).within(ns))
-        };
-        let mut runner = Runner::<EtcdBackup>::new(client, settings)
-            .owns::<CronJob>()
-            // A run starting or ending (or its Job deleted by the history limit)
-            // changes which pods' reports count.
-            .watches(
-                jobs,
-                watcher::Config::default().labels(build::BACKUP_LABEL),
-                move |job: PartialObjectMeta<Job>| by_label(&job.metadata),
-            )
-            .watches(
-                pods,
-                watcher::Config::default().labels(build::BACKUP_LABEL),
-                move |pod: Pod| by_label(&pod.metadata),
-            );
+        let mut runner = Runner::<EtcdBackup>::new(client, settings);
+        let caches = Caches::watch(&mut runner);
         runner = runner.export_objects(object_state);
         let (by_condition, by_run) = (runner.store(), runner.store());
         let metrics = Metrics::default();
@@ -156,7 +130,7 @@ impl Controller {
             conditions,
         )));
         registry.register_collector(Box::new(RunGauges::new(by_run)));
-        let mut state = State::new(image, metrics);
+        let mut state = State::new(image, metrics, caches);
         state.policy = policy;
         Self { runner, state }
     }

@@ -22,8 +22,8 @@ use homelab_api::etcdbackup::{Datastore, EtcdBackupSpec, EtcdTlsFiles};
 use kube::ResourceExt;
 
 use crate::build;
-use crate::controller::Problem;
 use crate::preset;
+use crate::validate::Problem;
 
 /// Environment variable: the namespaces where EtcdBackups are honoured.
 pub const NAMESPACES_ENV: &str = "HOMELAB_ETCDBACKUP_NAMESPACES";

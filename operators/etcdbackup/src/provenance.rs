@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 /// Why a pod's report does not count.
@@ -110,6 +111,28 @@ pub fn check(
             job: owner.name.clone(),
         }),
     }
+}
+
+/// The pods whose reports count for the backup with `backup_uid`, and the rest
+/// with why not. `cronjob` is its CronJob as read (none yet: nothing counts),
+/// `jobs` the Jobs with the backup's label.
+#[must_use]
+pub fn trusted_pods(
+    backup_uid: &str,
+    cronjob: Option<&ObjectMeta>,
+    jobs: &[ObjectMeta],
+    pods: Vec<Pod>,
+) -> (Vec<Pod>, Vec<(Pod, Distrust)>) {
+    let cronjob_uid = cronjob.and_then(|cj| owned_cronjob_uid(cj, backup_uid));
+    let mut trusted = Vec::new();
+    let mut ignored = Vec::new();
+    for pod in pods {
+        match check(&pod.metadata, jobs, cronjob_uid) {
+            Ok(()) => trusted.push(pod),
+            Err(why) => ignored.push((pod, why)),
+        }
+    }
+    (trusted, ignored)
 }
 
 #[cfg(test)]
@@ -266,5 +289,31 @@ mod tests {
                 job: "run-1".into()
             }
         );
+    }
+
+    #[test]
+    fn only_pods_of_the_cronjobs_jobs_are_trusted() {
+        let cj = cronjob_owned_by("eb-uid");
+        let jobs = [job("run-1", "job-uid", "cj-uid")];
+        let pod = |meta| Pod {
+            metadata: meta,
+            ..Pod::default()
+        };
+        let pods = vec![
+            pod(pod_of("run-1", "job-uid")),
+            pod(meta("forged", "f", vec![])),
+        ];
+        let (trusted, ignored) = trusted_pods("eb-uid", Some(&cj), &jobs, pods.clone());
+        let names = |pods: &[Pod]| -> Vec<String> {
+            pods.iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&trusted), ["run-1-x"]);
+        assert_eq!(ignored.len(), 1);
+        assert_eq!(ignored[0].1, Distrust::NoController);
+        // Before the CronJob is read (just created), nothing counts.
+        let (trusted, _) = trusted_pods("eb-uid", None, &jobs, pods);
+        assert!(trusted.is_empty());
     }
 }

@@ -1,30 +1,102 @@
 //! The status (pure): from the previous status and the runs' reports, what the
-//! newest verified backup is, whether it is too old, how the etcd members are, and
-//! what the next run is. A report only ever moves things forward, so Jobs that the
-//! CronJob's history limit deletes take nothing with them.
+//! newest verified backup is, whether it is too old, how the etcd members are,
+//! which failed run was announced last, and what the next run is. A report only
+//! ever moves things forward, so Jobs that the CronJob's history limit deletes take
+//! nothing with them.
 
 use std::time::Duration;
 
 use homelab_api::conditions::{reasons, types};
-use homelab_api::etcdbackup::{BackupRecord, Datastore, EtcdBackupStatus, EtcdClusterStatus};
+use homelab_api::etcdbackup::{
+    BackupRecord, Datastore, EtcdBackupStatus, EtcdClusterStatus, FailedRun,
+};
 use homelab_api::{ConditionedStatus, EtcdBackup};
 use homelab_kit::Outcome;
 use homelab_kit::conditions::{self, Status, new_condition, remove_condition, set_condition};
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 
 use crate::preset;
 use crate::report::RunReport;
 
 /// One finished run, as read from its Pod.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Run {
+pub struct FinishedRun {
     /// The Pod's name.
     pub pod: String,
-    /// When it finished.
+    /// When it finished, to the second (as a status keeps it).
     pub finished: Timestamp,
     /// What it reported (a failure without a report is synthesised).
     pub report: RunReport,
+}
+
+impl FinishedRun {
+    /// Whether it ended after `failed` (the pod's name breaks a tie of the same
+    /// second).
+    #[must_use]
+    pub fn is_after(&self, failed: &FailedRun) -> bool {
+        (self.finished, self.pod.as_str()) > (failed.finished_at.0, failed.pod.as_str())
+    }
+
+    /// What went wrong, when it failed.
+    #[must_use]
+    pub fn error(&self) -> &str {
+        self.report.error.as_deref().unwrap_or("no reason given")
+    }
+}
+
+/// The finished runs among `pods` (only pods
+/// [`crate::provenance::trusted_pods`] lets through), from their containers'
+/// termination messages; a container that ended without a report is a failed run.
+#[must_use]
+pub fn runs_from_pods(pods: &[Pod]) -> Vec<FinishedRun> {
+    pods.iter()
+        .filter_map(|pod| {
+            let status = pod.status.as_ref()?;
+            let terminated = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .find_map(|c| c.state.as_ref().and_then(|s| s.terminated.clone()))?;
+            let parsed = terminated.message.as_deref().and_then(RunReport::parse);
+            let finished = terminated.finished_at.map(|t| t.0).or_else(|| {
+                parsed
+                    .as_ref()
+                    .and_then(|r| r.finished.as_ref().map(|t| t.0))
+            })?;
+            let report = parsed.unwrap_or_else(|| RunReport {
+                ok: false,
+                error: Some(format!(
+                    "the backup container ended without a report (exit code {}, {})",
+                    terminated.exit_code,
+                    terminated.reason.as_deref().unwrap_or("no reason given")
+                )),
+                ..RunReport::default()
+            });
+            Some(FinishedRun {
+                pod: pod.name_any(),
+                finished: Timestamp::from_second(finished.as_second()).unwrap_or(finished),
+                report,
+            })
+        })
+        .collect()
+}
+
+/// The failed runs among `runs` that ended after `announced` (the status's
+/// `lastFailedRun`), oldest first: those not announced yet.
+#[must_use]
+pub fn new_failures<'a>(
+    announced: Option<&FailedRun>,
+    runs: &'a [FinishedRun],
+) -> Vec<&'a FinishedRun> {
+    let mut new: Vec<&FinishedRun> = runs
+        .iter()
+        .filter(|r| !r.report.ok && announced.is_none_or(|a| r.is_after(a)))
+        .collect();
+    new.sort_by(|a, b| (a.finished, &a.pod).cmp(&(b.finished, &b.pod)));
+    new
 }
 
 /// What the controller knows beyond the spec and the runs.
@@ -51,12 +123,19 @@ pub struct Computed {
 
 /// Computes the status from `runs` (any order) on top of the current one.
 #[must_use]
-pub fn compute(backup: &EtcdBackup, runs: &[Run], facts: &Facts) -> Computed {
+pub fn compute(backup: &EtcdBackup, runs: &[FinishedRun], facts: &Facts) -> Computed {
     let previous = backup.status.clone().unwrap_or_default();
     let mut status = previous.clone();
     let generation = backup.metadata.generation;
     status.observed_generation = generation;
-    let mut runs: Vec<&Run> = runs.iter().collect();
+    if let Some(failed) = new_failures(previous.last_failed_run.as_ref(), runs).last() {
+        status.last_failed_run = Some(FailedRun {
+            pod: failed.pod.clone(),
+            finished_at: Time(failed.finished),
+            message: failed.error().to_owned(),
+        });
+    }
+    let mut runs: Vec<&FinishedRun> = runs.iter().collect();
     runs.sort_by_key(|r| r.finished);
 
     for run in &runs {
@@ -255,7 +334,7 @@ pub fn is_stale(status: &EtcdBackupStatus) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use homelab_api::etcdbackup::{EtcdBackupSpec, EtcdMember};
 
@@ -271,11 +350,12 @@ mod tests {
         b
     }
 
-    fn t(s: &str) -> Timestamp {
+    pub(crate) fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
-    fn record(at: &str) -> BackupRecord {
+    /// A verified backup taken at `at`.
+    pub(crate) fn record(at: &str) -> BackupRecord {
         BackupRecord {
             time: Time(t(at)),
             location: format!("/var/backups/etcd/cluster-{at}.db.zst"),
@@ -286,8 +366,8 @@ mod tests {
         }
     }
 
-    fn ok(at: &str, members: i32, healthy: i32) -> Run {
-        Run {
+    fn ok(at: &str, members: i32, healthy: i32) -> FinishedRun {
+        FinishedRun {
             pod: format!("pod-{at}"),
             finished: t(at),
             report: RunReport {
@@ -312,8 +392,8 @@ mod tests {
         }
     }
 
-    fn failed(at: &str) -> Run {
-        Run {
+    fn failed(at: &str) -> FinishedRun {
+        FinishedRun {
             pod: format!("pod-{at}"),
             finished: t(at),
             report: RunReport {
@@ -435,5 +515,62 @@ mod tests {
         b.status = Some(first.status.clone());
         let again = compute(&b, &runs, &facts("2026-01-01T01:05:10Z"));
         assert_eq!(first.status, again.status);
+    }
+
+    #[test]
+    fn a_pod_that_ended_without_a_report_is_a_failed_run() {
+        let pod = |terminated: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "run-x"},
+                "status": {"containerStatuses": [{"name": "snapshot", "image": "", "imageID": "",
+                    "ready": false, "restartCount": 0, "state": {"terminated": terminated}}]},
+            }))
+            .unwrap()
+        };
+        let runs = runs_from_pods(&[
+            pod(serde_json::json!({"exitCode": 137, "reason": "OOMKilled",
+                                   "finishedAt": "2026-01-01T01:00:00Z"})),
+            Pod::default(),
+        ]);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].finished, t("2026-01-01T01:00:00Z"));
+        assert_eq!(
+            runs[0].error(),
+            "the backup container ended without a report (exit code 137, OOMKilled)"
+        );
+        // Without a finishing time from the kubelet, the report's, to the second.
+        let report = RunReport {
+            ok: true,
+            finished: Some(Time(t("2026-01-01T01:00:00.75Z"))),
+            ..RunReport::default()
+        };
+        let runs = runs_from_pods(&[pod(
+            serde_json::json!({"exitCode": 0, "message": report.to_message()}),
+        )]);
+        assert_eq!(runs[0].finished, t("2026-01-01T01:00:00Z"));
+        assert!(runs[0].report.ok);
+    }
+
+    #[test]
+    fn the_newest_failed_run_is_recorded_and_older_ones_are_no_news() {
+        let mut b = backup();
+        let runs = [
+            failed("2026-01-01T02:00:00Z"),
+            ok("2026-01-01T02:30:00Z", 1, 1),
+            failed("2026-01-01T03:00:00Z"),
+        ];
+        assert_eq!(new_failures(None, &runs).len(), 2);
+        let c = compute(&b, &runs, &facts("2026-01-01T03:00:10Z"));
+        let last = c.status.last_failed_run.clone().unwrap();
+        assert_eq!(
+            (last.pod.as_str(), last.finished_at.0),
+            ("pod-2026-01-01T03:00:00Z", t("2026-01-01T03:00:00Z"))
+        );
+        assert_eq!(last.message, "no endpoint gave a snapshot");
+        assert!(new_failures(Some(&last), &runs).is_empty());
+        // Once recorded, the older pods going away changes nothing.
+        b.status = Some(c.status.clone());
+        let again = compute(&b, &runs[2..], &facts("2026-01-01T03:00:20Z"));
+        assert_eq!(again.status.last_failed_run, Some(last));
     }
 }

@@ -943,3 +943,65 @@ async fn a_missing_claim_is_reported_before_the_first_run_and_recovers_when_it_a
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_restarted_controller_does_not_announce_a_failed_run_again() {
+    let (client, ns, running) = setup("etcdbak-restart").await;
+    let dir = TempDir::new("etcdbak-restart");
+    let spec = kubeadm_to(&dir.path().join("backups"));
+    apply(&ns, "again", spec.clone()).await;
+    cronjob(&ns, "again", |_| true).await;
+    let failure = RunReport {
+        ok: false,
+        error: Some("no endpoint gave a snapshot".into()),
+        ..RunReport::default()
+    };
+    let pod = deliver(&ns, "again", "again-run-1", false, &failure).await;
+    let eb = wait_for(&ns.api::<EtcdBackup>(), "again", WAIT, |eb| {
+        eb.status
+            .as_ref()
+            .is_some_and(|s| s.last_failed_run.is_some())
+    })
+    .await
+    .unwrap();
+    let last = eb.status.unwrap().last_failed_run.unwrap();
+    assert_eq!(
+        (last.pod.as_str(), last.message.as_str()),
+        (pod.as_str(), "no endpoint gave a snapshot")
+    );
+    wait_for_event_reasons(&ns, "again", &[reasons::BACKUP_FAILED], WAIT)
+        .await
+        .unwrap();
+
+    drop(running);
+    let _running = start(&client, ns.name(), policy(&[ns.name()]));
+    // Two spec changes the new controller writes: the reconcile that wrote the
+    // first said all it had to say before the second one's began.
+    for (generation, schedule) in [(2, "@hourly"), (3, "@daily")] {
+        let mut changed = spec.clone();
+        changed["schedule"] = json!(schedule);
+        apply(&ns, "again", changed).await;
+        wait_for(&ns.api::<EtcdBackup>(), "again", WAIT, move |eb| {
+            eb.status.as_ref().and_then(|s| s.observed_generation) == Some(generation)
+        })
+        .await
+        .unwrap();
+    }
+    let said: i32 = ns
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reasons::BACKUP_FAILED)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("again")
+        })
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum();
+    assert_eq!(
+        said, 1,
+        "the failed run was announced again after the restart"
+    );
+}
