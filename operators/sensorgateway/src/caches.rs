@@ -5,7 +5,7 @@
 //! Secrets are not among them: the controller may only `get` Secrets (least
 //! privilege: no list or watch, so no cache), and reads the few a gateway
 //! names by name ([`crate::references::read`]). MQTT wakes gateways through
-//! the hub, as before.
+//! the hub.
 
 use homelab_api::conditions::types;
 use homelab_api::{ConditionedStatus, SensorGateway, UsbDevicePin};
