@@ -13,6 +13,7 @@ use homelab_kit::{Context, Settings};
 use homelab_mediaserver::build::names::{KEEP_ANNOTATION, SERVER_LABEL};
 use homelab_mediaserver::{CONTROLLER_NAME, Controller, Metrics, State};
 use homelab_test_support::lock::IGPU;
+use homelab_test_support::pods::pod_spec;
 use homelab_test_support::status::{condition, said};
 use homelab_test_support::storage::{
     block_volume, delete_classes, delete_volumes, local_path_class, nfs_claim, nfs_volume,
@@ -65,7 +66,7 @@ fn movies_on_the_nas() -> Value {
 }
 
 fn pod_template(d: &Deployment) -> Value {
-    serde_json::to_value(d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()).unwrap()
+    serde_json::to_value(pod_spec(d)).unwrap()
 }
 
 fn required_archs(pod: &Value) -> Value {
@@ -535,15 +536,7 @@ async fn editing_the_spec_rolls_once_and_reapplying_it_writes_nothing() {
         generations.0 + 1,
         "Deployment generations {generations:?}"
     );
-    let container = &rolled
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let container = &pod_spec(&rolled).containers[0];
     assert_eq!(
         container.image.as_deref(),
         Some("docker.io/deluan/navidrome:0.53.3")

@@ -12,6 +12,7 @@ use homelab_kit::conditions::{CHILD_REFUSED, HOST_PATH_NOT_ALLOWED};
 use homelab_kit::settings::AllowedHostPaths;
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::publish;
+use homelab_test_support::pods::pod_spec;
 use homelab_test_support::status::condition;
 use homelab_test_support::{
     TestNamespace, controller, events_about, nudge, wait_for_event_reasons, wait_settled_async,
@@ -182,7 +183,7 @@ async fn a_media_server_whose_deployment_is_refused_is_stalled_until_fixed() {
     .await;
     wait_recovered::<MediaServer>(&ns, "jellyfin", |c| c.status == "True").await;
     let deployment = ns.api::<Deployment>().get("jellyfin").await.unwrap();
-    let env = &deployment.spec.unwrap().template.spec.unwrap().containers[0].env;
+    let env = &pod_spec(&deployment).containers[0].env;
     assert!(
         env.iter().flatten().any(|e| e.name == "TZ"),
         "the fixed spec was applied: {env:?}"

@@ -16,6 +16,7 @@ use homelab_sensorgateway::references::{SECRET_KEY_NOT_FOUND, SECRET_NOT_FOUND};
 use homelab_sensorgateway::{CONTROLLER_NAME, Controller, Hub, Metrics};
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::{FakeGateway, mqtt_spec, publish};
+use homelab_test_support::pods::pod_spec;
 use homelab_test_support::status::said as condition;
 use homelab_test_support::tools::kubectl;
 use homelab_test_support::{
@@ -157,19 +158,7 @@ async fn zigbee2mqtt_goes_offline_by_its_last_will_and_is_restarted() {
 
     // The Secret reaches the pod as a reference, never as a value.
     let deployment = ns.api::<Deployment>().get("attic").await.unwrap();
-    let env = serde_json::to_value(
-        &deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .env,
-    )
-    .unwrap();
+    let env = serde_json::to_value(&pod_spec(&deployment).containers[0].env).unwrap();
     let password_var = env
         .as_array()
         .unwrap()
@@ -707,14 +696,7 @@ async fn zwave_js_ui_is_configured_from_the_spec_and_watched_under_its_client_na
     let deployment = wait_exists(&ns.api::<Deployment>(), "zwave-attic", WAIT)
         .await
         .unwrap();
-    let pod = deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = pod_spec(&deployment);
     let init = &pod.init_containers.as_ref().unwrap()[0];
     let gateway = &pod.containers[0];
     assert_eq!(

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use kube::Api;
 use kube::api::ListParams;
 
@@ -49,4 +50,21 @@ pub async fn wait_only_pod_on(
     })
     .await?;
     Ok(found.into_iter().next().unwrap_or_default())
+}
+
+/// The pod a Deployment runs, as its template says.
+///
+/// # Panics
+/// When the Deployment has no pod template (the API server never stores one so).
+pub fn pod_spec(deployment: &Deployment) -> &PodSpec {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .unwrap_or_else(|| {
+            panic!(
+                "Deployment {:?} has no pod template",
+                deployment.metadata.name
+            )
+        })
 }
