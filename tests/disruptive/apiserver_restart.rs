@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use homelab_test_support::{Cluster, TestNamespace, client};
+use homelab_test_support::{Cluster, TestNamespace, client, poll_until};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -40,17 +40,19 @@ async fn client_and_watch_reconnect_after_apiserver_restart() {
 
     // The same client works again; the API server may still be warming up its
     // caches for a moment, so retry the first request until a deadline.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match create("after").await {
-            Ok(_) => break,
-            Err(e) if tokio::time::Instant::now() < deadline => {
+    poll_until(
+        "the client to reconnect",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async {
+            create("after").await.map(drop).map_err(|e| {
                 eprintln!("retrying after restart: {e}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => panic!("client did not reconnect: {e}"),
-        }
-    }
+                e
+            })
+        },
+    )
+    .await
+    .unwrap();
     // The watch, which lost its connection, resumes and sees the new object.
     let resumed = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
