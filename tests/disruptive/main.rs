@@ -7,7 +7,6 @@
 
 mod apiserver_restart;
 mod failover;
-mod node_failure;
 mod sensorgateway_failover;
 #[path = "../shared/usb.rs"]
 mod usb;

@@ -15,7 +15,6 @@ mod mediaserver;
 mod metrics_scrape;
 mod node_agent_policy;
 mod refusals;
-mod scheduling;
 mod sensorgateway;
 mod status_writes;
 #[path = "../shared/usb.rs"]
