@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use homelab_api::EtcdBackup;
 use homelab_api::etcdbackup::EtcdBackupStatus;
-use homelab_kit::{Action, Context, StatusPatch, StatusWrite};
+use homelab_kit::{Action, Context, STALE_RETRY, being_deleted};
 use k8s_openapi::api::batch::v1::CronJob;
 use kube::{Api, ResourceExt};
 
@@ -22,10 +22,6 @@ use crate::policy::Policy;
 
 pub use crate::decide::UNTRUSTED_REPORT;
 pub use crate::validate::DESTINATION_MISSING;
-
-/// How soon to look again after a status write was refused as stale: the
-/// decision was made on a cached backup older than the stored one.
-const STALE_RETRY: Duration = Duration::from_secs(1);
 
 /// What every reconcile shares.
 #[derive(Clone, Debug)]
@@ -70,7 +66,7 @@ pub async fn reconcile(eb: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Result<
     if eb.namespace().is_none() {
         return Err(Error::NoNamespace);
     }
-    if eb.metadata.deletion_timestamp.is_some() {
+    if being_deleted(eb.as_ref()) {
         return Ok(Action::await_change());
     }
     let state = &ctx.state;
@@ -85,14 +81,11 @@ pub async fn reconcile(eb: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Result<
 /// A spec it cannot act on: nothing applied, `Stalled` with what to fix, and a
 /// Warning Event once the status says it for the first time.
 async fn refuse(eb: &EtcdBackup, ctx: &Context<State>, refusal: Refusal) -> Result<Action, Error> {
-    if write_status(eb, ctx, &refusal.status).await? == StatusWrite::Stale {
+    if write_status(eb, ctx, &refusal.status).await? {
         return Ok(Action::requeue(STALE_RETRY));
     }
     if refusal.warn {
-        let problem = refusal.problem;
-        ctx.events
-            .warning(eb, problem.reason, "Reconcile", problem.message)
-            .await;
+        ctx.refused(eb, &refusal.problem).await;
     }
     Ok(Action::requeue(refusal.retry))
 }
@@ -110,7 +103,7 @@ async fn act(
     apply_cronjob(eb, &ns, ctx, observed.cluster.cronjob.as_ref()).await?;
     let metrics = &ctx.state.metrics;
     metrics.declare(&ns, &name);
-    if write_status(eb, ctx, &run.status).await? == StatusWrite::Stale {
+    if write_status(eb, ctx, &run.status).await? {
         return Ok(Action::requeue(STALE_RETRY));
     }
     for _ in 0..run.new_failures {
@@ -150,18 +143,20 @@ async fn apply_cronjob(
     Ok(())
 }
 
-/// Writes `status` when it differs from the cached one.
+/// Writes `status` when it differs from the cached one; returns whether it was
+/// stale. Its records (the failed run, the pods announced) are read from the
+/// status again by the next reconcile, so nothing is recorded alone.
 async fn write_status(
     eb: &EtcdBackup,
     ctx: &Context<State>,
     status: &EtcdBackupStatus,
-) -> Result<StatusWrite, Error> {
-    let api: Api<EtcdBackup> =
-        Api::namespaced(ctx.client.clone(), &eb.namespace().unwrap_or_default());
-    ctx.manager
-        .apply_status(&api, eb, eb.status.as_ref(), status, StatusPatch::Apply)
+) -> Result<bool, Error> {
+    let none = EtcdBackupStatus::default();
+    let written = ctx
+        .write_status(eb, status, &none)
         .await
-        .map_err(Error::Status)
+        .map_err(Error::Status)?;
+    Ok(written.stale())
 }
 
 /// The Events decided for the status just written.

@@ -12,7 +12,6 @@ use std::time::Duration;
 use homelab_api::EtcdBackup;
 use homelab_api::conditions::{reasons, types};
 use homelab_api::etcdbackup::{EtcdBackupStatus, IgnoredPod};
-use homelab_kit::Outcome;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -42,17 +41,7 @@ pub enum Decision {
 
 /// A spec the controller cannot act on: `Stalled`, and a Warning Event the first
 /// time the status says it.
-#[derive(Clone, Debug)]
-pub struct Refusal {
-    /// Why.
-    pub problem: Problem,
-    /// The status that says so.
-    pub status: EtcdBackupStatus,
-    /// Whether the problem is news (the status did not say it yet).
-    pub warn: bool,
-    /// When to look again.
-    pub retry: Duration,
-}
+pub type Refusal = homelab_kit::Refusal<EtcdBackupStatus>;
 
 /// A backup that runs.
 #[derive(Clone, Debug)]
@@ -108,19 +97,16 @@ pub fn decide(eb: &EtcdBackup, observed: &Observed, now: Timestamp) -> Decision 
 
 fn refuse(eb: &EtcdBackup, problem: Problem, now: Timestamp) -> Decision {
     let mut status = eb.status.clone().unwrap_or_default();
-    let said = status.conditions.iter().any(|c| {
-        c.type_ == types::STALLED && c.reason == problem.reason && c.message == problem.message
-    });
     status.observed_generation = eb.metadata.generation;
     homelab_kit::conditions::set_outcome(
         &mut status.conditions,
-        &Outcome::stalled(problem.reason, &problem.message),
+        &problem.outcome(),
         eb.metadata.generation,
         now,
     );
     Decision::Refuse(Refusal {
         retry: retry_after(&problem),
-        warn: !said,
+        warn: !problem.already_said(eb.status.as_ref()),
         problem,
         status,
     })

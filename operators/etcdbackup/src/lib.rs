@@ -38,11 +38,12 @@ pub mod status;
 pub mod validate;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use homelab_api::EtcdBackup;
 use homelab_api::conditions::types;
 use homelab_kit::objects::{ConditionGauges, ObjectState};
-use homelab_kit::{Runner, Settings};
+use homelab_kit::{Action, Context, Operator, Runner, Settings};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 
@@ -148,14 +149,6 @@ impl Controller {
         self.state.metrics.clone()
     }
 
-    /// Runs until SIGTERM or SIGINT.
-    ///
-    /// # Errors
-    /// As [`Runner::run`].
-    pub async fn run(self) -> Result<(), homelab_kit::Error> {
-        self.runner.run(self.state, reconcile).await
-    }
-
     /// Runs until `shutdown` completes (for tests).
     ///
     /// # Errors
@@ -164,6 +157,43 @@ impl Controller {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), homelab_kit::Error> {
-        self.runner.run_until(self.state, reconcile, shutdown).await
+        Operator::run_until(self, shutdown).await
+    }
+}
+
+impl Operator for Controller {
+    type Kind = EtcdBackup;
+    type State = State;
+    type Error = Error;
+
+    const NAME: &'static str = CONTROLLER_NAME;
+
+    /// With the runner's image and the administrator's [`Policy`] from the
+    /// environment.
+    fn from_env(client: Client, settings: Settings) -> Result<Self, homelab_kit::Error> {
+        let image = Image::from_env()?;
+        let policy = Policy::from_env(client.default_namespace())?;
+        tracing::info!(
+            namespaces = %policy.namespaces().collect::<Vec<_>>().join(","),
+            host_paths = %policy
+                .host_paths()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "EtcdBackups are honoured in these namespaces, with these host paths besides the presets"
+        );
+        Ok(Self::new(client, settings, image).with_policy(policy))
+    }
+
+    fn into_parts(self) -> (Runner<EtcdBackup>, State) {
+        (self.runner, self.state)
+    }
+
+    fn reconcile(
+        obj: Arc<EtcdBackup>,
+        ctx: Arc<Context<State>>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send + 'static {
+        reconcile(obj, ctx)
     }
 }

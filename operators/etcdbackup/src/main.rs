@@ -33,33 +33,14 @@ async fn main() -> ExitCode {
 }
 
 async fn controller() -> ExitCode {
-    let result = async {
-        let settings = homelab_kit::Settings::from_env(homelab_etcdbackup::CONTROLLER_NAME)?;
-        let client = homelab_kit::client::connect(&settings).await?;
-        let image = homelab_etcdbackup::Image::from_env()?;
-        let policy = homelab_etcdbackup::Policy::from_env(client.default_namespace())?;
-        tracing::info!(
-            namespaces = %policy.namespaces().collect::<Vec<_>>().join(","),
-            host_paths = %policy
-                .host_paths()
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            "EtcdBackups are honoured in these namespaces, with these host paths besides the presets"
-        );
-        homelab_etcdbackup::Controller::new(client, settings, image)
-            .with_policy(policy)
-            .run()
-            .await
+    let served = homelab_kit::operator::serve::<homelab_etcdbackup::Controller>().await;
+    if let Err(e) = &served {
+        tracing::error!(error = %homelab_kit::error::report(e), "controller stopped");
     }
-    .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %homelab_kit::error::report(&e), "controller stopped");
-            ExitCode::FAILURE
-        }
+    if served.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -18,13 +18,7 @@ use crate::schedule::{self, Schedule};
 pub const DESTINATION_MISSING: &str = "DestinationMissing";
 
 /// A spec the controller cannot act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// Condition reason.
-    pub reason: &'static str,
-    /// What to do about it.
-    pub message: String,
-}
+pub use homelab_kit::Problem;
 
 /// What validation settles.
 #[derive(Clone, Debug)]

@@ -33,10 +33,11 @@ pub mod validate;
 mod fixtures;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use homelab_api::MediaServer;
-use homelab_kit::{Operator, Runner, Settings};
+use homelab_kit::{Action, Context, Operator, Runner, Settings};
 use kube::Client;
 
 use crate::caches::{Caches, concerned};
@@ -126,20 +127,24 @@ impl Controller {
 }
 
 impl Operator for Controller {
+    type Kind = MediaServer;
+    type State = State;
+    type Error = Error;
+
     const NAME: &'static str = CONTROLLER_NAME;
 
     fn from_env(client: Client, settings: Settings) -> Result<Self, homelab_kit::Error> {
         Ok(Self::new(client, settings))
     }
 
-    async fn run(self) -> Result<(), homelab_kit::Error> {
-        self.runner.run(self.state, reconcile).await
+    fn into_parts(self) -> (Runner<MediaServer>, State) {
+        (self.runner, self.state)
     }
 
-    async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), homelab_kit::Error> {
-        self.runner.run_until(self.state, reconcile, shutdown).await
+    fn reconcile(
+        obj: Arc<MediaServer>,
+        ctx: Arc<Context<State>>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send + 'static {
+        reconcile(obj, ctx)
     }
 }

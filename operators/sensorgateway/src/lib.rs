@@ -30,6 +30,7 @@ pub mod validate;
 mod fixtures;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -37,7 +38,7 @@ use futures::StreamExt;
 use homelab_api::SensorGateway;
 use homelab_api::conditions::types;
 use homelab_kit::objects::{ConditionGauges, ObjectState};
-use homelab_kit::{Operator, Runner, Settings};
+use homelab_kit::{Action, Context, Operator, Runner, Settings};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -181,19 +182,35 @@ impl Controller {
 }
 
 impl Operator for Controller {
+    type Kind = SensorGateway;
+    type State = State;
+    type Error = Error;
+
     const NAME: &'static str = CONTROLLER_NAME;
 
-    /// With the [`MqttBudget`] the environment sets.
     fn from_env(client: Client, settings: Settings) -> Result<Self, homelab_kit::Error> {
         let budget = MqttBudget::from_env()?;
         Ok(Self::with_mqtt_budget(client, settings, budget))
     }
 
+    fn into_parts(self) -> (Runner<SensorGateway>, State) {
+        (self.runner, self.state)
+    }
+
+    fn reconcile(
+        obj: Arc<SensorGateway>,
+        ctx: Arc<Context<State>>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send + 'static {
+        reconcile(obj, ctx)
+    }
+
+    /// As the kit's, with deleted gateways' MQTT subscriptions closed.
     async fn run(self) -> Result<(), homelab_kit::Error> {
         let _forgetting = forget_deleted(self.state.hub.clone(), self.store);
         self.runner.run(self.state, reconcile).await
     }
 
+    /// As the kit's, with deleted gateways' MQTT subscriptions closed.
     async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,

@@ -37,12 +37,13 @@ pub mod nodes;
 pub mod status;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use homelab_api::UsbDevicePin;
 use homelab_kit::failover::observe::{NODE_LEASE_NAMESPACE, lease_silent};
-use homelab_kit::{Operator, Runner, Settings};
+use homelab_kit::{Action, Context, Operator, Runner, Settings};
 use kube::Client;
 use kube::runtime::reflector::ObjectRef;
 use prometheus_client::metrics::family::Family;
@@ -76,21 +77,25 @@ impl Controller {
 }
 
 impl Operator for Controller {
+    type Kind = UsbDevicePin;
+    type State = State;
+    type Error = Error;
+
     const NAME: &'static str = CONTROLLER_NAME;
 
     fn from_env(client: Client, settings: Settings) -> Result<Self, homelab_kit::Error> {
         Ok(Self::new(client, settings))
     }
 
-    async fn run(self) -> Result<(), homelab_kit::Error> {
-        self.runner.run(self.state, reconcile).await
+    fn into_parts(self) -> (Runner<UsbDevicePin>, State) {
+        (self.runner, self.state)
     }
 
-    async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), homelab_kit::Error> {
-        self.runner.run_until(self.state, reconcile, shutdown).await
+    fn reconcile(
+        obj: Arc<UsbDevicePin>,
+        ctx: Arc<Context<State>>,
+    ) -> impl Future<Output = Result<Action, Error>> + Send + 'static {
+        reconcile(obj, ctx)
     }
 }
 
