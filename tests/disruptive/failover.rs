@@ -9,6 +9,7 @@
 //! 300 s toleration; waiting for that is a benchmark, not a test, so the plain
 //! Deployment's figure is only measured with `HOMELAB_BENCH=1`.
 
+use homelab_kit::Operator as _;
 use std::time::{Duration, Instant};
 
 use homelab_api::conditions::{reasons, types};

@@ -3,6 +3,7 @@
 //! the job, with one gateway pod in the end, Ready on another node, and the
 //! lost node's fence taken off when it comes back.
 
+use homelab_kit::Operator as _;
 use std::time::{Duration, Instant};
 
 use homelab_api::conditions::types;

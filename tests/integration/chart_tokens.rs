@@ -2,6 +2,7 @@
 //! gives them: a TokenRequest token of each ServiceAccount the chart created,
 //! so a missing or too-narrow RBAC rule fails here, not in a user's home.
 
+use homelab_kit::Operator as _;
 use std::time::Duration;
 
 use homelab_api::conditions::types;

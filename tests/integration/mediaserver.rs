@@ -3,6 +3,7 @@
 //! node-local media), failover analysis, rollouts and write counts, garbage
 //! collection, and bad input.
 
+use homelab_kit::Operator as _;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -10,6 +10,7 @@
 //!
 //! A new binary is one line in [`BINARIES`].
 
+use homelab_kit::Operator as _;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,8 +48,12 @@ const BINARIES: &[(&str, Start)] = &[
     }),
     ("usbdevicepin-controller", |c, ns, addr, stop| {
         Box::pin(async move {
-            let s = settings(homelab_usbdevicepin::NAME, ns, addr);
-            ended(homelab_usbdevicepin::run_until(c, s, stopped(stop)).await);
+            let s = settings(homelab_usbdevicepin::CONTROLLER_NAME, ns, addr);
+            ended(
+                homelab_usbdevicepin::Controller::new(c, s)
+                    .run_until(stopped(stop))
+                    .await,
+            );
         })
     }),
     ("sensorgateway-controller", |c, ns, addr, stop| {

@@ -4,11 +4,12 @@
 //! status (`Ready=False`, `Stalled=True`, the field named) and in a Warning
 //! Event, and recovers once the spec is fixed.
 
+use homelab_kit::Operator as _;
 use std::time::Duration;
 
+use homelab_api::conditions::reasons::{CHILD_REFUSED, HOST_PATH_NOT_ALLOWED};
 use homelab_api::conditions::types;
 use homelab_api::{ConditionedStatus, MediaServer, SensorGateway};
-use homelab_kit::conditions::{CHILD_REFUSED, HOST_PATH_NOT_ALLOWED};
 use homelab_kit::settings::AllowedHostPaths;
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::publish;

@@ -5,6 +5,7 @@
 //! status, bad input refused without touching the other gateways, and
 //! zwave-js-ui configured from the spec and watched under its client name.
 
+use homelab_kit::Operator as _;
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use homelab_api::UsbDevicePin;
 use homelab_api::UsbDevicePinRef;
+use homelab_api::conditions::Outcome;
 use homelab_api::usbdevicepin::resource_name;
-use homelab_kit::conditions::Outcome;
 use homelab_kit::device_pin;
 use homelab_node_agent::fixtures::{AEOTEC_ZSTICK_7, SONOFF_ZIGBEE};
 use homelab_test_support::{TestNamespace, wait_for, wait_for_event_reasons, wait_for_list};

@@ -10,6 +10,7 @@
 // Each binary uses a part of it.
 #![allow(dead_code)]
 
+use homelab_kit::Operator as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -149,7 +150,7 @@ pub struct ControllerTask {
 
 impl ControllerTask {
     pub fn start(client: &Client, namespace: &str) -> ControllerTask {
-        let mut settings = Settings::new(homelab_usbdevicepin::NAME);
+        let mut settings = Settings::new(homelab_usbdevicepin::CONTROLLER_NAME);
         settings.namespace = Some(namespace.to_owned());
         settings.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.error_backoff_base = Duration::from_secs(1);
@@ -159,7 +160,10 @@ impl ControllerTask {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(err) = homelab_usbdevicepin::run_until(client, settings, shutdown).await {
+            if let Err(err) = homelab_usbdevicepin::Controller::new(client, settings)
+                .run_until(shutdown)
+                .await
+            {
                 panic!("controller failed: {}", homelab_kit::error::report(&err));
             }
         });

@@ -70,7 +70,7 @@ pub async fn reconcile(eb: Arc<EtcdBackup>, ctx: Arc<Context<State>>) -> Result<
         return Ok(Action::await_change());
     }
     let state = &ctx.state;
-    let now = homelab_kit::conditions::now();
+    let now = homelab_api::conditions::now();
     let observed = observe(&eb, &state.policy, &state.caches, &ctx.client).await?;
     match decide::decide(&eb, &observed, now) {
         Decision::Refuse(refusal) => refuse(&eb, &ctx, refusal).await,

@@ -98,7 +98,7 @@ pub fn decide(eb: &EtcdBackup, observed: &Observed, now: Timestamp) -> Decision 
 fn refuse(eb: &EtcdBackup, problem: Problem, now: Timestamp) -> Decision {
     let mut status = eb.status.clone().unwrap_or_default();
     status.observed_generation = eb.metadata.generation;
-    homelab_kit::conditions::set_outcome(
+    homelab_api::conditions::set_outcome(
         &mut status.conditions,
         &problem.outcome(),
         eb.metadata.generation,

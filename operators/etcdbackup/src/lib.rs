@@ -148,17 +148,6 @@ impl Controller {
     pub fn metrics(&self) -> Metrics {
         self.state.metrics.clone()
     }
-
-    /// Runs until `shutdown` completes (for tests).
-    ///
-    /// # Errors
-    /// As [`Runner::run_until`].
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), homelab_kit::Error> {
-        Operator::run_until(self, shutdown).await
-    }
 }
 
 impl Operator for Controller {

@@ -187,12 +187,12 @@ impl Collector for RunGauges {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use homelab_api::conditions::{ConditionStatus, new_condition};
     use homelab_api::etcdbackup::{EtcdBackupSpec, EtcdBackupStatus, EtcdClusterStatus};
-    use homelab_kit::conditions::{Status, new_condition};
     use kube::runtime::{reflector, watcher};
     use prometheus_client::registry::Registry;
 
-    fn backup(name: &str, ready: (Status, &str), etcd: Option<(i32, i32)>) -> EtcdBackup {
+    fn backup(name: &str, ready: (ConditionStatus, &str), etcd: Option<(i32, i32)>) -> EtcdBackup {
         let spec: EtcdBackupSpec = serde_json::from_value(serde_json::json!({
             "schedule": "@hourly",
             "source": { "distribution": "Kubeadm" },
@@ -223,7 +223,11 @@ mod tests {
 
     #[test]
     fn the_newest_verified_backup_and_staleness_are_read_from_the_status() {
-        let mut fresh = backup("hourly", (Status::True, reasons::BACKUP_SUCCEEDED), None);
+        let mut fresh = backup(
+            "hourly",
+            (ConditionStatus::True, reasons::BACKUP_SUCCEEDED),
+            None,
+        );
         let status = fresh.status.as_mut().unwrap();
         status.last_successful_backup = Some(BackupRecord {
             time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
@@ -237,7 +241,7 @@ mod tests {
         });
         status.conditions.push(new_condition(
             types::STALE,
-            Status::True,
+            ConditionStatus::True,
             reasons::NO_RECENT_BACKUP,
             "",
             None,
@@ -247,7 +251,7 @@ mod tests {
         writer.apply_watcher_event(&watcher::Event::Apply(fresh));
         writer.apply_watcher_event(&watcher::Event::Apply(backup(
             "new",
-            (Status::Unknown, reasons::PROGRESSING),
+            (ConditionStatus::Unknown, reasons::PROGRESSING),
             None,
         )));
         let text = scrape(store);
@@ -279,20 +283,24 @@ mod tests {
         for b in [
             backup(
                 "hourly",
-                (Status::False, reasons::BACKUP_FAILED),
+                (ConditionStatus::False, reasons::BACKUP_FAILED),
                 Some((3, 2)),
             ),
             backup(
                 "nightly",
-                (Status::True, reasons::BACKUP_SUCCEEDED),
+                (ConditionStatus::True, reasons::BACKUP_SUCCEEDED),
                 Some((3, 3)),
             ),
             backup(
                 "k3s-sqlite",
-                (Status::False, reasons::VERIFICATION_FAILED),
+                (ConditionStatus::False, reasons::VERIFICATION_FAILED),
                 None,
             ),
-            backup("new", (Status::Unknown, reasons::PROGRESSING), None),
+            backup(
+                "new",
+                (ConditionStatus::Unknown, reasons::PROGRESSING),
+                None,
+            ),
         ] {
             writer.apply_watcher_event(&watcher::Event::Apply(b));
         }

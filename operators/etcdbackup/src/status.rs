@@ -6,13 +6,15 @@
 
 use std::time::Duration;
 
+use homelab_api::conditions::{
+    self, ConditionStatus, new_condition, remove_condition, set_condition,
+};
 use homelab_api::conditions::{reasons, types};
 use homelab_api::etcdbackup::{
     BackupRecord, Datastore, EtcdBackupStatus, EtcdClusterStatus, FailedRun,
 };
 use homelab_api::{ConditionedStatus, EtcdBackup};
 use homelab_kit::Outcome;
-use homelab_kit::conditions::{self, Status, new_condition, remove_condition, set_condition};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -196,7 +198,16 @@ pub fn compute(backup: &EtcdBackup, runs: &[FinishedRun], facts: &Facts) -> Comp
                 reasons::BACKUP_FAILED
             };
             let message = format!("backup run {pod} failed: {error}");
-            let c = |t| new_condition(t, Status::False, reason, &message, generation, facts.now);
+            let c = |t| {
+                new_condition(
+                    t,
+                    ConditionStatus::False,
+                    reason,
+                    &message,
+                    generation,
+                    facts.now,
+                )
+            };
             set_condition(&mut status.conditions, c(types::READY));
             remove_condition(&mut status.conditions, types::RECONCILING);
             remove_condition(&mut status.conditions, types::STALLED);
@@ -238,7 +249,7 @@ pub fn compute(backup: &EtcdBackup, runs: &[FinishedRun], facts: &Facts) -> Comp
         &mut status.conditions,
         new_condition(
             types::STALE,
-            Status::from(stale),
+            ConditionStatus::from(stale),
             reason,
             &message,
             generation,
@@ -251,7 +262,7 @@ pub fn compute(backup: &EtcdBackup, runs: &[FinishedRun], facts: &Facts) -> Comp
                 &mut status.conditions,
                 new_condition(
                     types::QUORUM_AT_RISK,
-                    Status::from(at_risk),
+                    ConditionStatus::from(at_risk),
                     reason,
                     &message,
                     generation,

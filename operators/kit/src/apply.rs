@@ -333,7 +333,7 @@ impl FieldManager {
         &self,
         api: &Api<K>,
         obj: &K,
-        outcome: &crate::conditions::Outcome,
+        outcome: &homelab_api::conditions::Outcome,
         now: k8s_openapi::jiff::Timestamp,
     ) -> Result<StatusWrite, Error>
     where
@@ -473,7 +473,7 @@ pub fn is_quantity(s: &str) -> bool {
 /// `observedGeneration` set to `generation`; every other field as it is.
 fn with_outcome(
     status: &Value,
-    outcome: &crate::conditions::Outcome,
+    outcome: &homelab_api::conditions::Outcome,
     generation: Option<i64>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Result<Value, Error> {
@@ -491,7 +491,7 @@ fn with_outcome(
             }
             _ => Vec::new(),
         };
-    crate::conditions::set_outcome(&mut conditions, outcome, generation, now);
+    homelab_api::conditions::set_outcome(&mut conditions, outcome, generation, now);
     status.insert("conditions".to_owned(), to_value(&conditions)?);
     if let Some(generation) = generation {
         status.insert("observedGeneration".to_owned(), Value::from(generation));
@@ -581,7 +581,7 @@ where
 /// Whether writing `desired` would change `current`: compares their JSON
 /// forms, taking `null` as absent and the items of a list of objects keyed
 /// by `type` (conditions) in any order. Nothing else is ignored, timestamps
-/// included: build `desired` with [`crate::conditions::set_condition`] and
+/// included: build `desired` with [`homelab_api::conditions::set_condition`] and
 /// an unchanged status compares equal.
 ///
 /// # Errors
@@ -710,7 +710,7 @@ mod tests {
         assert_eq!(one, fingerprint(&serde_json::json!({"data": {"a": "1"}})));
         assert_eq!(one.len(), 16);
     }
-    use crate::conditions::{Outcome, set_outcome};
+    use homelab_api::conditions::{Outcome, set_outcome};
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use k8s_openapi::jiff::Timestamp;

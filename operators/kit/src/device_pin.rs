@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{Api, Client, ResourceExt};
 
-use crate::conditions::Outcome;
+use homelab_api::conditions::Outcome;
 
 /// Prefix of the environment variable that tells a container where its device is.
 pub const ENV_PREFIX: &str = "HOMELAB_DEVICE_";
@@ -348,7 +348,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::conditions::Outcome;
+    use homelab_api::conditions::Outcome;
 
     fn pin(spec: serde_json::Value) -> UsbDevicePin {
         let mut pin = UsbDevicePin::new("zwave-stick", serde_json::from_value(spec).unwrap());

@@ -14,7 +14,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
 use crate::Error;
-use crate::conditions::{sanitize_reason, truncate};
+use homelab_api::conditions::{sanitize_reason, truncate};
 
 /// Reason of the Warning the runner publishes when a reconcile fails,
 /// unless the error names its own ([`crate::ReconcileError::event_reason`]).

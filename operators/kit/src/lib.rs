@@ -53,9 +53,11 @@
 //!
 //! # Inside a reconcile
 //!
-//! - [`conditions`]: set `Ready` / `Reconciling` / `Stalled` from an
-//!   [`conditions::Outcome`]; `lastTransitionTime` moves only when a status
-//!   changes.
+//! - [`homelab_api::conditions`]: set `Ready` / `Reconciling` / `Stalled` from
+//!   an [`Outcome`]; `lastTransitionTime` moves only when a status changes.
+//! - [`reconcile`]: leave an object being deleted alone, say a refused spec
+//!   once ([`Context::refused`]), write the status only when it changed
+//!   ([`Context::write_status`]).
 //! - [`apply`]: [`FieldManager::apply`] for owned objects (server-side apply,
 //!   forced), [`apply::owner_reference`] / [`apply::owned_metadata`] to own
 //!   them, [`FieldManager::apply_status`] that writes only on change.
@@ -66,7 +68,7 @@
 //! One job each: [`operator`] (a binary's entry point), [`reconcile`] (the
 //! steps every reconcile shares), [`runner`] (wiring), [`settings`] (environment),
 //! [`leader`] (Lease election), [`health`] and [`server`] (probes and
-//! metrics port), [`metrics`], [`backoff`], [`events`], [`conditions`],
+//! metrics port), [`metrics`], [`backoff`], [`events`],
 //! [`apply`], [`objects`] (per-object gauges), [`telemetry`] (logs), [`error`], [`device_pin`] (consuming a
 //! UsbDevicePin).
 
@@ -75,7 +77,6 @@ pub mod backoff;
 pub mod cache;
 pub mod cached;
 pub mod client;
-pub mod conditions;
 pub mod device_pin;
 pub mod error;
 pub mod events;
@@ -95,9 +96,9 @@ pub mod single_replica;
 pub mod telemetry;
 
 pub use apply::{FieldManager, StatusPatch, StatusWrite};
-pub use conditions::Outcome;
 pub use error::Error;
 pub use events::EventPublisher;
+pub use homelab_api::conditions::Outcome;
 pub use kube::runtime::controller::Action;
 pub use operator::Operator;
 pub use reconcile::{Problem, Refusal, STALE_RETRY, StatusWritten, being_deleted};

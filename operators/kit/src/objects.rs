@@ -261,11 +261,11 @@ mod tests {
 
     fn condition(type_: &str, status: &str) -> Condition {
         let status = match status {
-            "True" => crate::conditions::Status::True,
-            "False" => crate::conditions::Status::False,
-            _ => crate::conditions::Status::Unknown,
+            "True" => homelab_api::ConditionStatus::True,
+            "False" => homelab_api::ConditionStatus::False,
+            _ => homelab_api::ConditionStatus::Unknown,
         };
-        crate::conditions::new_condition(
+        homelab_api::conditions::new_condition(
             type_,
             status,
             "Test",

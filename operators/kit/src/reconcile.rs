@@ -14,9 +14,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::apply::{StatusPatch, StatusWrite};
-use crate::conditions::Outcome;
 use crate::error::Error;
 use crate::runner::Context;
+use homelab_api::conditions::Outcome;
 
 /// How soon to look again after a status write was refused as stale: the
 /// decision was made on a cached object older than the stored one, and a

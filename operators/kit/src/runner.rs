@@ -42,7 +42,6 @@ use crate::Error;
 use crate::apply::{FieldManager, StatusWrite};
 use crate::backoff::ErrorBackoff;
 use crate::cache::CachesReady;
-use crate::conditions::{CHILD_REFUSED, Outcome};
 use crate::error::{Refusal, report};
 use crate::events::{EventPublisher, RECONCILE_FAILED};
 use crate::failover::FailoverMetrics;
@@ -54,6 +53,8 @@ use crate::metrics::{ControllerMetrics, Metrics};
 use crate::objects::{ObjectGauges, ReadState};
 use crate::server::Server;
 use crate::settings::Settings;
+use homelab_api::conditions::Outcome;
+use homelab_api::conditions::reasons::CHILD_REFUSED;
 
 /// The error type of a controller's reconcile.
 pub trait ReconcileError: std::error::Error + Send + Sync + 'static {
@@ -809,7 +810,7 @@ where
         return Some(Action::requeue(Duration::from_secs(1)));
     }
     let outcome = Outcome::stalled(CHILD_REFUSED, &message);
-    let now = crate::conditions::now();
+    let now = homelab_api::conditions::now();
     match ctx.manager.write_outcome(&api, &fresh, &outcome, now).await {
         Ok(StatusWrite::Stale) => Some(Action::requeue(Duration::from_secs(1))),
         Ok(write) => {

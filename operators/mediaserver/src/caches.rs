@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
+use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
 
 use crate::build::names;
 use crate::observed::Observed;
@@ -50,7 +50,7 @@ impl std::fmt::Debug for Caches {
 
 impl Caches {
     /// Adds the watches to `runner` (in its watched namespace, or every namespace).
-    pub fn watch(runner: &mut Runner<MediaServer>, _client: &Client, leases: Store<Lease>) -> Self {
+    pub fn watch(runner: &mut Runner<MediaServer>, leases: Store<Lease>) -> Self {
         let deployments = runner.owns_cached(trim_deployment, deployment_relevance);
         let services = runner.owns_cached(cache::trim::<Service>, cache::service_relevance);
         let pods = runner.watches_cached(

@@ -81,7 +81,7 @@ pub async fn reconcile(ms: Arc<MediaServer>, ctx: Arc<Context<State>>) -> Result
     // carries the cached resourceVersion and is refused as stale, and the
     // reconcile looks again on top of the newer version.
     let observed = ctx.state.caches.observe(&ms);
-    let now = homelab_kit::conditions::now();
+    let now = homelab_api::conditions::now();
 
     // What this reconcile did that must be recorded even if the object changed
     // under it (see the end).

@@ -81,7 +81,7 @@ impl Controller {
         // A node falling silent changes no object: the kit's heartbeat watch says so.
         let (leases, silence) = homelab_kit::failover::heartbeats::watch(client.clone());
         runner.waits_for(&leases);
-        let caches = Caches::watch(&mut runner, &client, leases);
+        let caches = Caches::watch(&mut runner, leases);
         let by_node = runner.store();
         runner = runner.reconcile_on(
             silence.flat_map(move |node| futures::stream::iter(concerned(&by_node, &node))),
@@ -112,17 +112,6 @@ impl Controller {
     #[must_use]
     pub fn metrics(&self) -> Metrics {
         self.state.metrics.clone()
-    }
-
-    /// Runs until `shutdown` completes (for running it inside a test).
-    ///
-    /// # Errors
-    /// As [`Runner::run_until`].
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), homelab_kit::Error> {
-        Operator::run_until(self, shutdown).await
     }
 }
 

@@ -3,12 +3,12 @@
 //! unless their status changes, so a steady server computes the status it
 //! already has and nothing is written.
 
+use homelab_api::conditions::{
+    ConditionStatus, new_condition, remove_condition, set_condition, set_outcome,
+};
 use homelab_api::conditions::{reasons, types};
 use homelab_api::{MediaServer, MediaServerStatus};
 use homelab_kit::Outcome;
-use homelab_kit::conditions::{
-    Status, new_condition, remove_condition, set_condition, set_outcome,
-};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -96,7 +96,7 @@ pub fn compute(
             status.failover_reason = None;
             new_condition(
                 types::FAILOVER_READY,
-                Status::Unknown,
+                ConditionStatus::Unknown,
                 problem.reason,
                 "unknown while the server cannot be placed",
                 generation,
@@ -115,7 +115,7 @@ pub fn compute(
             &mut status.conditions,
             new_condition(
                 types::CONFIG_ON_NFS,
-                Status::True,
+                ConditionStatus::True,
                 SQLITE_ON_NFS,
                 &message,
                 generation,

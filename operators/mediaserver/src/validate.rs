@@ -5,9 +5,9 @@
 
 use homelab_api::MediaServer;
 use homelab_api::conditions::reasons;
+use homelab_api::conditions::reasons::HOST_PATH_NOT_ALLOWED;
 use homelab_api::mediaserver::TranscodingHardware;
 use homelab_api::workload::Architecture;
-use homelab_kit::conditions::HOST_PATH_NOT_ALLOWED;
 use homelab_kit::settings::AllowedHostPaths;
 use kube::ResourceExt;
 

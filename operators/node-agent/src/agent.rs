@@ -157,7 +157,7 @@ impl Agent {
             self.settings.device_classes.restrict(device);
         }
         self.metrics.scanned(devices.len());
-        self.seen.observe(&devices, homelab_kit::conditions::now());
+        self.seen.observe(&devices, homelab_api::conditions::now());
         let pins = self.store.state();
         let assigned = matching::assign(&pins, &devices);
         let node = self.settings.node_name.clone();

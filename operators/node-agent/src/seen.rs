@@ -57,7 +57,7 @@ impl Seen {
         {
             return since.clone();
         }
-        Time(sighting.map_or_else(homelab_kit::conditions::now, |s| s.at))
+        Time(sighting.map_or_else(homelab_api::conditions::now, |s| s.at))
     }
 }
 

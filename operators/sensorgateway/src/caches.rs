@@ -16,9 +16,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass, VolumeAttachment};
+use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
 
 use crate::build::names;
 use crate::node_loss;
@@ -82,11 +82,7 @@ pub struct Cluster {
 
 impl Caches {
     /// Adds the watches to `runner` (in its watched namespace, or every namespace).
-    pub fn watch(
-        runner: &mut Runner<SensorGateway>,
-        _client: &Client,
-        leases: Store<Lease>,
-    ) -> Self {
+    pub fn watch(runner: &mut Runner<SensorGateway>, leases: Store<Lease>) -> Self {
         // Its rollout is not read: the gateway's pod says whether it runs.
         let deployments = runner.owns_cached(cache::trim::<Deployment>, cache::applied_relevance);
         let services = runner.owns_cached(cache::trim::<Service>, cache::service_relevance);

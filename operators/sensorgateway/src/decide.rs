@@ -487,11 +487,11 @@ mod tests {
     fn transitions_warn_on_false_and_tell_of_recovery() {
         let sg = gateway("z", json!({"preset": "Zigbee2MQTT"}));
         let cond = |s: &str| {
-            homelab_kit::conditions::new_condition(
+            homelab_api::conditions::new_condition(
                 types::GATEWAY_ONLINE,
                 match s {
-                    "True" => homelab_kit::conditions::Status::True,
-                    _ => homelab_kit::conditions::Status::False,
+                    "True" => homelab_api::ConditionStatus::True,
+                    _ => homelab_api::ConditionStatus::False,
                 },
                 "R",
                 "m",

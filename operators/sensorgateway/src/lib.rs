@@ -116,7 +116,7 @@ impl Controller {
         // A node falling silent changes no object: the kit's heartbeat watch says so.
         let (leases, silence) = homelab_kit::failover::heartbeats::watch(client.clone());
         runner.waits_for(&leases);
-        let caches = Caches::watch(&mut runner, &client, leases);
+        let caches = Caches::watch(&mut runner, leases);
         let by_node = runner.store();
         runner = runner.reconcile_on(
             silence.flat_map(move |node| futures::stream::iter(on_node(&by_node, &node))),
@@ -167,17 +167,6 @@ impl Controller {
     #[must_use]
     pub fn hub(&self) -> Hub {
         self.state.hub.clone()
-    }
-
-    /// Runs until `shutdown` completes (for running it inside a test).
-    ///
-    /// # Errors
-    /// As [`Runner::run_until`].
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), homelab_kit::Error> {
-        Operator::run_until(self, shutdown).await
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn observe(
 ) -> Result<Observed, Error> {
     let references = references::read(client, sg, &caches.pins).await?;
     Ok(Observed {
-        now: homelab_kit::conditions::now(),
+        now: homelab_api::conditions::now(),
         cluster: caches.observe(sg),
         references,
     })

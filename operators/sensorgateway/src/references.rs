@@ -13,9 +13,9 @@
 
 use std::collections::BTreeMap;
 
+use homelab_api::conditions::Outcome;
 use homelab_api::references::SecretKeyRef;
 use homelab_api::{SensorGateway, UsbDevicePin};
-use homelab_kit::conditions::Outcome;
 use homelab_kit::device_pin::DevicePinError;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as SecretObject;

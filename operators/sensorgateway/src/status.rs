@@ -1,12 +1,12 @@
 //! The status, computed from what the reconcile saw: pure, and equal to the
 //! stored one when nothing changed (so nothing is written).
 
+use homelab_api::conditions::{
+    ConditionStatus, Outcome, new_condition, remove_condition, set_condition, set_outcome,
+};
 use homelab_api::conditions::{reasons, types};
 use homelab_api::sensorgateway::{BrokerStatus, SensorGatewayStatus};
 use homelab_api::{ConditionedStatus, SensorGateway, UsbDevicePin};
-use homelab_kit::conditions::{
-    Outcome, Status, new_condition, remove_condition, set_condition, set_outcome,
-};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -116,21 +116,26 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
             Outcome::stalled(problem.reason, problem.message.clone())
         }
         Verdict::Watched(w) => {
-            let cond =
-                |t: &str, s: Status, r: &str, m: &str| new_condition(t, s, r, m, generation, now);
+            let cond = |t: &str, s: ConditionStatus, r: &str, m: &str| {
+                new_condition(t, s, r, m, generation, now)
+            };
             let (broker_status, broker_reason, broker_message) =
                 match (w.connection.connected, &w.connection.message) {
                     (true, _) => (
-                        Status::True,
+                        ConditionStatus::True,
                         reasons::CONNECTED,
                         format!("connected to {}", w.address),
                     ),
                     (false, None) => (
-                        Status::Unknown,
+                        ConditionStatus::Unknown,
                         CONNECTING,
                         format!("connecting to {}", w.address),
                     ),
-                    (false, Some(m)) => (Status::False, reasons::BROKER_UNREACHABLE, m.clone()),
+                    (false, Some(m)) => (
+                        ConditionStatus::False,
+                        reasons::BROKER_UNREACHABLE,
+                        m.clone(),
+                    ),
                 };
             set_condition(
                 conditions,
@@ -144,17 +149,17 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
             let topic = &w.plan.availability_topic;
             let (s, r, m) = match &w.assessment.availability {
                 Availability::Unknown => (
-                    Status::Unknown,
+                    ConditionStatus::Unknown,
                     broker_reason,
                     format!("cannot tell: {broker_message}"),
                 ),
                 Availability::Silent => (
-                    Status::Unknown,
+                    ConditionStatus::Unknown,
                     reasons::NO_AVAILABILITY_MESSAGE,
                     format!("nothing on {topic} yet"),
                 ),
                 Availability::Unrecognized(p) => (
-                    Status::Unknown,
+                    ConditionStatus::Unknown,
                     reasons::NO_AVAILABILITY_MESSAGE,
                     format!(
                         "{topic} says {p:?}, which is neither {:?} nor {:?}: set availability.onlinePayload and offlinePayload",
@@ -162,12 +167,12 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
                     ),
                 ),
                 Availability::Said(true, _) => (
-                    Status::True,
+                    ConditionStatus::True,
                     reasons::ONLINE,
                     format!("{topic} says online"),
                 ),
                 Availability::Said(false, _) => (
-                    Status::False,
+                    ConditionStatus::False,
                     reasons::OFFLINE,
                     format!("{topic} says offline"),
                 ),
@@ -183,7 +188,7 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
                     conditions,
                     cond(
                         types::SENSORS_FRESH,
-                        Status::Unknown,
+                        ConditionStatus::Unknown,
                         broker_reason,
                         &format!("cannot tell: {broker_message}"),
                     ),
@@ -194,7 +199,7 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
                     conditions,
                     cond(
                         types::SENSORS_FRESH,
-                        Status::True,
+                        ConditionStatus::True,
                         reasons::ALL_SENSORS_REPORTING,
                         &m,
                     ),
@@ -205,7 +210,7 @@ pub fn compute(sg: &SensorGateway, verdict: Verdict<'_>, now: Timestamp) -> Sens
                     conditions,
                     cond(
                         types::SENSORS_FRESH,
-                        Status::False,
+                        ConditionStatus::False,
                         reasons::SENSOR_STALE,
                         &m,
                     ),
@@ -255,7 +260,7 @@ pub fn failover_blocked(
     now: Timestamp,
 ) {
     let (state, reason, message) = match (blocked, standing) {
-        (Some(b), _) => (Status::False, b.reason, b.message.as_str()),
+        (Some(b), _) => (ConditionStatus::False, b.reason, b.message.as_str()),
         (None, Some(r)) => (r.possible.into(), r.reason, r.message.as_str()),
         (None, None) => {
             remove_condition(&mut status.conditions, types::FAILOVER_READY);

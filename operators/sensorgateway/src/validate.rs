@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use homelab_api::SensorGateway;
 use homelab_api::conditions::reasons;
+use homelab_api::conditions::reasons::HOST_PATH_NOT_ALLOWED;
 use homelab_api::sensorgateway::GatewayPreset;
-use homelab_kit::conditions::HOST_PATH_NOT_ALLOWED;
 use homelab_kit::settings::AllowedHostPaths;
 
 use crate::mqtt::payload::Payloads;

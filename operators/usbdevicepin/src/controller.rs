@@ -71,7 +71,7 @@ async fn apply(pin: &UsbDevicePin, ctx: &Context<State>, namespace: &str) -> Res
     // conditions could see a node the heartbeat watch just found silent as still
     // heard from, and then nothing would look again until the resync.
     let views = caches.observe(pin, &pod_list, ctx.manager.name(), Timestamp::now());
-    let now = homelab_kit::conditions::now();
+    let now = homelab_api::conditions::now();
     let decision = decide(pin, &others, &pod_list, &views, now);
     release(ctx, &views).await?;
     // The status first, acts after: a failover's record is then never lost to a

@@ -13,11 +13,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use homelab_api::conditions::{
+    ConditionStatus, Outcome, new_condition, set_condition, set_outcome,
+};
 use homelab_api::conditions::{reasons, types};
 use homelab_api::failover::{FailoverMode, FailoverRecord};
 use homelab_api::usbdevicepin::{DeviceMove, DevicePresence};
 use homelab_api::{ConditionedStatus, UsbDevicePin};
-use homelab_kit::conditions::{Outcome, Status, new_condition, set_condition, set_outcome};
 use homelab_kit::device_pin::claim_order;
 use homelab_kit::failover::NodeView;
 use k8s_openapi::api::core::v1::Pod;
@@ -332,7 +334,7 @@ pub fn decide(
     let device_present = match entry {
         Some(e) => new_condition(
             types::DEVICE_PRESENT,
-            Status::True,
+            ConditionStatus::True,
             reasons::DEVICE_FOUND,
             &format!("on node {} at {}", e.node, path_of(e)),
             generation,
@@ -340,7 +342,7 @@ pub fn decide(
         ),
         None => new_condition(
             types::DEVICE_PRESENT,
-            Status::False,
+            ConditionStatus::False,
             reasons::DEVICE_NOT_FOUND,
             &if stale.is_empty() {
                 format!("no node agent reports {describe}")
@@ -357,7 +359,7 @@ pub fn decide(
     let conflict_condition = match &conflict {
         Some(c) => new_condition(
             types::CONFLICT,
-            Status::True,
+            ConditionStatus::True,
             c.reason,
             &c.message,
             generation,
@@ -365,7 +367,7 @@ pub fn decide(
         ),
         None => new_condition(
             types::CONFLICT,
-            Status::False,
+            ConditionStatus::False,
             NO_CONFLICT,
             "",
             generation,

@@ -2,7 +2,7 @@
 
 use super::*;
 use homelab_api::UsbDevicePinStatus;
-use homelab_kit::conditions::find_condition;
+use homelab_api::conditions::find_condition;
 use serde_json::json;
 
 fn t(secs: i64) -> Timestamp {

@@ -54,8 +54,6 @@ pub use error::Error;
 
 /// The controller's name: field manager, Event reporter, Lease name.
 pub const CONTROLLER_NAME: &str = "usbdevicepin-controller";
-/// The controller's name, as [`CONTROLLER_NAME`].
-pub const NAME: &str = CONTROLLER_NAME;
 
 /// The controller, wired and ready to run.
 pub struct Controller {
@@ -187,16 +185,4 @@ fn object_state(pin: &UsbDevicePin) -> homelab_kit::objects::ObjectState {
         ready: status.map(|s| s.is_condition_true(homelab_api::conditions::types::READY)),
         node: status.and_then(|s| s.current_node.clone()),
     }
-}
-
-/// Runs the controller until `shutdown` completes (for tests and embedding).
-///
-/// # Errors
-/// As [`Runner::run_until`].
-pub async fn run_until(
-    client: Client,
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), homelab_kit::Error> {
-    Controller::new(client, settings).run_until(shutdown).await
 }

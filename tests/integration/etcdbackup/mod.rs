@@ -14,6 +14,7 @@
 mod peers;
 mod tests;
 
+use homelab_kit::Operator as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
