@@ -165,14 +165,14 @@ async fn publish(eb: &EtcdBackup, ctx: &Context<State>, notes: &[Note]) {
         if note.reason == UNTRUSTED_REPORT {
             tracing::warn!(note = %note.message, "a pod claims to be a backup run");
         }
-        if note.warning {
-            ctx.events
-                .warning(eb, note.reason, "Backup", note.message.clone())
-                .await;
-        } else {
-            ctx.events
-                .normal(eb, note.reason, "Backup", note.message.clone())
-                .await;
-        }
+        ctx.events
+            .event(
+                eb,
+                note.warning,
+                note.reason,
+                "Backup",
+                note.message.clone(),
+            )
+            .await;
     }
 }

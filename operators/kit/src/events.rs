@@ -58,14 +58,7 @@ impl EventPublisher {
     where
         K: Resource<DynamicType = ()>,
     {
-        self.best_effort(
-            &obj.object_ref(&()),
-            EventType::Normal,
-            reason,
-            action,
-            note.into(),
-        )
-        .await;
+        self.event(obj, false, reason, action, note).await;
     }
 
     /// A `Warning` Event about `obj`: something a person may need to fix.
@@ -73,14 +66,28 @@ impl EventPublisher {
     where
         K: Resource<DynamicType = ()>,
     {
-        self.best_effort(
-            &obj.object_ref(&()),
-            EventType::Warning,
-            reason,
-            action,
-            note.into(),
-        )
-        .await;
+        self.event(obj, true, reason, action, note).await;
+    }
+
+    /// A `Warning` Event about `obj` when `warning`, else a `Normal` one: for
+    /// Events a pure decide step chose.
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: impl Into<String>,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.best_effort(&obj.object_ref(&()), type_, reason, action, note.into())
+            .await;
     }
 
     /// Publishes an Event about the referenced object.

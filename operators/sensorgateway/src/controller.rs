@@ -278,15 +278,9 @@ async fn restart_pod(
 /// The Events decided for the status just written.
 async fn publish(sg: &SensorGateway, ctx: &Context<State>, notes: &[Note]) {
     for note in notes {
-        if note.warning {
-            ctx.events
-                .warning(sg, note.reason, "Watch", note.message.clone())
-                .await;
-        } else {
-            ctx.events
-                .normal(sg, note.reason, "Watch", note.message.clone())
-                .await;
-        }
+        ctx.events
+            .event(sg, note.warning, note.reason, "Watch", note.message.clone())
+            .await;
     }
 }
 
