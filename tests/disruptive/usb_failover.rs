@@ -20,16 +20,15 @@ use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
 use homelab_test_support::pods::{taint_keys, wait_only_pod_on};
 use homelab_test_support::sample::PodSampler;
 use homelab_test_support::{Cluster, TestNamespace, wait_for, wait_for_list};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::failover::RecoverOnDrop;
 use crate::usb::{
-    APP, ClusterCleanup, ControllerTask, FakeNode, WAIT, condition_is, consumer, create_pin,
-    follow_plugin, pin_name, ready, running_on,
+    APP, ClusterCleanup, ControllerTask, FakeNode, WAIT, condition_is, follow_plugin, found_pin,
+    pin_name, ready, running_on, start_consumer,
 };
 
 /// Where the stick and the consumer are, until it loses power.
@@ -79,7 +78,7 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
 
     // The coordinator stick on pi4-2; the consumer starts there.
     lost.tree.plug("1-1.2", &SONOFF_ZIGBEE, "ttyUSB0").unwrap();
-    let pin = create_pin(
+    let pin = found_pin(
         &ns,
         &name,
         &SONOFF_ZIGBEE,
@@ -87,15 +86,7 @@ async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
                "failover": {"preferredNodes": [LOST]}}),
     )
     .await;
-    wait_for(&pins, &name, WAIT, |p| {
-        condition_is(p, "Ready", "True", "DeviceFound")
-    })
-    .await
-    .unwrap();
-    ns.api::<Deployment>()
-        .create(&PostParams::default(), &consumer(&pin).await)
-        .await
-        .unwrap();
+    start_consumer(&ns, &pin).await;
     let selector = ListParams::default().labels(&format!("app={APP}"));
     let first = wait_only_pod_on(&pods, &selector, LOST, WAIT)
         .await

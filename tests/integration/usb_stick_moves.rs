@@ -15,15 +15,14 @@ use homelab_node_agent::fixtures::SONOFF_ZIGBEE;
 use homelab_test_support::pods::wait_only_pod_on;
 use homelab_test_support::sample::PodSampler;
 use homelab_test_support::{TestNamespace, wait_for, wait_for_event_reasons, wait_for_list};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::json;
 
 use crate::usb::{
-    APP, ClusterCleanup, ControllerTask, FakeNode, WAIT, condition_is, consumer, create_pin,
-    follow_plugin, pin_name, ready, running_on,
+    APP, ClusterCleanup, ControllerTask, FakeNode, WAIT, condition_is, follow_plugin, found_pin,
+    pin_name, ready, running_on, start_consumer,
 };
 use crate::usbdevicepin::delete_pin_and_wait_for_labels;
 
@@ -48,24 +47,16 @@ async fn the_consumer_follows_a_stick_moved_from_pi4_1_to_pi4_2() {
         follow_plugin(&client, &pi2, &name),
     ];
     pi1.tree.plug("1-1.2", &SONOFF_ZIGBEE, "ttyUSB0").unwrap();
-    let pin = create_pin(
+    let pin = found_pin(
         &ns,
         &name,
         &SONOFF_ZIGBEE,
         json!({"containerPath": "/dev/zigbee"}),
     )
     .await;
-    wait_for(&pins, &name, WAIT, |p| {
-        condition_is(p, "Ready", "True", "DeviceFound")
-    })
-    .await
-    .unwrap();
 
     // The consumer asks for the pin through the kit helper: one unit of its resource.
-    ns.api::<Deployment>()
-        .create(&PostParams::default(), &consumer(&pin).await)
-        .await
-        .unwrap();
+    start_consumer(&ns, &pin).await;
     let selector = ListParams::default().labels(&format!("app={APP}"));
     let first = wait_only_pod_on(&pods, &selector, "pi4-1", WAIT)
         .await

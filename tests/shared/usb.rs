@@ -246,6 +246,30 @@ pub fn ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Creates the pin for `stick` (see [`create_pin`]) and waits until its device is
+/// found on a node.
+pub async fn found_pin(
+    ns: &TestNamespace,
+    name: &str,
+    stick: &Stick,
+    extra: serde_json::Value,
+) -> UsbDevicePin {
+    create_pin(ns, name, stick, extra).await;
+    homelab_test_support::wait_for(&ns.api::<UsbDevicePin>(), name, WAIT, |p| {
+        condition_is(p, "Ready", "True", "DeviceFound")
+    })
+    .await
+    .unwrap()
+}
+
+/// Starts the [`consumer`] Deployment of `pin` in the test's namespace.
+pub async fn start_consumer(ns: &TestNamespace, pin: &UsbDevicePin) {
+    ns.api::<Deployment>()
+        .create(&PostParams::default(), &consumer(pin).await)
+        .await
+        .unwrap();
+}
+
 pub async fn consumer(pin: &UsbDevicePin) -> Deployment {
     let mut deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": APP},
