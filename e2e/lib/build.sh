@@ -37,6 +37,7 @@ build_into() { # dir, label, command...
   # Two e2e/cluster commands at once (`up` beside a test's `kubectl`) would
   # build into the same .partial directory: the second waits for the first.
   local lock
+  mkdir -p "$(dirname "$dir")"
   exec {lock}>"$dir.lock"
   flock "$lock"
   if [ -f "$dir/.complete" ]; then
