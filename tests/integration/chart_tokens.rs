@@ -9,7 +9,7 @@ use homelab_api::conditions::types;
 use homelab_api::{MediaServer, SensorGateway};
 use homelab_test_support::mosquitto::Mosquitto;
 use homelab_test_support::mqtt::{FakeGateway, credentials_secret, mqtt_spec};
-use homelab_test_support::storage::{delete_volumes, nfs_claim};
+use homelab_test_support::storage::nfs_claim;
 use homelab_test_support::{
     TestNamespace, apply, client, client_as, controller, install_crds, wait_condition, wait_for,
 };
@@ -73,7 +73,7 @@ async fn controllers_do_their_work_under_the_charts_service_account_tokens() {
     ];
 
     // A MediaServer: Deployment, Service, pods and nodes read.
-    let volume = nfs_claim(&home, "navidrome-data").await.unwrap();
+    nfs_claim(&home, "navidrome-data").await.unwrap();
     let servers = home.api::<MediaServer>();
     apply(&servers, "navidrome", json!({
         "preset": "Navidrome", "config": {"existingClaim": "navidrome-data"},
@@ -120,5 +120,4 @@ async fn controllers_do_their_work_under_the_charts_service_account_tokens() {
     .await
     .unwrap();
     drop(running);
-    delete_volumes(&home, &[volume]).await;
 }

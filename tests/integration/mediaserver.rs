@@ -15,10 +15,8 @@ use homelab_mediaserver::build::names::{KEEP_ANNOTATION, SERVER_LABEL};
 use homelab_mediaserver::{CONTROLLER_NAME, Controller, Metrics, State};
 use homelab_test_support::lock::IGPU;
 use homelab_test_support::pods::pod_spec;
-use homelab_test_support::status::{condition, said};
-use homelab_test_support::storage::{
-    block_volume, delete_classes, delete_volumes, local_path_class, nfs_claim, nfs_volume,
-};
+use homelab_test_support::status::{said, says};
+use homelab_test_support::storage::{block_volume, local_path_class, nfs_claim, nfs_volume};
 use homelab_test_support::{
     Objects, TestNamespace, controller, nudge, wait_deleted, wait_exists, wait_for_list,
     wait_settled,
@@ -280,7 +278,7 @@ async fn amd64_only_image_never_lands_on_a_pi_and_a_multi_arch_one_may() {
 #[tokio::test]
 async fn navidrome_with_node_local_music_stays_on_that_node() {
     let (_client, ns, servers, _controller) = setup("ms-local").await;
-    let pv = nfs_claim(&ns, "navidrome-data").await.unwrap();
+    nfs_claim(&ns, "navidrome-data").await.unwrap();
     servers
         .apply(
             "navidrome",
@@ -305,24 +303,18 @@ async fn navidrome_with_node_local_music_stays_on_that_node() {
             .as_deref(),
         Some("pi4-2")
     );
-    let (reason, message) = said(&ms, types::FAILOVER_READY);
-    assert_eq!(
-        condition(&ms, types::FAILOVER_READY).unwrap().status,
-        "False"
-    );
-    assert_eq!(reason, reasons::NODE_LOCAL_STORAGE);
-    assert!(
-        message.contains("music")
-            && message.contains("pi4-2")
-            && message.contains("network storage"),
-        "{message}"
+    let message = says(
+        &ms,
+        types::FAILOVER_READY,
+        "False",
+        reasons::NODE_LOCAL_STORAGE,
+        &["music", "pi4-2", "network storage"],
     );
     assert_eq!(
         ms.status.as_ref().unwrap().failover_reason.as_deref(),
         Some(message.as_str())
     );
-    eprintln!("node-local: FailoverReady=False {reason}: {message}");
-    delete_volumes(&ns, &[pv]).await;
+    eprintln!("node-local: FailoverReady=False: {message}");
 }
 
 #[tokio::test]
@@ -330,7 +322,7 @@ async fn nfs_media_and_attached_config_can_fail_over() {
     let (_client, ns, servers, _controller) = setup("ms-net").await;
     // A disk Kubernetes attaches to one node at a time: a second copy cannot
     // write the config while the first node holds it.
-    let pv = block_volume(&ns, "jellyfin-config").await.unwrap();
+    block_volume(&ns, "jellyfin-config").await.unwrap();
     servers
         .apply(
             "jellyfin",
@@ -345,17 +337,13 @@ async fn nfs_media_and_attached_config_can_fail_over() {
         .wait_condition("jellyfin", types::READY, "True")
         .await;
     let status = ms.status.clone().unwrap();
-    let (reason, message) = said(&ms, types::FAILOVER_READY);
-    assert!(
-        status.is_condition_true(types::FAILOVER_READY),
-        "{reason}: {message}"
+    let message = says(
+        &ms,
+        types::FAILOVER_READY,
+        "True",
+        reasons::ATTACHMENT_ENFORCED,
+        &["celeron-1", "pi4-1", "jellyfin-config"],
     );
-    assert_eq!(reason, reasons::ATTACHMENT_ENFORCED);
-    assert!(
-        message.contains("celeron-1") && message.contains("pi4-1"),
-        "{message}"
-    );
-    assert!(message.contains("jellyfin-config"), "{message}");
     assert!(
         !message.contains("cp-1"),
         "the control plane is tainted: {message}"
@@ -367,8 +355,7 @@ async fn nfs_media_and_attached_config_can_fail_over() {
         .await
         .unwrap();
     assert_eq!(claim.owner_references()[0].name, "jellyfin");
-    eprintln!("network: FailoverReady=True {reason}: {message}");
-    delete_volumes(&ns, &[pv]).await;
+    eprintln!("network: FailoverReady=True: {message}");
 }
 
 #[tokio::test]
@@ -376,7 +363,7 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
     let (_client, ns, servers, _controller) = setup("ms-storage").await;
     // A ReadWriteOnce claim the user bound to an NFS share: RWO says nothing
     // across nodes, and two nodes can mount the share at once.
-    let pv = nfs_claim(&ns, "shared-config").await.unwrap();
+    nfs_claim(&ns, "shared-config").await.unwrap();
     let class = local_path_class(&ns).await.unwrap();
     servers
         .apply(
@@ -405,20 +392,23 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
             "nas.home.arpa:/volume1/shared-config",
         )
         .await;
-    let (reason, message) = said(&shared, types::FAILOVER_READY);
-    assert_eq!(reason, reasons::SHARED_STORAGE_NEEDS_FENCING, "{message}");
-    assert!(
-        message.contains("shared-config")
-            && message.contains("nas.home.arpa:/volume1/shared-config")
-            && message.contains("node.kubernetes.io/out-of-service")
-            && message.contains("failover.fenceNode"),
-        "{message}"
+    let message = says(
+        &shared,
+        types::FAILOVER_READY,
+        "False",
+        reasons::SHARED_STORAGE_NEEDS_FENCING,
+        &[
+            "shared-config",
+            "nas.home.arpa:/volume1/shared-config",
+            "node.kubernetes.io/out-of-service",
+            "failover.fenceNode",
+        ],
     );
     assert_eq!(
         shared.status.as_ref().unwrap().failover_possible,
         Some(false)
     );
-    eprintln!("nfs-backed RWO claim: FailoverReady=False {reason}: {message}");
+    eprintln!("nfs-backed RWO claim: FailoverReady=False: {message}");
 
     let local = servers
         .wait_reason(
@@ -428,17 +418,14 @@ async fn an_nfs_backed_rwo_claim_needs_fencing_and_local_path_does_not_fail_over
             &class,
         )
         .await;
-    let (reason, message) = said(&local, types::FAILOVER_READY);
-    assert_eq!(reason, reasons::NODE_LOCAL_STORAGE, "{message}");
-    assert!(
-        message.contains(&class)
-            && message.contains("rancher.io/local-path")
-            && message.contains("storageClassName"),
-        "{message}"
+    let message = says(
+        &local,
+        types::FAILOVER_READY,
+        "False",
+        reasons::NODE_LOCAL_STORAGE,
+        &[&class, "rancher.io/local-path", "storageClassName"],
     );
-    eprintln!("local-path class: FailoverReady=False {reason}: {message}");
-    delete_volumes(&ns, &[pv]).await;
-    delete_classes(&ns, &[class]).await;
+    eprintln!("local-path class: FailoverReady=False: {message}");
 }
 
 #[tokio::test]
@@ -685,8 +672,8 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     }
 
     // The claim appears: the server goes ahead without anyone touching it.
-    let config = nfs_volume(&ns, "navidrome-config").await.unwrap();
-    let music = nfs_claim(&ns, "music").await.unwrap();
+    nfs_volume(&ns, "navidrome-config").await.unwrap();
+    nfs_claim(&ns, "music").await.unwrap();
     servers
         .wait_condition("navidrome", types::READY, "True")
         .await;
@@ -695,7 +682,6 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
             .await
             .unwrap()
     );
-    delete_volumes(&ns, &[config, music]).await;
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
-//! One namespace per test, deleted when the test ends, pass or fail.
+//! One namespace per test, deleted when the test ends, pass or fail, with the
+//! cluster-wide objects the test made for it (volumes, StorageClasses).
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 
 use crate::{Cluster, Error, client, install_crds};
@@ -23,8 +25,13 @@ impl<K> Namespaced for K where
 {
 }
 
+/// The label on a test's namespace (its prefix) and on the cluster-wide
+/// objects made for it (the namespace's name), by which they are cleaned up.
+pub const TEST_LABEL: &str = "homelab.home.arpa/test";
+
 /// A namespace created for one test; dropping it deletes it (in the background:
-/// the API server finishes the cascade on its own).
+/// the API server finishes the cascade on its own), and the volumes and
+/// StorageClasses labelled as made for it.
 pub struct TestNamespace {
     name: String,
     client: Client,
@@ -36,7 +43,7 @@ impl TestNamespace {
         let namespace = Namespace {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{prefix}-")),
-                labels: Some([("homelab.home.arpa/test".to_string(), prefix.to_string())].into()),
+                labels: Some([(TEST_LABEL.to_string(), prefix.to_string())].into()),
                 ..ObjectMeta::default()
             },
             ..Namespace::default()
@@ -127,6 +134,15 @@ impl Drop for TestNamespace {
                     .connect()
                     .await
                     .map_err(std::io::Error::other)?;
+                // Best effort: a volume or class left behind only costs a
+                // name that the next test's namespace will not reuse.
+                let made_for = ListParams::default().labels(&format!("{TEST_LABEL}={name}"));
+                let _ = Api::<PersistentVolume>::all(client.clone())
+                    .delete_collection(&DeleteParams::default(), &made_for)
+                    .await;
+                let _ = Api::<StorageClass>::all(client.clone())
+                    .delete_collection(&DeleteParams::default(), &made_for)
+                    .await;
                 Api::<Namespace>::all(client)
                     .delete(&name, &DeleteParams::background())
                     .await

@@ -63,6 +63,25 @@ pub fn said<K: Kind>(obj: &K, type_: &str) -> (String, String) {
     (c.reason.clone(), c.message.clone())
 }
 
+/// Asserts that condition `type_` is `status` for `reason`, with a message
+/// that mentions every one of `words`; panics with what it says instead.
+/// Returns the message.
+pub fn says<K: Kind>(obj: &K, type_: &str, status: &str, reason: &str, words: &[&str]) -> String {
+    let (got, message) = said(obj, type_);
+    let c = condition(obj, type_).map_or("", |c| c.status.as_str());
+    let missing: Vec<&str> = words
+        .iter()
+        .copied()
+        .filter(|w| !message.contains(w))
+        .collect();
+    assert!(
+        c == status && got == reason && missing.is_empty(),
+        "{}: wanted {type_}={status} {reason} mentioning {words:?}, it says {type_}={c} {got}: {message} (not mentioned: {missing:?})",
+        obj.meta().name.as_deref().unwrap_or_default(),
+    );
+    message
+}
+
 /// Whether condition `type_` is set with `status` and `reason`.
 pub fn condition_is<K: Kind>(obj: &K, type_: &str, status: &str, reason: &str) -> bool {
     condition(obj, type_).is_some_and(|c| c.status == status && c.reason == reason)

@@ -7,14 +7,15 @@
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use serde_json::{Value, json};
 
+use crate::namespace::TEST_LABEL;
 use crate::{Error, TestNamespace};
 
 /// Creates an NFS-backed ReadWriteOnce volume reserved for `claim` in the test
-/// namespace, labelled with that namespace so leftovers are easy to find.
-/// Returns the volume's name (volumes are cluster-wide: delete it afterwards).
+/// namespace, labelled with that namespace, whose end deletes it too.
+/// Returns the volume's name.
 pub async fn nfs_volume(ns: &TestNamespace, claim: &str) -> Result<String, Error> {
     let nfs = json!({"nfs": {"server": "nas.home.arpa", "path": format!("/volume1/{claim}")}});
     volume(ns, claim, nfs).await
@@ -46,7 +47,7 @@ pub async fn block_claim(ns: &TestNamespace, claim: &str) -> Result<String, Erro
 pub async fn local_path_class(ns: &TestNamespace) -> Result<String, Error> {
     let name = format!("{}-local-path", ns.name());
     let class: StorageClass = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"homelab.home.arpa/test": ns.name()}},
+        "metadata": {"name": name, "labels": {TEST_LABEL: ns.name()}},
         "provisioner": "rancher.io/local-path",
         "volumeBindingMode": "WaitForFirstConsumer",
         "reclaimPolicy": "Delete",
@@ -57,15 +58,6 @@ pub async fn local_path_class(ns: &TestNamespace) -> Result<String, Error> {
         .await
         .map_err(Error::api(format!("creating StorageClass {name}")))?;
     Ok(name)
-}
-
-/// Deletes StorageClasses made by [`local_path_class`]; ones already gone are
-/// fine.
-pub async fn delete_classes(ns: &TestNamespace, names: &[String]) {
-    let api = Api::<StorageClass>::all(ns.client().clone());
-    for name in names {
-        let _ = api.delete(name, &DeleteParams::default()).await;
-    }
 }
 
 async fn volume(ns: &TestNamespace, claim: &str, source: Value) -> Result<String, Error> {
@@ -81,7 +73,7 @@ async fn volume(ns: &TestNamespace, claim: &str, source: Value) -> Result<String
         spec.extend(source.clone());
     }
     let pv: PersistentVolume = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"homelab.home.arpa/test": ns.name()}},
+        "metadata": {"name": name, "labels": {TEST_LABEL: ns.name()}},
         "spec": spec,
     }))
     .map_err(Error::Json)?;
@@ -116,12 +108,4 @@ async fn user_claim(ns: &TestNamespace, claim: &str) -> Result<(), Error> {
         .await
         .map_err(Error::api(format!("creating claim {claim}")))?;
     Ok(())
-}
-
-/// Deletes volumes made by [`nfs_volume`]; ones already gone are fine.
-pub async fn delete_volumes(ns: &TestNamespace, names: &[String]) {
-    let api = Api::<PersistentVolume>::all(ns.client().clone());
-    for name in names {
-        let _ = api.delete(name, &DeleteParams::default()).await;
-    }
 }

@@ -32,11 +32,7 @@ pub struct Caches {
     pub pods: Store<Pod>,
 }
 
-impl std::fmt::Debug for Caches {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Caches").finish_non_exhaustive()
-    }
-}
+homelab_kit::debug_by_name!(Caches);
 
 /// What the caches hold of one backup's runs when its reconcile starts.
 #[derive(Clone, Debug, Default)]

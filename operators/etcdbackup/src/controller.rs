@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use homelab_api::EtcdBackup;
 use homelab_api::etcdbackup::EtcdBackupStatus;
-use homelab_kit::{Action, Context, STALE_RETRY, being_deleted};
+use homelab_kit::{Action, Context, Kept, STALE_RETRY, being_deleted};
 use k8s_openapi::api::batch::v1::CronJob;
 use kube::{Api, ResourceExt};
 
@@ -126,7 +126,7 @@ async fn apply_cronjob(
     let cronjobs: Api<CronJob> = Api::namespaced(ctx.client.clone(), ns);
     let (_, wrote) = ctx
         .manager
-        .apply_unless_current(&cronjobs, current, desired)
+        .apply_unless_current(&cronjobs, current, Kept::Whole, desired)
         .await
         .map_err(Error::Apply)?;
     if wrote {

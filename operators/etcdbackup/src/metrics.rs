@@ -255,19 +255,26 @@ mod tests {
             None,
         )));
         let text = scrape(store);
-        for line in [
+        let lines = [
             r#"homelab_etcdbackup_last_success_timestamp_seconds{namespace="kube-system",name="hourly"} 1796378400"#,
             r#"homelab_etcdbackup_last_success_size_bytes{namespace="kube-system",name="hourly"} 123456"#,
             r#"homelab_etcdbackup_last_success_duration_seconds{namespace="kube-system",name="hourly"} 2.5"#,
             r#"homelab_etcdbackup_stale{namespace="kube-system",name="hourly"} 1"#,
             r#"homelab_etcdbackup_stale{namespace="kube-system",name="new"} 0"#,
-        ] {
+        ];
+        says(
+            &text,
+            &lines,
+            r#"last_success_timestamp_seconds{namespace="kube-system",name="new"}"#,
+        );
+    }
+
+    /// Asserts that `text` holds every one of `lines` and not `absent`.
+    fn says(text: &str, lines: &[&str], absent: &str) {
+        for line in lines {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
-        assert!(
-            !text.contains(r#"last_success_timestamp_seconds{namespace="kube-system",name="new"}"#),
-            "{text}"
-        );
+        assert!(!text.contains(absent), "{absent} in\n{text}");
     }
 
     /// What a scrape of the gauges over `store` says.
@@ -305,7 +312,7 @@ mod tests {
             writer.apply_watcher_event(&watcher::Event::Apply(b));
         }
         let text = scrape(store);
-        for line in [
+        let lines = [
             r#"homelab_etcdbackup_last_run_failed{namespace="kube-system",name="hourly"} 1"#,
             r#"homelab_etcdbackup_last_run_failed{namespace="kube-system",name="nightly"} 0"#,
             r#"homelab_etcdbackup_last_run_failed{namespace="kube-system",name="k3s-sqlite"} 1"#,
@@ -313,12 +320,11 @@ mod tests {
             r#"homelab_etcdbackup_etcd_members{namespace="kube-system",name="hourly"} 3"#,
             r#"homelab_etcdbackup_etcd_members_healthy{namespace="kube-system",name="hourly"} 2"#,
             r#"homelab_etcdbackup_etcd_members_healthy{namespace="kube-system",name="nightly"} 3"#,
-        ] {
-            assert!(text.contains(line), "{line} missing in\n{text}");
-        }
-        assert!(
-            !text.contains(r#"members{namespace="kube-system",name="k3s-sqlite"}"#),
-            "{text}"
+        ];
+        says(
+            &text,
+            &lines,
+            r#"members{namespace="kube-system",name="k3s-sqlite"}"#,
         );
     }
 

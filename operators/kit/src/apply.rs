@@ -92,6 +92,19 @@ impl OwnWrites {
     }
 }
 
+/// What the cache an applied object is read from keeps of it, which decides
+/// how [`FieldManager::apply_unless_current`] tells that it already is what is
+/// desired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kept {
+    /// The whole object: every desired field is compared.
+    Whole,
+    /// Its metadata and status, not its spec (a Deployment's pod template is
+    /// most of its size): the labels, annotations and the generation this
+    /// controller's last apply stored stand in for the spec.
+    WithoutSpec,
+}
+
 /// How a status is written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StatusPatch {
@@ -185,28 +198,31 @@ impl FieldManager {
         Ok(stored)
     }
 
-    /// As [`FieldManager::apply_unless_current`], for a `current` read from a
-    /// cache that keeps an object's metadata and status but not its spec (a
-    /// Deployment's pod template is most of its size). "Already is" then means:
-    /// the hash of the last desired object applied is the same, every desired
-    /// label and annotation is there, and the spec's generation is the one this
-    /// controller's own last apply stored, so nobody else changed it since.
-    /// After a restart that generation is not known yet: the first reconcile
-    /// applies once, which the API server answers without a write when nothing
-    /// differs. Returns whether the API server stored a change.
+    /// Applies `desired` unless `current` already is it, and returns the object
+    /// as it now is and whether the API server stored a change.
+    ///
+    /// "Already is" needs the object to carry the hash of the last desired
+    /// object applied ([`DESIRED_HASH_ANNOTATION`]): that sees a field the
+    /// controller stopped setting, which comparing fields alone cannot. Beyond
+    /// that it depends on what the cache `current` comes from keeps (see
+    /// [`Kept`]): every desired field must still have its value, or, where the
+    /// cache keeps no spec, every desired label and annotation must be there
+    /// and the spec's generation must be the one this controller's own last
+    /// apply stored. Either way someone else's edit is seen and undone, and a
+    /// steady state writes nothing at all.
     ///
     /// # Errors
     /// As [`FieldManager::apply`].
-    pub async fn apply_unless_generation_current<C: Applied>(
+    pub async fn apply_unless_current<C: Applied>(
         &self,
         api: &Api<C>,
         current: Option<&C>,
+        kept: Kept,
         mut desired: C,
     ) -> Result<(C, bool), Error> {
         stamp_hash(&mut desired)?;
         if let Some(current) = current
-            && self.own.generation_is_own(current.meta())
-            && is_applied(&to_value(current.meta())?, &to_value(desired.meta())?)
+            && self.already_is(current, &desired, kept)?
         {
             return Ok((current.clone(), false));
         }
@@ -217,32 +233,17 @@ impl FieldManager {
         Ok((stored, changed))
     }
 
-    /// Applies `desired` unless `current` already is it, and returns the object
-    /// as it now is and whether it wrote.
-    ///
-    /// "Already is" needs two things. The object must carry the hash of the
-    /// last desired object applied ([`DESIRED_HASH_ANNOTATION`]): that sees a
-    /// field the controller stopped setting, which comparing fields alone
-    /// cannot. And every desired field must still have its value
-    /// ([`is_applied`]): that sees someone else's edit of a field the
-    /// controller owns. A steady state thus writes nothing at all.
-    ///
-    /// # Errors
-    /// As [`FieldManager::apply`].
-    pub async fn apply_unless_current<C: Applied>(
-        &self,
-        api: &Api<C>,
-        current: Option<&C>,
-        mut desired: C,
-    ) -> Result<(C, bool), Error> {
-        stamp_hash(&mut desired)?;
-        if let Some(current) = current
-            && is_applied(&to_value(current)?, &to_value(&desired)?)
-        {
-            return Ok((current.clone(), false));
-        }
-        let stored = self.apply(api, &desired).await?;
-        Ok((stored, true))
+    fn already_is<C: Applied>(&self, current: &C, desired: &C, kept: Kept) -> Result<bool, Error> {
+        Ok(match kept {
+            Kept::Whole => is_applied(&to_value(current)?, &to_value(desired)?),
+            // After a restart the generation is not known yet: the first
+            // reconcile applies once, which the API server answers without a
+            // write when nothing differs.
+            Kept::WithoutSpec => {
+                self.own.generation_is_own(current.meta())
+                    && is_applied(&to_value(current.meta())?, &to_value(desired.meta())?)
+            }
+        })
     }
 
     /// Writes `desired` as the status of `obj` when it differs from

@@ -162,11 +162,7 @@ pub struct CachesReady {
     all: Arc<Mutex<Option<Shared<BoxFuture<'static, ()>>>>>,
 }
 
-impl std::fmt::Debug for CachesReady {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachesReady").finish_non_exhaustive()
-    }
-}
+crate::debug_by_name!(CachesReady);
 
 impl CachesReady {
     /// Adds a cache to wait for.

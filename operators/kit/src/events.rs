@@ -9,7 +9,6 @@
 //! Publishing is best effort: a refused Event is logged, never a reconcile
 //! error.
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
@@ -33,11 +32,7 @@ pub struct EventPublisher {
     recorder: Recorder,
 }
 
-impl std::fmt::Debug for EventPublisher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventPublisher").finish_non_exhaustive()
-    }
-}
+crate::debug_by_name!(EventPublisher);
 
 impl EventPublisher {
     /// A publisher for `controller` (e.g. `"homelab.home.arpa/mediaserver-controller"`),
@@ -86,38 +81,11 @@ impl EventPublisher {
         } else {
             EventType::Normal
         };
-        self.best_effort(&obj.object_ref(&()), type_, reason, action, note.into())
-            .await;
-    }
-
-    /// Publishes an Event about the referenced object.
-    ///
-    /// # Errors
-    /// [`Error::Kube`] when the API server refuses the Event.
-    pub async fn publish(
-        &self,
-        regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) -> Result<(), Error> {
-        let event = build_event(type_, reason, action, note);
-        self.recorder
-            .publish(&event, regarding)
-            .await
-            .map_err(|e| Error::kube(format!("publish Event {}", event.reason), e))
-    }
-
-    async fn best_effort(
-        &self,
-        regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        if let Err(err) = self.publish(regarding, type_, reason, action, note).await {
+        let event = build_event(type_, reason, action, note.into());
+        // An Event is a courtesy to the reader: failing to publish one must
+        // not fail the reconcile that had something to say.
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            let err = Error::kube(format!("publish Event {}", event.reason), err);
             tracing::warn!(error = %crate::error::report(&err), "could not publish Event");
         }
     }

@@ -72,6 +72,19 @@
 //! [`apply`], [`objects`] (per-object gauges), [`telemetry`] (logs), [`error`], [`device_pin`] (consuming a
 //! UsbDevicePin).
 
+/// Implements `Debug` as the type's name alone, for caches, recorders and the
+/// like: their contents would flood a log line and tell its reader nothing.
+#[macro_export]
+macro_rules! debug_by_name {
+    ($ty:ident) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($ty)).finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 pub mod apply;
 pub mod backoff;
 pub mod cache;
@@ -95,7 +108,7 @@ pub mod settings;
 pub mod single_replica;
 pub mod telemetry;
 
-pub use apply::{FieldManager, StatusPatch, StatusWrite};
+pub use apply::{FieldManager, Kept, StatusPatch, StatusWrite};
 pub use error::Error;
 pub use events::EventPublisher;
 pub use homelab_api::conditions::Outcome;

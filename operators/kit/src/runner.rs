@@ -919,22 +919,10 @@ where
         retry_in_secs = delay.as_secs(),
         "reconcile failed"
     );
-    let reference = obj.object_ref(&());
     let reason = err.event_reason();
     let events = ctx.events.clone();
     tokio::spawn(async move {
-        let published = events
-            .publish(
-                &reference,
-                kube::runtime::events::EventType::Warning,
-                reason,
-                "Reconcile",
-                message,
-            )
-            .await;
-        if let Err(err) = published {
-            tracing::warn!(error = %report(&err), "could not publish the failure Event");
-        }
+        events.warning(&*obj, reason, "Reconcile", message).await;
     });
     Action::requeue(delay)
 }

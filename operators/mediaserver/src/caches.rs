@@ -42,11 +42,7 @@ pub struct Caches {
     pub leases: Store<Lease>,
 }
 
-impl std::fmt::Debug for Caches {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Caches").finish_non_exhaustive()
-    }
-}
+homelab_kit::debug_by_name!(Caches);
 
 impl Caches {
     /// Adds the watches to `runner` (in its watched namespace, or every namespace).
@@ -114,7 +110,7 @@ impl Caches {
 /// A Deployment as a server's reconcile reads it: its metadata (the hash of
 /// what was applied, its generation) and its status. Not its pod template,
 /// most of its size: whether someone else changed the spec shows in the
-/// generation ([`homelab_kit::FieldManager::apply_unless_generation_current`]).
+/// generation ([`homelab_kit::Kept::WithoutSpec`]).
 fn trim_deployment(d: &mut Deployment) {
     cache::trim(d);
     d.spec = None;

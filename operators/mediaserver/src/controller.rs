@@ -9,12 +9,12 @@ use homelab_api::conditions::types;
 use homelab_api::{ConditionedStatus, MediaServer, MediaServerStatus};
 use homelab_kit::failover::FailoverMetrics;
 use homelab_kit::settings::AllowedHostPaths;
-use homelab_kit::{Action, Context, STALE_RETRY, being_deleted};
+use homelab_kit::{Action, Context, Kept, STALE_RETRY, being_deleted};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use kube::{Api, ResourceExt};
 
-use crate::apply::{apply, apply_over_trimmed};
+use crate::apply::apply;
 use crate::build::{self, Desired};
 use crate::caches::Caches;
 use crate::error::Error;
@@ -167,7 +167,7 @@ async fn apply_all(
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     for claim in desired.claims {
         let current = observed.claims.get(&claim.name_any());
-        apply(manager, metrics, &claims, current, claim)
+        apply(manager, metrics, &claims, current, Kept::Whole, claim)
             .await
             .map_err(Error::Apply)?;
     }
@@ -180,13 +180,15 @@ async fn apply_all(
             metrics,
             &services,
             observed.service.as_ref(),
+            Kept::Whole,
             desired.service,
         ),
-        apply_over_trimmed(
+        apply(
             manager,
             metrics,
             &deployments,
             observed.deployment.as_ref(),
+            Kept::WithoutSpec,
             desired.deployment,
         ),
     )

@@ -183,6 +183,13 @@ mod tests {
     use kube::api::ObjectMeta;
     use serde_json::json;
 
+    /// Asserts that `message` mentions every one of `words`.
+    fn mentions(message: &str, words: &[&str]) {
+        for w in words {
+            assert!(message.contains(w), "{w:?} not in: {message}");
+        }
+    }
+
     fn two_nodes() -> Vec<String> {
         vec!["celeron-1".into(), "n100-1".into()]
     }
@@ -211,12 +218,7 @@ mod tests {
         let a = analyse(&ms, &["pi4-2".into()], &Observed::default(), false);
         assert!(!a.possible);
         assert_eq!(a.reason, reasons::NODE_LOCAL_STORAGE);
-        assert!(
-            a.message.contains("music") && a.message.contains("pi4-2"),
-            "{}",
-            a.message
-        );
-        assert!(a.message.contains("network storage"), "{}", a.message);
+        mentions(&a.message, &["music", "pi4-2", "network storage"]);
     }
 
     #[test]
@@ -256,11 +258,7 @@ mod tests {
         observed.volumes.insert("pv-1".into(), pv);
         let a = analyse(&ms, &two_nodes(), &observed, false);
         assert!(!a.possible);
-        assert!(
-            a.message.contains("pv-1") && a.message.contains("pi4-1"),
-            "{}",
-            a.message
-        );
+        mentions(&a.message, &["pv-1", "pi4-1"]);
     }
 
     #[test]
@@ -291,13 +289,7 @@ mod tests {
         });
         let a = analyse(&ms, &two_nodes(), &observed, false);
         assert_eq!(a.reason, reasons::NODE_LOCAL_STORAGE);
-        assert!(
-            a.message.contains("local-path")
-                && a.message.contains("k3s")
-                && a.message.contains("storageClassName"),
-            "{}",
-            a.message
-        );
+        mentions(&a.message, &["local-path", "k3s", "storageClassName"]);
     }
 
     /// A config claim bound to volume `pv-1` with `spec`.
@@ -331,12 +323,9 @@ mod tests {
             "{}",
             a.message
         );
-        assert!(
-            a.message.contains("jellyfin-config")
-                && a.message.contains("nas:/jellyfin")
-                && a.message.contains("out-of-service"),
-            "{}",
-            a.message
+        mentions(
+            &a.message,
+            &["jellyfin-config", "nas:/jellyfin", "out-of-service"],
         );
         // With fenceNode and the administrator's permission, it fences first.
         let fencing = media_server(json!({

@@ -51,11 +51,7 @@ pub struct Caches {
     pub leases: Store<Lease>,
 }
 
-impl std::fmt::Debug for Caches {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Caches").finish_non_exhaustive()
-    }
-}
+homelab_kit::debug_by_name!(Caches);
 
 /// What the caches hold of one gateway's world when its reconcile starts.
 #[derive(Clone, Debug, Default)]

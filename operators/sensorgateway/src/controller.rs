@@ -11,7 +11,7 @@ use homelab_api::sensorgateway::SensorGatewayStatus;
 use homelab_kit::failover::FailoverMetrics;
 use homelab_kit::failover::workload;
 use homelab_kit::settings::AllowedHostPaths;
-use homelab_kit::{Action, Context, STALE_RETRY, being_deleted};
+use homelab_kit::{Action, Context, Kept, STALE_RETRY, being_deleted};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::api::{DeleteParams, Preconditions};
@@ -201,7 +201,7 @@ async fn apply_all(
     if let Some(service) = desired.service {
         let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
         let (_, wrote) = manager
-            .apply_unless_current(&services, cluster.service.as_ref(), service)
+            .apply_unless_current(&services, cluster.service.as_ref(), Kept::Whole, service)
             .await
             .map_err(Error::Apply)?;
         if wrote {
@@ -211,7 +211,7 @@ async fn apply_all(
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let current = cluster.deployment.as_ref();
     let (_, wrote) = manager
-        .apply_unless_current(&deployments, current, desired.deployment)
+        .apply_unless_current(&deployments, current, Kept::Whole, desired.deployment)
         .await
         .map_err(Error::Apply)?;
     if wrote {

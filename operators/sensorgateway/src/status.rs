@@ -388,6 +388,30 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
     }
 
+    /// A connection opened at `since` that has heard nothing yet, for a
+    /// gateway with `sensors` listed sensors.
+    fn heard_nothing(since: Timestamp, sensors: usize) -> Observation {
+        Observation {
+            connection: Connection {
+                connected: false,
+                since,
+                message: None,
+            },
+            availability: None,
+            sensors: vec![None; sensors],
+        }
+    }
+
+    /// The gateway's pod, ready on pi4-2 since ts(0).
+    fn ready_pod() -> PodView {
+        PodView {
+            name: "z-1".into(),
+            uid: "u".into(),
+            node: Some("pi4-2".into()),
+            ready_since: Some(ts(0)),
+        }
+    }
+
     fn watched(
         payload: &str,
         connected: bool,
@@ -408,14 +432,13 @@ mod tests {
             "z",
             json!({"preset": "Zigbee2MQTT", "sensors": [{"name": "tomato-bed", "topic": "zigbee2mqtt/moisture", "staleAfter": "10m"}]}),
         );
-        let plan = validate(&sg).unwrap();
         let connection = Connection {
             connected,
             since: ts(0),
             message: (!connected).then(|| "cannot reach the broker at b:1883: refused".into()),
         };
         let observed = Observation {
-            connection: connection.clone(),
+            connection,
             availability: Some(Seen {
                 at: ts(1),
                 payload: payload.into(),
@@ -423,31 +446,39 @@ mod tests {
             }),
             sensors: vec![sensor_at.map(ts)],
         };
-        let pod = PodView {
-            name: "z-1".into(),
-            uid: "u".into(),
-            node: Some("pi4-2".into()),
-            ready_since: Some(ts(0)),
-        };
+        assessed(&sg, &observed, Some(&ready_pod()), radio_missing, now).1
+    }
+
+    /// What the status of `sg` says at `now`, given what the hub heard
+    /// (`observed`) and its pod, and until when a new connection keeps the
+    /// status as it was.
+    fn assessed(
+        sg: &SensorGateway,
+        observed: &Observation,
+        pod: Option<&PodView>,
+        radio_missing: Option<&str>,
+        now: i64,
+    ) -> (Option<Timestamp>, SensorGatewayStatus) {
+        let plan = validate(sg).unwrap();
         let assessment = assess(Inputs {
             plan: &plan,
-            observed: &observed,
-            previous: None,
-            pod: Some(&pod),
+            observed,
+            previous: sg.status.as_ref(),
+            pod,
             may_restart: true,
             now: ts(now),
         });
-        compute(
-            &sg,
-            Verdict::Watched(Watched {
-                plan: &plan,
-                connection: &connection,
-                address: "b:1883",
-                assessment: &assessment,
-                pod: Some(&pod),
-                radio_missing,
-            }),
-            ts(now),
+        let w = Watched {
+            plan: &plan,
+            connection: &observed.connection,
+            address: "b:1883",
+            assessment: &assessment,
+            pod,
+            radio_missing,
+        };
+        (
+            settling_until(sg, &w, ts(now)),
+            compute(sg, Verdict::Watched(w), ts(now)),
         )
     }
 
@@ -460,46 +491,10 @@ mod tests {
         sg.metadata.generation = Some(3);
         // The previous leader's status: Ready.
         sg.status = Some(watched("online", true, Some(5), 10));
-        let plan = validate(&sg).unwrap();
         // The new leader's connection, just opened at ts(100): nothing known yet.
-        let connection = Connection {
-            connected: false,
-            since: ts(100),
-            message: None,
-        };
-        let observed = Observation {
-            connection: connection.clone(),
-            availability: None,
-            sensors: vec![None],
-        };
-        let pod = PodView {
-            name: "z-1".into(),
-            uid: "u".into(),
-            node: Some("pi4-2".into()),
-            ready_since: Some(ts(0)),
-        };
-        let at = |now: i64| {
-            let assessment = assess(Inputs {
-                plan: &plan,
-                observed: &observed,
-                previous: sg.status.as_ref(),
-                pod: Some(&pod),
-                may_restart: true,
-                now: ts(now),
-            });
-            let w = Watched {
-                plan: &plan,
-                connection: &connection,
-                address: "b:1883",
-                assessment: &assessment,
-                pod: Some(&pod),
-                radio_missing: None,
-            };
-            (
-                settling_until(&sg, &w, ts(now)),
-                compute(&sg, Verdict::Watched(w), ts(now)),
-            )
-        };
+        let observed = heard_nothing(ts(100), 1);
+        let pod = ready_pod();
+        let at = |now: i64| assessed(&sg, &observed, Some(&pod), None, now);
         let (until, kept) = at(103);
         assert_eq!(until, Some(ts(110)));
         assert_eq!(Some(&kept), sg.status.as_ref(), "nothing to write");
@@ -621,37 +616,7 @@ mod tests {
     #[test]
     fn connecting_is_unknown_not_unreachable() {
         let sg = gateway("z", json!({"preset": "Zigbee2MQTT"}));
-        let plan = validate(&sg).unwrap();
-        let connection = Connection {
-            connected: false,
-            since: ts(0),
-            message: None,
-        };
-        let observed = Observation {
-            connection: connection.clone(),
-            availability: None,
-            sensors: vec![],
-        };
-        let assessment = assess(Inputs {
-            plan: &plan,
-            observed: &observed,
-            previous: None,
-            pod: None,
-            may_restart: true,
-            now: ts(1),
-        });
-        let s = compute(
-            &sg,
-            Verdict::Watched(Watched {
-                plan: &plan,
-                connection: &connection,
-                address: "b:1883",
-                assessment: &assessment,
-                pod: None,
-                radio_missing: None,
-            }),
-            ts(1),
-        );
+        let (_, s) = assessed(&sg, &heard_nothing(ts(0), 0), None, None, 1);
         let c = s.condition(types::BROKER_CONNECTED).unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),

@@ -82,6 +82,13 @@ pub fn of_state(
 mod tests {
     use super::*;
 
+    /// Asserts that `message` mentions every one of `words`.
+    fn mentions(message: &str, words: &[&str]) {
+        for w in words {
+            assert!(message.contains(w), "{w:?} not in: {message}");
+        }
+    }
+
     fn shared(attached: Option<&str>) -> Storage {
         Storage::Shared {
             why: "is bound to volume pv-1, an NFS share (nas:/z) that every node can mount at once"
@@ -154,12 +161,9 @@ mod tests {
             &FailoverPolicy::default(),
             false,
         );
-        assert!(
-            r.message.contains("nas:/z")
-                && r.message.contains("out-of-service")
-                && r.message.contains("failover.fenceNode"),
-            "{}",
-            r.message
+        mentions(
+            &r.message,
+            &["nas:/z", "out-of-service", "failover.fenceNode"],
         );
         let local = Storage::NodeLocal {
             why:
@@ -167,10 +171,6 @@ mod tests {
                     .into(),
         };
         let r = of_state("claim data", &local, &FailoverPolicy::default(), false);
-        assert!(
-            r.message.contains("storageClassName") && r.message.contains("local-path"),
-            "{}",
-            r.message
-        );
+        mentions(&r.message, &["storageClassName", "local-path"]);
     }
 }

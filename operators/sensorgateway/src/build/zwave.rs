@@ -152,19 +152,26 @@ mod tests {
         (sg, plan)
     }
 
-    #[test]
-    fn the_spec_decides_broker_name_topic_and_radio() {
-        let (sg, plan) = zwave(json!({
+    /// The attic's Z-Wave JS UI, logging in to the broker at `url` with a
+    /// user name and password from the `mqtt` Secret.
+    fn attic_with_credentials(url: &str) -> Value {
+        json!({
             "preset": "ZWaveJSUI",
-            "topicPrefix": "home/zwave",
             "mqtt": {
-                "url": "mqtt://mosquitto.home.svc:1884",
+                "url": url,
                 "clientName": "zwave-attic",
                 "usernameSecretRef": {"name": "mqtt", "key": "user"},
                 "passwordSecretRef": {"name": "mqtt", "key": "password"},
                 "allowPlaintextCredentials": true,
             },
-        }));
+        })
+    }
+
+    #[test]
+    fn the_spec_decides_broker_name_topic_and_radio() {
+        let mut spec = attic_with_credentials("mqtt://mosquitto.home.svc:1884");
+        spec["topicPrefix"] = json!("home/zwave");
+        let (sg, plan) = zwave(spec);
         let s = settings(&sg, &plan, Some("/dev/serial/by-id/usb-zwave"));
         assert_eq!(
             s["set"]["mqtt"],
@@ -207,16 +214,7 @@ mod tests {
             return;
         };
         assert!(out.status.success());
-        let (sg, plan) = zwave(json!({
-            "preset": "ZWaveJSUI",
-            "mqtt": {
-                "url": "mqtt://mosquitto:1883",
-                "clientName": "zwave-attic",
-                "usernameSecretRef": {"name": "mqtt", "key": "user"},
-                "passwordSecretRef": {"name": "mqtt", "key": "password"},
-                "allowPlaintextCredentials": true,
-            },
-        }));
+        let (sg, plan) = zwave(attic_with_credentials("mqtt://mosquitto:1883"));
         let store = std::env::temp_dir().join(format!("zui-merge-{}", std::process::id()));
         std::fs::create_dir_all(&store).unwrap();
         let file = store.join("settings.json");
