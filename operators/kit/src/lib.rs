@@ -107,6 +107,7 @@ pub mod server;
 pub mod settings;
 pub mod single_replica;
 pub mod telemetry;
+pub mod workload;
 
 pub use apply::{FieldManager, Kept, StatusPatch, StatusWrite};
 pub use error::Error;

@@ -3,12 +3,10 @@
 //! in Events.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use homelab_api::conditions::types;
 use homelab_api::{ConditionedStatus, MediaServer, MediaServerStatus};
-use homelab_kit::failover::FailoverMetrics;
-use homelab_kit::settings::AllowedHostPaths;
+use homelab_kit::workload::WorkloadState;
 use homelab_kit::{Action, Context, Kept, STALE_RETRY, being_deleted};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
@@ -30,34 +28,10 @@ use crate::validate::validate;
 pub struct State {
     /// Writes and refusals, for `/metrics` and for tests that count writes.
     pub metrics: Metrics,
-    /// Failovers started, blocked and how long they took.
-    pub failover: FailoverMetrics,
-    /// How long to wait before looking again at a server that is fine.
-    pub resync: Duration,
-    /// How long to wait before looking again at a refused spec (a node
-    /// change also wakes it).
-    pub retry_refused: Duration,
-    /// Where servers may mount host directories (the administrator's
-    /// `HOMELAB_ALLOWED_HOST_PATHS`); none by default.
-    pub allowed_host_paths: AllowedHostPaths,
+    /// Failover metrics, how often to look again, allowed host paths.
+    pub workload: WorkloadState,
     /// What the reconcile reads: the runner's caches.
     pub caches: Caches,
-}
-
-impl State {
-    /// Defaults: resync every 10 minutes, refused specs every 5, no host
-    /// paths allowed.
-    #[must_use]
-    pub fn new(metrics: Metrics, caches: Caches) -> Self {
-        Self {
-            caches,
-            metrics,
-            failover: FailoverMetrics::default(),
-            resync: Duration::from_secs(600),
-            retry_refused: Duration::from_secs(300),
-            allowed_host_paths: AllowedHostPaths::none(),
-        }
-    }
 }
 
 /// The owned objects as stored after applying.
@@ -86,7 +60,7 @@ pub async fn reconcile(ms: Arc<MediaServer>, ctx: Arc<Context<State>>) -> Result
     // What this reconcile did that must be recorded even if the object changed
     // under it (see the end).
     let mut records = MediaServerStatus::default();
-    let (status, action) = match validate(&ms, &observed, &ctx.state.allowed_host_paths) {
+    let (status, action) = match validate(&ms, &observed, &ctx.state.workload.allowed_host_paths) {
         Err(problem) => {
             if ctx.refused(ms.as_ref(), &problem).await {
                 ctx.state.metrics.refused(problem.reason);
@@ -97,7 +71,7 @@ pub async fn reconcile(ms: Arc<MediaServer>, ctx: Arc<Context<State>>) -> Result
                 pods: &observed.pods,
             };
             let status = status::compute(&ms, Verdict::Refused(&problem), seen, now);
-            (status, Action::requeue(ctx.state.retry_refused))
+            (status, Action::requeue(ctx.state.workload.retry_refused))
         }
         Ok(plan) => {
             let desired =
@@ -120,7 +94,7 @@ pub async fn reconcile(ms: Arc<MediaServer>, ctx: Arc<Context<State>>) -> Result
             }
             // Its caches' watches wake it on every change that matters; the
             // resync is only the safety net, the same whether Ready or not.
-            let next = ctx.state.resync;
+            let next = ctx.state.workload.resync;
             let next = lost.requeue.map_or(next, |soon| soon.min(next));
             (status, Action::requeue(next))
         }

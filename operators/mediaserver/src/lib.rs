@@ -34,9 +34,11 @@ mod fixtures;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use homelab_api::MediaServer;
+use homelab_kit::workload::WorkloadState;
 use homelab_kit::{Action, Context, Operator, Runner, Settings};
 use kube::Client;
 
@@ -74,8 +76,7 @@ impl Controller {
     /// and nodes (a refused server may fit once a node joins or gets a GPU).
     #[must_use]
     pub fn new(client: Client, settings: Settings) -> Self {
-        let allowed_host_paths = settings.allowed_host_paths.clone();
-        let mut runner = Runner::<MediaServer>::new(client.clone(), settings)
+        let mut runner = Runner::<MediaServer>::new(client.clone(), settings.clone())
             .ignore_status_changes()
             .export_objects(object_state);
         // A node falling silent changes no object: the kit's heartbeat watch says so.
@@ -88,11 +89,14 @@ impl Controller {
         );
         let metrics = Metrics::default();
         metrics.register(runner.registry());
+        // Resync every 10 minutes, refused specs every 5.
+        let (resync, retry_refused) = (Duration::from_secs(600), Duration::from_secs(300));
+        let workload = WorkloadState::new(&settings, runner.registry(), resync, retry_refused);
         let state = State {
-            allowed_host_paths,
-            ..State::new(metrics, caches)
+            metrics,
+            workload,
+            caches,
         };
-        state.failover.register(runner.registry());
         Self { runner, state }
     }
 
@@ -105,7 +109,7 @@ impl Controller {
     /// The controller's failover metrics (clones count into the same series).
     #[must_use]
     pub fn failover_metrics(&self) -> homelab_kit::failover::FailoverMetrics {
-        self.state.failover.clone()
+        self.state.workload.failover.clone()
     }
 
     /// The controller's metrics (clones count into the same series).

@@ -4,13 +4,11 @@
 //! fail over, write the status, restart, say it in Events). This file acts.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use homelab_api::SensorGateway;
 use homelab_api::sensorgateway::SensorGatewayStatus;
-use homelab_kit::failover::FailoverMetrics;
 use homelab_kit::failover::workload;
-use homelab_kit::settings::AllowedHostPaths;
+use homelab_kit::workload::WorkloadState;
 use homelab_kit::{Action, Context, Kept, STALE_RETRY, being_deleted};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
@@ -36,17 +34,10 @@ pub struct State {
     pub hub: Hub,
     /// The controller's metrics.
     pub metrics: Metrics,
-    /// Failovers started, blocked and how long they took.
-    pub failover: FailoverMetrics,
-    /// How long to wait before looking again at a gateway that is fine (the
-    /// hub wakes it sooner when MQTT says something new).
-    pub resync: Duration,
-    /// How long to wait before looking again at a refused spec: a Secret cannot
-    /// be watched (the controller may only get Secrets), so it is re-read.
-    pub retry_refused: Duration,
-    /// Where gateways may mount host directories (the administrator's
-    /// `HOMELAB_ALLOWED_HOST_PATHS`).
-    pub allowed_host_paths: AllowedHostPaths,
+    /// Failover metrics, how often to look again (the hub wakes a gateway
+    /// sooner when MQTT says something new; a refused spec is looked at often,
+    /// since the Secrets it names cannot be watched), allowed host paths.
+    pub workload: WorkloadState,
     /// What the reconcile reads: the runner's caches (the kubelets' heartbeat
     /// Leases among them).
     pub caches: Caches,
@@ -75,7 +66,7 @@ pub async fn reconcile(sg: Arc<SensorGateway>, ctx: Arc<Context<State>>) -> Resu
     // Observe: the caches, the Secrets the spec names, the clock.
     let observed = observe(&sg, &state.caches, &ctx.client).await?;
     // What to hear (pure: validate, dereference), and what MQTT heard of it.
-    let listened = decide::watch(&sg, &observed, &state.allowed_host_paths).map(|watch| {
+    let listened = decide::watch(&sg, &observed, &state.workload.allowed_host_paths).map(|watch| {
         let heard = state
             .hub
             .observe(&id, &watch.resolved.broker, watch.interest());
@@ -85,8 +76,8 @@ pub async fn reconcile(sg: Arc<SensorGateway>, ctx: Arc<Context<State>>) -> Resu
     let given = Given {
         manager: &ctx.manager,
         fencing_allowed: ctx.fencing_allowed,
-        resync: state.resync,
-        retry_refused: state.retry_refused,
+        resync: state.workload.resync,
+        retry_refused: state.workload.retry_refused,
     };
     let decision = decide::decide(&sg, &observed, listened, given).map_err(Error::Apply)?;
     // Act.

@@ -38,6 +38,7 @@ use futures::StreamExt;
 use homelab_api::SensorGateway;
 use homelab_api::conditions::types;
 use homelab_kit::objects::{ConditionGauges, ObjectState};
+use homelab_kit::workload::WorkloadState;
 use homelab_kit::{Action, Context, Operator, Runner, Settings};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
@@ -107,12 +108,12 @@ impl Controller {
     pub fn with_mqtt_budget(client: Client, settings: Settings, budget: MqttBudget) -> Self {
         let client_prefix = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{CONTROLLER_NAME}-{}", std::process::id()));
-        let allowed_host_paths = settings.allowed_host_paths.clone();
         let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel();
         let hub = Hub::new(wake_tx, &client_prefix, budget);
         let woken = futures::stream::poll_fn(move |cx| wake_rx.poll_recv(cx))
             .map(|id: mqtt::GatewayId| ObjectRef::new(&id.name).within(&id.namespace));
-        let mut runner = Runner::<SensorGateway>::new(client.clone(), settings).reconcile_on(woken);
+        let mut runner =
+            Runner::<SensorGateway>::new(client.clone(), settings.clone()).reconcile_on(woken);
         // A node falling silent changes no object: the kit's heartbeat watch says so.
         let (leases, silence) = homelab_kit::failover::heartbeats::watch(client.clone());
         runner.waits_for(&leases);
@@ -139,15 +140,14 @@ impl Controller {
         );
         hub.register_budget(registry);
         let store = runner.store();
-        let failover = homelab_kit::failover::FailoverMetrics::default();
-        failover.register(runner.registry());
+        // Resync every 5 minutes; refused specs every 30 s (a Secret they name
+        // may appear, and Secrets are not watched).
+        let (resync, retry_refused) = (Duration::from_secs(300), Duration::from_secs(30));
+        let workload = WorkloadState::new(&settings, runner.registry(), resync, retry_refused);
         let state = State {
             hub,
             metrics,
-            failover,
-            resync: Duration::from_secs(300),
-            retry_refused: Duration::from_secs(30),
-            allowed_host_paths,
+            workload,
             caches,
         };
         Self {

@@ -85,7 +85,7 @@ pub async fn handle(
         },
         ctx.failover_actor(
             CONTROLLER_NAME,
-            &ctx.state.failover,
+            &ctx.state.workload.failover,
             &ctx.state.caches.leases,
         ),
     )
