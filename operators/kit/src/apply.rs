@@ -35,17 +35,10 @@ pub struct OwnWrites {
 const MAX_OWN_WRITES: usize = 16_384;
 
 impl OwnWrites {
-    /// Remembers the version an apply stored.
+    /// Remembers the version an apply stored, and its generation.
     pub fn record(&self, meta: &ObjectMeta) {
-        let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) else {
-            return;
-        };
-        let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
-        if versions.len() >= MAX_OWN_WRITES {
-            versions.clear();
-        }
-        versions.insert(uid.clone(), version.clone());
-        if let Some(generation) = meta.generation {
+        self.record_version(meta);
+        if let (Some(uid), Some(generation)) = (&meta.uid, meta.generation) {
             let mut generations = self
                 .generations
                 .lock()
@@ -55,6 +48,19 @@ impl OwnWrites {
             }
             generations.insert(uid.clone(), generation);
         }
+    }
+
+    /// Remembers the version a write stored (a status write, which leaves the
+    /// generation alone).
+    pub fn record_version(&self, meta: &ObjectMeta) {
+        let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) else {
+            return;
+        };
+        let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+        if versions.len() >= MAX_OWN_WRITES {
+            versions.clear();
+        }
+        versions.insert(uid.clone(), version.clone());
     }
 
     /// Whether `meta`'s generation is the one this controller's last apply of
@@ -305,7 +311,12 @@ impl FieldManager {
             }
         };
         match written {
-            Ok(_) => Ok(StatusWrite::Written),
+            Ok(stored) => {
+                // Its echo in the watch of `K` wakes nothing: this reconcile
+                // is done with it.
+                self.own.record_version(stored.meta());
+                Ok(StatusWrite::Written)
+            }
             Err(kube::Error::Api(refusal)) if refusal.code == 409 => {
                 tracing::debug!(
                     object = %describe(obj),

@@ -94,12 +94,12 @@ pub fn node_relevance(node: &Node) -> Option<u64> {
     )))
 }
 
-/// What of a pod its owner's status says: the node it was scheduled to, or
-/// why no node takes it, and whether it is going away. Its readiness is not
-/// here: the owning Deployment's or StatefulSet's status follows it, and
-/// wakes the owner itself. A pod no scheduler has looked at yet wakes nobody.
+/// What of a pod wakes its owner: why no node takes it, and whether it is going
+/// away. Where it runs and whether it is Ready are not here: the owning
+/// Deployment's or StatefulSet's status follows them, and wakes the owner
+/// itself. A pod no scheduler has refused wakes nobody, and one refused and
+/// then placed wakes its owner once (its relevance is gone).
 pub fn pod_relevance(pod: &Pod) -> Option<u64> {
-    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_ref());
     let unschedulable = pod
         .status
         .as_ref()
@@ -109,19 +109,29 @@ pub fn pod_relevance(pod: &Pod) -> Option<u64> {
         .find(|c| c.type_ == "PodScheduled" && c.status == "False")
         .map(|c| c.message.as_deref().unwrap_or_default());
     let deleted = pod.metadata.deletion_timestamp.as_ref();
-    (node.is_some() || unschedulable.is_some() || deleted.is_some())
-        .then(|| hash_of(&(node, unschedulable, deleted)))
+    (unschedulable.is_some() || deleted.is_some()).then(|| hash_of(&(unschedulable, deleted)))
 }
+
+/// Annotations Kubernetes' own controllers keep on the objects they manage
+/// (the Deployment controller numbers each rollout): not an edit by anyone.
+const BOOKKEEPING_ANNOTATIONS: &[&str] = &["deployment.kubernetes.io/revision"];
 
 /// What of an applied object's metadata says someone else changed it: a new
 /// generation (its spec), its labels or annotations (which carry the hash of
 /// what was applied), or that it is going away. For a `relevant` function,
 /// alone ([`applied_relevance`]) or with what the owner reads of its status.
 pub fn edit_marks(meta: &ObjectMeta) -> impl serde::Serialize + '_ {
+    let annotations: std::collections::BTreeMap<&str, &str> = meta
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(key, _)| !BOOKKEEPING_ANNOTATIONS.contains(&key.as_str()))
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
     (
         meta.generation,
         &meta.labels,
-        &meta.annotations,
+        annotations,
         &meta.deletion_timestamp,
     )
 }
@@ -254,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_wakes_its_owner_when_placed_or_refused_not_when_ready() {
+    fn a_pod_wakes_its_owner_when_refused_or_going_away_not_when_placed_or_ready() {
         let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
         let created = pod(json!({"metadata": {"name": "p"}}));
         assert_eq!(pod_relevance(&created), None);
@@ -265,12 +275,19 @@ mod tests {
             json!({"metadata": {"name": "p"}, "spec": {"nodeName": "pi4-1", "containers": []},
                                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}),
         );
-        assert!(pod_relevance(&placed).is_some());
-        assert_eq!(pod_relevance(&placed), pod_relevance(&ready));
+        assert_eq!(pod_relevance(&placed), None);
+        assert_eq!(pod_relevance(&ready), None);
         let refused = pod(json!({"metadata": {"name": "p"}, "status": {"conditions": [
             {"type": "PodScheduled", "status": "False", "message": "0/6 nodes are available"}]}}));
+        let refused_again = pod(json!({"metadata": {"name": "p"}, "status": {"conditions": [
+            {"type": "PodScheduled", "status": "False", "message": "0/7 nodes are available"}]}}));
         assert!(pod_relevance(&refused).is_some());
-        assert_ne!(pod_relevance(&refused), pod_relevance(&placed));
+        assert_ne!(pod_relevance(&refused), pod_relevance(&refused_again));
+        let mut going = ready.clone();
+        going.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert!(pod_relevance(&going).is_some());
     }
 
     #[test]
@@ -291,6 +308,13 @@ mod tests {
         let mut relabelled = applied.clone();
         relabelled.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
         assert_ne!(applied_relevance(&applied), applied_relevance(&relabelled));
+        // The Deployment controller numbering its rollout is nobody's edit.
+        let mut numbered = applied.clone();
+        numbered.metadata.annotations.as_mut().unwrap().insert(
+            "deployment.kubernetes.io/revision".to_owned(),
+            "1".to_owned(),
+        );
+        assert_eq!(applied_relevance(&applied), applied_relevance(&numbered));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -237,7 +237,7 @@ where
     where
         O: Watched,
     {
-        self.cached_trigger(api, config, trim, |_: &O| None, |_: &O| Vec::new())
+        self.cached_trigger(api, config, trim, |_: &O| None, false, |_: &O| Vec::new())
     }
 
     /// [`Runner::cache`] of every object of kind `O` in the cluster, trimmed by
@@ -262,10 +262,10 @@ where
     /// As [`Runner::owns`], and keeps the owned objects whole in a cache
     /// (trimmed by `trim`). A change wakes the owner only when `relevant`
     /// hashes differently from the object's last version (`None`: nothing of
-    /// it matters yet), or it is deleted,
-    /// and only when the controller's own apply did not make it: the
-    /// reconcile that applied it used the result already. Wakes come after
-    /// the settle window ([`Settings::settle`]).
+    /// it matters yet), or it is deleted, and only when the controller's own
+    /// apply did not make it: the reconcile that applied it used the result
+    /// already. For the same reason an owned object's first appearance wakes
+    /// nobody. Wakes come after the settle window ([`Settings::settle`]).
     pub fn owns_cached<C>(&mut self, trim: fn(&mut C), relevant: fn(&C) -> Option<u64>) -> Store<C>
     where
         C: Namespaced,
@@ -277,6 +277,7 @@ where
             watcher::Config::default(),
             trim,
             relevant,
+            false,
             move |child: &C| {
                 if own.is_echo(child.meta()) {
                     return Vec::new();
@@ -303,7 +304,7 @@ where
         O: Watched,
         I: IntoIterator<Item = ObjectRef<K>> + 'static,
     {
-        self.cached_trigger(api, config, trim, relevant, move |o: &O| {
+        self.cached_trigger(api, config, trim, relevant, true, move |o: &O| {
             mapper(o).into_iter().collect()
         })
     }
@@ -354,6 +355,7 @@ where
         config: watcher::Config,
         trim: fn(&mut O),
         relevant: impl Fn(&O) -> Option<u64> + Send + 'static,
+        births_wake: bool,
         concerned: impl Fn(&O) -> Vec<ObjectRef<K>> + Send + 'static,
     ) -> Store<O>
     where
@@ -363,7 +365,7 @@ where
         self.caches.add(&reader);
         self.settled.push(Box::new(move |health: &Health| {
             let probe = health.watch(format!("cached {}", O::kind(&())));
-            let mut changes = Changes::default();
+            let mut changes = Changes::new(births_wake);
             probe
                 .observe(watcher(api, config).default_backoff())
                 .modify(trim)
@@ -599,7 +601,13 @@ where
             .observe(watcher(api, watcher::Config::default()).default_backoff())
             .modify(crate::cache::trim::<K>)
             .reflect(writer)
-            .applied_objects();
+            .applied_objects()
+            // The echo of the controller's own status write: the reconcile that
+            // wrote it has used it, and waking another would find nothing to do.
+            .try_filter({
+                let own = manager.own_writes();
+                move |obj| futures::future::ready(!own.is_echo(obj.meta()))
+            });
         let main = if status_changes_wake {
             main.boxed()
         } else {
@@ -1030,9 +1038,21 @@ struct Changes {
     /// The first list is done: what it lists wakes nothing (the main watch
     /// reconciles everything at start).
     listed: bool,
+    /// Whether an object's first appearance wakes anyone. Not for what the
+    /// controller creates itself: the reconcile that applied it used the answer
+    /// already, and the watch can deliver the new object before that answer
+    /// has been recorded as the controller's own write.
+    births_wake: bool,
 }
 
 impl Changes {
+    fn new(births_wake: bool) -> Self {
+        Self {
+            births_wake,
+            ..Self::default()
+        }
+    }
+
     fn woken<O, K>(
         &mut self,
         event: watcher::Event<O>,
@@ -1040,36 +1060,53 @@ impl Changes {
         concerned: &impl Fn(&O) -> Vec<ObjectRef<K>>,
     ) -> Vec<ObjectRef<K>>
     where
-        O: Resource,
+        O: Resource<DynamicType = ()>,
         K: Resource,
     {
-        match event {
-            watcher::Event::Init => Vec::new(),
+        let wakes = match &event {
+            watcher::Event::Init => false,
             watcher::Event::InitDone => {
                 self.listed = true;
-                Vec::new()
+                false
             }
             watcher::Event::Delete(obj) => {
                 if let Some(uid) = &obj.meta().uid {
                     self.last.remove(uid);
                 }
-                concerned(&obj)
+                true
             }
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-                // Nothing of it matters yet (a pod no scheduler has looked at):
-                // it wakes nobody until something does.
-                let Some(hash) = relevant(&obj) else {
-                    return Vec::new();
-                };
                 let uid = obj.meta().uid.clone().unwrap_or_default();
-                let before = self.last.insert(uid, hash);
-                let changed = before != Some(hash);
-                if changed && (self.listed || before.is_some()) {
-                    concerned(&obj)
-                } else {
-                    Vec::new()
+                match relevant(obj) {
+                    // Nothing of it matters (any more): a pod no scheduler has
+                    // refused wakes nobody, but one that was refused and is now
+                    // placed after all wakes its owner once.
+                    None => self.last.remove(&uid).is_some() && self.listed,
+                    Some(hash) => match self.last.insert(uid, hash) {
+                        Some(before) => before != hash,
+                        None => self.listed && self.births_wake,
+                    },
                 }
             }
+        };
+        match event {
+            watcher::Event::Delete(obj)
+            | watcher::Event::Apply(obj)
+            | watcher::Event::InitApply(obj)
+                if wakes =>
+            {
+                let woken = concerned(&obj);
+                if !woken.is_empty() {
+                    tracing::trace!(
+                        kind = %O::kind(&()),
+                        name = %obj.meta().name.as_deref().unwrap_or_default(),
+                        woken = woken.len(),
+                        "a change wakes"
+                    );
+                }
+                woken
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -1164,6 +1201,95 @@ mod tests {
         let refused = gate.refused.lock().unwrap();
         assert!(!refused.contains_key(&gone));
         assert_eq!(refused.len(), 1);
+    }
+
+    /// Feeds `events` of ConfigMaps through `changes`, each waking the
+    /// ConfigMap of its own name when `relevant` says so: the names woken.
+    fn woken_by(
+        changes: &mut Changes,
+        events: Vec<watcher::Event<k8s_openapi::api::core::v1::ConfigMap>>,
+    ) -> Vec<String> {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let relevant = |cm: &ConfigMap| {
+            cm.data
+                .as_ref()
+                .and_then(|d| d.get("relevant"))
+                .map(crate::cache::hash_of)
+        };
+        let concerned = |cm: &ConfigMap| vec![ObjectRef::<ConfigMap>::from_obj(cm)];
+        events
+            .into_iter()
+            .flat_map(|event| changes.woken(event, &relevant, &concerned))
+            .map(|r| r.name)
+            .collect()
+    }
+
+    fn config_map(name: &str, relevant: Option<&str>) -> k8s_openapi::api::core::v1::ConfigMap {
+        let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+        cm.metadata.name = Some(name.to_owned());
+        cm.metadata.uid = Some(format!("uid-{name}"));
+        cm.data = relevant.map(|v| [("relevant".to_owned(), v.to_owned())].into());
+        cm
+    }
+
+    #[test]
+    fn what_the_first_list_holds_wakes_nobody_and_later_changes_wake_once() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let mut changes = Changes::new(true);
+        let listed = woken_by(
+            &mut changes,
+            vec![Init, InitApply(config_map("a", Some("1"))), InitDone],
+        );
+        assert!(listed.is_empty(), "{listed:?}");
+        let woken = woken_by(
+            &mut changes,
+            vec![
+                // The same again (a resync, a status write): nothing.
+                Apply(config_map("a", Some("1"))),
+                Apply(config_map("a", Some("2"))),
+                // Born after the list, with something that matters.
+                Apply(config_map("b", Some("1"))),
+                // Born with nothing that matters yet.
+                Apply(config_map("c", None)),
+                Delete(config_map("a", Some("2"))),
+            ],
+        );
+        assert_eq!(woken, ["a", "b", "a"]);
+    }
+
+    #[test]
+    fn what_the_controller_creates_wakes_nobody_when_it_appears() {
+        use watcher::Event::{Apply, Delete, Init, InitDone};
+        let mut changes = Changes::new(false);
+        let woken = woken_by(
+            &mut changes,
+            vec![
+                Init,
+                InitDone,
+                Apply(config_map("made", Some("1"))),
+                Apply(config_map("made", Some("2"))),
+                Delete(config_map("made", Some("2"))),
+            ],
+        );
+        assert_eq!(woken, ["made", "made"]);
+    }
+
+    #[test]
+    fn what_stops_mattering_wakes_once() {
+        use watcher::Event::{Apply, Init, InitDone};
+        let mut changes = Changes::new(true);
+        let woken = woken_by(
+            &mut changes,
+            vec![
+                Init,
+                InitDone,
+                // A pod refused by the scheduler, then placed after all.
+                Apply(config_map("pod", Some("refused"))),
+                Apply(config_map("pod", None)),
+                Apply(config_map("pod", None)),
+            ],
+        );
+        assert_eq!(woken, ["pod", "pod"]);
     }
 
     #[test]

@@ -20,8 +20,9 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// The heartbeat Leases, cached; and a stream of node names whose silence changed.
 ///
-/// Runs until the stream is dropped. A node already silent when this starts is
-/// reported on the first tick, so an operator restarted mid-failover finishes it.
+/// Runs until the stream is dropped. Every node is reported on the first tick
+/// after the Leases have listed, so an operator restarted mid-failover finishes
+/// it; a Lease that appears later is reported only when it is silent.
 pub fn watch(client: Client) -> (Store<Lease>, impl Stream<Item = String> + Send + 'static) {
     let api: Api<Lease> = Api::namespaced(client, NODE_LEASE_NAMESPACE);
     let (reader, writer) = reflector::store();
@@ -35,7 +36,17 @@ pub fn watch(client: Client) -> (Store<Lease>, impl Stream<Item = String> + Send
             .applied_objects()
             .for_each(|_| async {});
         let ticks = async move {
+            // Whether a lease was there when this started: a first look at one
+            // counts as a change either way, so a controller (re)started while a
+            // node is silent finishes the failover, and one started just as a
+            // node it marked came back takes the mark off, without waiting for
+            // a resync. A node that joins later and speaks is news to nobody (its
+            // Node's arrival wakes what it concerns); one that joins silent is.
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
             let mut silent: BTreeMap<String, bool> = BTreeMap::new();
+            let mut started = true;
             let mut interval = tokio::time::interval(TICK);
             // Until nobody listens: a controller stopped (or its task aborted)
             // leaves no watch behind.
@@ -46,15 +57,18 @@ pub fn watch(client: Client) -> (Store<Lease>, impl Stream<Item = String> + Send
                     let name = lease.name_any();
                     let is_silent = lease_silent(&lease, now);
                     let was = silent.insert(name.clone(), is_silent);
-                    // A first look counts as a change either way: a controller
-                    // (re)started while a node is silent finishes the failover, and
-                    // one started just as a node it marked came back takes the mark
-                    // off, without waiting for a resync.
-                    let flipped = was != Some(is_silent);
-                    if flipped && tx.unbounded_send(name).is_err() {
-                        return;
+                    let flipped = match was {
+                        Some(was) => was != is_silent,
+                        None => started || is_silent,
+                    };
+                    if flipped {
+                        tracing::debug!(node = %name, silent = is_silent, "a node's heartbeat flipped");
+                        if tx.unbounded_send(name).is_err() {
+                            return;
+                        }
                     }
                 }
+                started = false;
             }
         };
         tokio::select! {
