@@ -53,11 +53,8 @@ async fn a_controller_killed_when_it_acts_is_finished_by_the_next_one() {
 
 async fn node_loss_with_a_backup_stick(prefix: &str, kill_mid_way: bool) {
     let _exclusive = crate::exclusive().await;
-    // The controllers' logs, shown when the test fails.
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .with_test_writer()
-        .try_init();
+    // The controllers' logs; RUST_LOG=homelab=debug shows their decisions.
+    let _ = homelab_kit::telemetry::init();
     let ns = TestNamespace::with_crds(prefix).await.unwrap();
     let client = ns.client().clone();
     let name = pin_name(&ns, "zigbee");

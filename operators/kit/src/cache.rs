@@ -179,12 +179,15 @@ impl CachesReady {
     pub fn add<O>(&self, store: &Store<O>)
     where
         O: Resource + Clone + Send + Sync + 'static,
-        O::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+        O::DynamicType: std::hash::Hash + Eq + Clone + Default + Send + Sync,
     {
         let store = store.clone();
         let ready = async move {
             // An error means the writer was dropped: the controller is stopping.
-            let _ = store.wait_until_ready().await;
+            if store.wait_until_ready().await.is_ok() {
+                let kind = O::DynamicType::default();
+                tracing::debug!(kind = %O::kind(&kind), objects = store.len(), "a cache has listed");
+            }
         };
         self.pending
             .lock()

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Shared};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
@@ -199,6 +199,10 @@ where
     manager: FieldManager,
     /// Whether a change to `K`'s status alone wakes its reconcile.
     status_changes_wake: bool,
+    /// Told when the main watch has listed.
+    listed_tx: futures::channel::oneshot::Sender<()>,
+    /// Resolves once the main watch has listed (`false`: it never will).
+    listed: Shared<BoxFuture<'static, bool>>,
 }
 
 /// A watch that fills a cache and names the objects its changes concern.
@@ -215,6 +219,7 @@ where
         let controller_metrics = metrics.controller(&settings.name);
         let (reader, writer) = reflector::store();
         let manager = FieldManager::new(&settings.name);
+        let (listed_tx, listed_rx) = futures::channel::oneshot::channel();
         Self {
             client,
             settings,
@@ -227,7 +232,19 @@ where
             caches: CachesReady::default(),
             manager,
             status_changes_wake: true,
+            listed_tx,
+            listed: listed_rx.map(|told| told.is_ok()).boxed().shared(),
         }
+    }
+
+    /// Resolves once the cache of `K` ([`Runner::store`]) has listed, with
+    /// `false` when it never will (the controller stopped first). For a task
+    /// beside the reconciles; not `Store::wait_until_ready`, which the
+    /// controller itself waits on: of two tasks waiting there at once only one
+    /// is woken.
+    #[must_use]
+    pub fn listed(&self) -> impl Future<Output = bool> + Send + 'static {
+        self.listed.clone()
     }
 
     /// Keeps every object of kind `O` that `api` and `config` select in a
@@ -572,6 +589,8 @@ where
             caches,
             manager,
             status_changes_wake,
+            listed_tx,
+            listed: _,
         } = self;
         let server = Server::bind(settings.http_addr).await?;
         let health =
@@ -601,6 +620,16 @@ where
             .observe(watcher(api, watcher::Config::default()).default_backoff())
             .modify(crate::cache::trim::<K>)
             .reflect(writer)
+            .inspect({
+                let mut listed = Some(listed_tx);
+                move |event| {
+                    if matches!(event, Ok(watcher::Event::InitDone))
+                        && let Some(tx) = listed.take()
+                    {
+                        let _ = tx.send(());
+                    }
+                }
+            })
             .applied_objects()
             // The echo of the controller's own status write: the reconcile that
             // wrote it has used it, and waking another would find nothing to do.
@@ -753,6 +782,7 @@ where
                 return Ok(Action::requeue(wait));
             }
             ctx.caches.wait().await;
+            tracing::trace!("reconcile starts");
             let _timer = ctx.metrics.reconcile_started();
             let result = reconcile(obj.clone(), ctx.clone()).await;
             match result {

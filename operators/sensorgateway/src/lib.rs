@@ -195,7 +195,7 @@ impl Operator for Controller {
 
     /// As the kit's, with deleted gateways' MQTT subscriptions closed.
     async fn run(self) -> Result<(), homelab_kit::Error> {
-        let _forgetting = forget_deleted(self.state.hub.clone(), self.store);
+        let _forgetting = forget_deleted(self.state.hub.clone(), self.store, self.runner.listed());
         self.runner.run(self.state, reconcile).await
     }
 
@@ -204,7 +204,7 @@ impl Operator for Controller {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), homelab_kit::Error> {
-        let forgetting = forget_deleted(self.state.hub.clone(), self.store);
+        let forgetting = forget_deleted(self.state.hub.clone(), self.store, self.runner.listed());
         let result = self.runner.run_until(self.state, reconcile, shutdown).await;
         forgetting.abort();
         result
@@ -213,9 +213,13 @@ impl Operator for Controller {
 
 /// Closes the subscriptions (and connections) of gateways that were deleted:
 /// a deleted object is never reconciled again to say so itself.
-fn forget_deleted(hub: Hub, store: Store<SensorGateway>) -> tokio::task::JoinHandle<()> {
+fn forget_deleted(
+    hub: Hub,
+    store: Store<SensorGateway>,
+    listed: impl Future<Output = bool> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_err() {
+        if !listed.await {
             return;
         }
         loop {

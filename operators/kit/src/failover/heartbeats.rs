@@ -4,6 +4,8 @@
 //! a node's name only when its state flips, never on every renewal.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::channel::mpsc;
@@ -29,12 +31,23 @@ pub fn watch(client: Client) -> (Store<Lease>, impl Stream<Item = String> + Send
     let (tx, rx) = mpsc::unbounded();
     let store = reader.clone();
     tokio::spawn(async move {
+        // Whether the Leases have listed. Not `Store::wait_until_ready`: the
+        // runner waits on this store already, and of two tasks waiting there
+        // at once only one is woken.
+        let listed = Arc::new(AtomicBool::new(false));
         let leases = watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(crate::cache::trim::<Lease>)
             .reflect(writer)
-            .applied_objects()
-            .for_each(|_| async {});
+            .for_each({
+                let listed = listed.clone();
+                move |event| {
+                    if matches!(event, Ok(watcher::Event::InitDone)) {
+                        listed.store(true, Ordering::Relaxed);
+                    }
+                    async {}
+                }
+            });
         let ticks = async move {
             // Whether a lease was there when this started: a first look at one
             // counts as a change either way, so a controller (re)started while a
@@ -42,9 +55,6 @@ pub fn watch(client: Client) -> (Store<Lease>, impl Stream<Item = String> + Send
             // node it marked came back takes the mark off, without waiting for
             // a resync. A node that joins later and speaks is news to nobody (its
             // Node's arrival wakes what it concerns); one that joins silent is.
-            if store.wait_until_ready().await.is_err() {
-                return;
-            }
             let mut silent: BTreeMap<String, bool> = BTreeMap::new();
             let mut started = true;
             let mut interval = tokio::time::interval(TICK);
@@ -52,6 +62,9 @@ pub fn watch(client: Client) -> (Store<Lease>, impl Stream<Item = String> + Send
             // leaves no watch behind.
             while !tx.is_closed() {
                 interval.tick().await;
+                if !listed.load(Ordering::Relaxed) {
+                    continue;
+                }
                 let now = jiff::Timestamp::now();
                 for lease in store.state() {
                     let name = lease.name_any();
