@@ -242,7 +242,6 @@ where
     /// beside the reconciles; not `Store::wait_until_ready`, which the
     /// controller itself waits on: of two tasks waiting there at once only one
     /// is woken.
-    #[must_use]
     pub fn listed(&self) -> impl Future<Output = bool> + Send + 'static {
         self.listed.clone()
     }
