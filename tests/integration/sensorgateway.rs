@@ -409,6 +409,42 @@ async fn a_broker_restart_is_reported_and_restarts_no_gateway() {
 }
 
 #[tokio::test]
+async fn a_deleted_gateway_leaves_no_broker_connection_behind() {
+    let (broker, _client, _ns, gateways, running) = setup_with_broker("sgw-deleted").await;
+    say(&broker, "attic/status", "online", true).await;
+    gateways
+        .apply(
+            "attic",
+            json!({"preset": "ESPHome", "external": true, "topicPrefix": "attic",
+                   "mqtt": mqtt_spec(&broker.url())}),
+        )
+        .await;
+    gateways.wait_condition("attic", types::READY, "True").await;
+    assert_eq!(running.hub.connections(), 1);
+
+    // A deleted object is never reconciled again: the controller notices it
+    // gone from its cache and closes what it held for it.
+    gateways
+        .api()
+        .delete("attic", &Default::default())
+        .await
+        .unwrap();
+    homelab_test_support::poll_until(
+        "the broker connection of the deleted gateway to close",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            match running.hub.connections() {
+                0 => Ok(()),
+                open => Err(format!("{open} open")),
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn bad_input_is_refused_and_other_gateways_carry_on() {
     let (broker, _client, ns, gateways, running) = setup_with_broker("sgw-bad").await;
     say(&broker, "porch/status", "online", true).await;
