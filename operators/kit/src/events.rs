@@ -84,7 +84,8 @@ impl EventPublisher {
     }
 
     /// A `Warning` Event about `obj` when `warning`, else a `Normal` one: for
-    /// Events a pure decide step chose.
+    /// Events a pure decide step chose. Returns at once; the Event is published
+    /// in the background.
     pub async fn event<K>(
         &self,
         obj: &K,
@@ -97,10 +98,15 @@ impl EventPublisher {
     {
         let event = self.build(obj.object_ref(&()), warning, reason, action, note.into());
         // An Event is a courtesy to the reader: failing to publish one must
-        // not fail the reconcile that had something to say.
-        if let Err(err) = self.publish(event).await {
-            tracing::warn!(error = %crate::error::report(&err), "could not publish Event");
-        }
+        // not fail the reconcile that had something to say, and waiting for
+        // it must not hold the reconcile up (two Events are two of the five
+        // round trips of a new MediaServer's first reconcile).
+        let publisher = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = publisher.publish(event).await {
+                tracing::warn!(error = %crate::error::report(&err), "could not publish Event");
+            }
+        });
     }
 
     /// Creates `event`, or counts it into the series of the same Event
